@@ -1,0 +1,162 @@
+//! `coffer server` as a user runs it: the real binary, a real data directory, real signals.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::Duration;
+
+struct Running {
+    child: Child,
+    address: String,
+    credentials: String,
+    stderr: BufReader<ChildStderr>,
+}
+
+fn coffer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_coffer"))
+}
+
+/// Starts the server on an ephemeral port and waits for its "listening" line.
+fn start(data_dir: &Path) -> Running {
+    let mut child = coffer()
+        .args(["--log-format", "json", "server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("COFFER_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(stderr.read_line(&mut line).unwrap(), 0, "server exited before listening");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["fields"]["message"] == "coffer server listening" {
+            let address = event["fields"]["address"].as_str().unwrap().to_owned();
+            let credentials = event["fields"]["credentials"].as_str().unwrap().to_owned();
+            return Running {
+                child,
+                address,
+                credentials,
+                stderr,
+            };
+        }
+    }
+}
+
+fn terminate(mut running: Running, signal: &str) -> String {
+    let status = Command::new("kill")
+        .args([signal, &running.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = running.child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut running.stderr, &mut rest).unwrap();
+    assert!(exit.success(), "server exited with {exit:?} after {signal}: {rest}");
+    rest
+}
+
+async fn healthz(address: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .get(format!("{address}/healthz"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn first_start_writes_credentials_and_restart_reuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+
+    let first = start(&data_dir);
+    assert_eq!(first.credentials, data_dir.join("credentials").to_str().unwrap());
+    assert_eq!(healthz(&first.address).await, (200, "ok\n".to_owned()));
+
+    let credentials = std::fs::read_to_string(data_dir.join("credentials")).unwrap();
+    assert!(credentials.contains("[coffer]"));
+    assert!(credentials.contains("aws_access_key_id = AKIA"));
+    assert!(credentials.contains("aws_secret_access_key = "));
+    for file in ["credentials", "root-key.json"] {
+        let mode = std::fs::metadata(data_dir.join(file)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{file} must be private");
+    }
+    let root_key = std::fs::read(data_dir.join("root-key.json")).unwrap();
+    let stopped = terminate(first, "-TERM");
+    assert!(stopped.contains("coffer server stopped"));
+
+    let second = start(&data_dir);
+    assert_eq!(healthz(&second.address).await.0, 200);
+    assert_eq!(std::fs::read_to_string(data_dir.join("credentials")).unwrap(), credentials);
+    assert_eq!(std::fs::read(data_dir.join("root-key.json")).unwrap(), root_key);
+    terminate(second, "-INT");
+}
+
+#[tokio::test]
+async fn the_log_never_carries_the_secret_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let running = start(tmp.path());
+    let credentials = std::fs::read_to_string(&running.credentials).unwrap();
+    let secret = credentials
+        .lines()
+        .find_map(|line| line.strip_prefix("aws_secret_access_key = "))
+        .unwrap()
+        .to_owned();
+    let root_key = std::fs::read_to_string(tmp.path().join("root-key.json")).unwrap();
+    let log = terminate(running, "-TERM");
+    assert!(!log.contains(&secret));
+    let root: serde_json::Value = serde_json::from_str(&root_key).unwrap();
+    for material in root["keys"].as_object().unwrap().values() {
+        assert!(!log.contains(material.as_str().unwrap()));
+    }
+}
+
+#[test]
+fn a_busy_port_fails_with_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let output = coffer()
+        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let errors: Vec<_> = stderr.lines().filter(|line| line.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
+}
+
+#[test]
+fn an_unusable_data_dir_fails_with_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let output = coffer()
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(file.join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("coffer: error: cannot use data directory"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_fail_with_usage() {
+    let output = coffer().args(["server", "--listen", "not-an-address"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.starts_with("error: invalid value 'not-an-address'"), "{stderr}");
+
+    let output = coffer().args(["server", "--no-such-flag"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
