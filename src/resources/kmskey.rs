@@ -32,6 +32,8 @@ const ACTION_PATTERN: &str = r"^(\*|kms:[a-zA-Z*]+)$";
 
 /// Desired state of a KmsKey: what kind of key it is, whether and how often it rotates, who may
 /// use it, and the aliases it goes by.
+// Clippy takes the repeated `type_ = "string"` of separate printer columns for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "coffer.dev",
@@ -392,5 +394,156 @@ impl Default for KmsKeySpec {
             policy: None,
             aliases: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::resources::cel_check::{
+        assert_invalid, assert_update_invalid, assert_valid, evaluate, object,
+    };
+
+    fn key(spec: serde_json::Value) -> serde_json::Value {
+        object("KmsKey", spec)
+    }
+
+    #[test]
+    fn empty_spec_takes_the_defaults() {
+        let spec: KmsKeySpec = serde_json::from_value(json!({})).expect("an empty spec parses");
+        assert_eq!(spec, KmsKeySpec::default());
+        assert_eq!(spec.key_spec, KeySpec::SymmetricDefault);
+        assert_eq!(spec.key_usage, KeyUsage::EncryptDecrypt);
+        assert_eq!(spec.origin, KeyOrigin::Coffer);
+        assert!(spec.enabled);
+        assert_eq!(spec.deletion_window_days, 30);
+        let rotation: KeyRotation = serde_json::from_value(json!({})).expect("parses");
+        assert_eq!(rotation, KeyRotation::default());
+        assert_eq!(rotation.period_days, 365);
+    }
+
+    #[test]
+    fn serializes_camel_case_and_skips_absent_fields() {
+        let spec = KmsKeySpec {
+            key_spec: KeySpec::EccNistP256,
+            key_usage: KeyUsage::SignVerify,
+            ..KmsKeySpec::default()
+        };
+        let value = serde_json::to_value(&spec).expect("serializes");
+        assert_eq!(
+            value,
+            json!({
+                "keySpec": "ECC_NIST_P256",
+                "keyUsage": "SIGN_VERIFY",
+                "origin": "COFFER",
+                "enabled": true,
+                "deletionWindowDays": 30,
+            })
+        );
+        let status = serde_json::to_value(KmsKeyStatus::default()).expect("serializes");
+        assert_eq!(status, json!({}));
+    }
+
+    #[test]
+    fn cel_accepts_valid_keys() {
+        assert_valid::<KmsKey>(&key(json!({})));
+        assert_valid::<KmsKey>(&key(json!({
+            "description": "database column encryption",
+            "rotation": {"periodDays": 90},
+            "aliases": ["app/db", "payments_key-1"],
+            "policy": {
+                "statements": [{
+                    "sid": "app",
+                    "effect": "Allow",
+                    "principals": ["system:serviceaccount:app:api"],
+                    "actions": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                    "conditions": {
+                        "encryptionContextEquals": {"table": "users"},
+                        "callerNamespace": ["app"],
+                    },
+                }],
+            },
+        })));
+        assert_valid::<KmsKey>(&key(
+            json!({"keySpec": "RSA_3072", "keyUsage": "SIGN_VERIFY"}),
+        ));
+        assert_valid::<KmsKey>(&key(json!({"keySpec": "RSA_2048"})));
+        assert_valid::<KmsKey>(&key(
+            json!({"keySpec": "ECC_NIST_P384", "keyUsage": "SIGN_VERIFY"}),
+        ));
+        // A paused rotation block is allowed on any key.
+        assert_valid::<KmsKey>(&key(json!({
+            "keySpec": "RSA_4096",
+            "rotation": {"enabled": false},
+        })));
+        // The typed value, as the controller would write it.
+        let typed = KmsKey::new("typed", KmsKeySpec::default());
+        assert_valid::<KmsKey>(&serde_json::to_value(typed).expect("serializes"));
+    }
+
+    #[test]
+    fn cel_ecc_keys_only_sign() {
+        assert_invalid::<KmsKey>(
+            &key(json!({"keySpec": "ECC_NIST_P256"})),
+            "ECC key specs support only keyUsage SIGN_VERIFY",
+        );
+    }
+
+    #[test]
+    fn cel_symmetric_keys_only_encrypt() {
+        assert_invalid::<KmsKey>(
+            &key(json!({"keyUsage": "SIGN_VERIFY"})),
+            "SYMMETRIC_DEFAULT keys support only keyUsage ENCRYPT_DECRYPT",
+        );
+    }
+
+    #[test]
+    fn cel_rotation_only_for_symmetric_coffer_keys() {
+        let message = "automatic rotation is available only for SYMMETRIC_DEFAULT keys";
+        assert_invalid::<KmsKey>(
+            &key(json!({"keySpec": "RSA_2048", "rotation": {}})),
+            message,
+        );
+        assert_invalid::<KmsKey>(
+            &key(json!({"origin": "EXTERNAL", "rotation": {"periodDays": 400}})),
+            message,
+        );
+    }
+
+    #[test]
+    fn cel_alias_prefixes() {
+        assert_invalid::<KmsKey>(
+            &key(json!({"aliases": ["ok", "aws/secretsmanager"]})),
+            "alias names may not begin with aws/",
+        );
+        assert_invalid::<KmsKey>(
+            &key(json!({"aliases": ["alias/app"]})),
+            "write alias names without the alias/ prefix",
+        );
+    }
+
+    #[test]
+    fn cel_key_spec_usage_and_origin_are_immutable() {
+        let old = key(json!({"keySpec": "RSA_2048"}));
+        assert_eq!(evaluate::<KmsKey>(&old, Some(&old)), Ok(()));
+        let changed = key(json!({"keySpec": "RSA_2048", "description": "now described"}));
+        assert_eq!(evaluate::<KmsKey>(&changed, Some(&old)), Ok(()));
+        assert_update_invalid::<KmsKey>(
+            &key(json!({"keySpec": "RSA_4096"})),
+            Some(&old),
+            "keySpec is immutable",
+        );
+        assert_update_invalid::<KmsKey>(
+            &key(json!({"keySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY"})),
+            Some(&old),
+            "keyUsage is immutable",
+        );
+        assert_update_invalid::<KmsKey>(
+            &key(json!({"keySpec": "RSA_2048", "origin": "EXTERNAL"})),
+            Some(&old),
+            "origin is immutable",
+        );
     }
 }

@@ -25,7 +25,9 @@ pub const PARAMETER_NAME_PATTERN: &str = r"^(/[a-zA-Z0-9_.-]+){1,15}$|^[a-zA-Z0-
 
 /// Desired state of a Parameter: its name, type and value (or value source), tier and
 /// policies.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+// Clippy takes the repeated `type_ = "string"` of separate printer columns for duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "coffer.dev",
     version = "v1alpha1",
@@ -281,7 +283,9 @@ pub enum ParameterNameError {
         length: usize,
     },
     /// The name holds a character outside `a-zA-Z0-9_.-/`.
-    #[error("the name holds {character:?}; only letters, digits, '_', '.', '-' and '/' are allowed")]
+    #[error(
+        "the name holds {character:?}; only letters, digits, '_', '.', '-' and '/' are allowed"
+    )]
     InvalidCharacter {
         /// The first character that is not allowed.
         character: char,
@@ -343,24 +347,6 @@ fn check_parameter_name(name: &str) -> Result<(), ParameterNameError> {
         return Err(ParameterNameError::ReservedPrefix);
     }
     Ok(())
-}
-
-impl Default for ParameterSpec {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            type_: ParameterType::default(),
-            value: None,
-            sealed_value: None,
-            from_secret: None,
-            kms_key_ref: None,
-            tier: ParameterTier::default(),
-            allowed_pattern: None,
-            data_type: ParameterDataType::default(),
-            description: None,
-            policies: Vec::new(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -487,6 +473,214 @@ mod tests {
             Some(
                 "invalid parameter name: the name holds ' '; only letters, digits, '_', '.', '-' and '/' are allowed"
             )
+        );
+    }
+}
+
+#[cfg(test)]
+mod cel_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::resources::cel_check::{
+        assert_invalid, assert_update_invalid, assert_valid, evaluate, object,
+    };
+
+    fn parameter(spec: serde_json::Value) -> serde_json::Value {
+        object("Parameter", spec)
+    }
+
+    #[test]
+    fn defaults() {
+        let spec: ParameterSpec =
+            serde_json::from_value(json!({"name": "/app/x", "value": "1"})).expect("parses");
+        assert_eq!(spec.type_, ParameterType::String);
+        assert_eq!(spec.tier, ParameterTier::Standard);
+        assert_eq!(spec.data_type, ParameterDataType::Text);
+        assert_eq!(
+            serde_json::to_value(&spec).expect("serializes"),
+            json!({
+                "name": "/app/x",
+                "type": "String",
+                "value": "1",
+                "tier": "Standard",
+                "dataType": "text",
+            })
+        );
+    }
+
+    #[test]
+    fn cel_accepts_valid_parameters() {
+        assert_valid::<Parameter>(&parameter(
+            json!({"name": "/app/db/url", "value": "postgres://db"}),
+        ));
+        assert_valid::<Parameter>(&parameter(json!({
+            "name": "hosts",
+            "type": "StringList",
+            "value": "a,b,c",
+            "allowedPattern": "^[a-z,]+$",
+            "description": "hosts to call",
+        })));
+        assert_valid::<Parameter>(&parameter(json!({
+            "name": "/app/token",
+            "type": "SecureString",
+            "sealedValue": "AAECAwQ=",
+            "kmsKeyRef": {"name": "app-key"},
+            "tier": "Advanced",
+            "policies": [
+                {"type": "Expiration", "timestamp": "2030-01-01T00:00:00Z"},
+                {"type": "ExpirationNotification", "before": 5, "unit": "Days"},
+                {"type": "NoChangeNotification", "after": 30},
+            ],
+        })));
+        assert_valid::<Parameter>(&parameter(json!({
+            "name": "/app/legacy",
+            "type": "SecureString",
+            "fromSecret": {"name": "legacy", "key": "password"},
+        })));
+        assert_valid::<Parameter>(&parameter(json!({
+            "name": "/ami/latest",
+            "value": "ami-0123456789abcdef0",
+            "dataType": "aws:ec2:image",
+        })));
+        assert_valid::<Parameter>(&parameter(json!({
+            "name": "/big",
+            "value": "x".repeat(8192),
+            "tier": "Advanced",
+        })));
+        let typed = Parameter::new(
+            "typed",
+            ParameterSpec {
+                name: "/typed".into(),
+                value: Some("v".into()),
+                ..ParameterSpec::default()
+            },
+        );
+        assert_valid::<Parameter>(&serde_json::to_value(typed).expect("serializes"));
+    }
+
+    #[test]
+    fn cel_value_only_for_plain_types() {
+        assert_invalid::<Parameter>(
+            &parameter(json!({"name": "/a"})),
+            "String and StringList parameters need a value",
+        );
+        assert_invalid::<Parameter>(
+            &parameter(json!({"name": "/a", "value": "x", "sealedValue": "AAAA"})),
+            "other types take neither",
+        );
+        assert_invalid::<Parameter>(
+            &parameter(json!({"name": "/a", "value": "x", "kmsKeyRef": {"name": "k"}})),
+            "kmsKeyRef applies only to SecureString parameters",
+        );
+    }
+
+    #[test]
+    fn cel_secure_string_needs_exactly_one_source() {
+        assert_invalid::<Parameter>(
+            &parameter(json!({"name": "/s", "type": "SecureString"})),
+            "needs exactly one of sealedValue and fromSecret",
+        );
+        assert_invalid::<Parameter>(
+            &parameter(json!({
+                "name": "/s",
+                "type": "SecureString",
+                "sealedValue": "AAAA",
+                "fromSecret": {"name": "a", "key": "b"},
+            })),
+            "needs exactly one of sealedValue and fromSecret",
+        );
+        assert_invalid::<Parameter>(
+            &parameter(json!({
+                "name": "/s",
+                "type": "SecureString",
+                "value": "plain",
+                "sealedValue": "AAAA",
+            })),
+            "a SecureString parameter takes no plaintext value",
+        );
+    }
+
+    #[test]
+    fn cel_tier_limits() {
+        assert_invalid::<Parameter>(
+            &parameter(json!({"name": "/big", "value": "x".repeat(4097)})),
+            "the value of a Standard parameter is at most 4096 characters",
+        );
+        assert_invalid::<Parameter>(
+            &parameter(json!({
+                "name": "/p",
+                "value": "x",
+                "policies": [{"type": "NoChangeNotification", "after": 3}],
+            })),
+            "parameter policies need tier Advanced or IntelligentTiering",
+        );
+    }
+
+    #[test]
+    fn cel_policies() {
+        let with = |policy: serde_json::Value| {
+            parameter(json!({
+                "name": "/p",
+                "value": "x",
+                "tier": "IntelligentTiering",
+                "policies": [policy],
+            }))
+        };
+        assert_valid::<Parameter>(&with(
+            json!({"type": "Expiration", "timestamp": "2030-01-01T00:00:00Z"}),
+        ));
+        assert_invalid::<Parameter>(
+            &with(json!({"type": "Expiration"})),
+            "timestamp is required in an Expiration policy",
+        );
+        assert_invalid::<Parameter>(
+            &with(
+                json!({"type": "Expiration", "timestamp": "2030-01-01T00:00:00Z", "unit": "Days"}),
+            ),
+            "unit applies only to notification policies",
+        );
+        assert_invalid::<Parameter>(
+            &with(json!({"type": "NoChangeNotification", "before": 1})),
+            "after is required in a NoChangeNotification policy",
+        );
+        assert_invalid::<Parameter>(
+            &with(json!({"type": "ExpirationNotification", "before": 1})),
+            "an ExpirationNotification policy needs an Expiration policy",
+        );
+    }
+
+    #[test]
+    fn cel_data_type_needs_string() {
+        assert_invalid::<Parameter>(
+            &parameter(
+                json!({"name": "/l", "type": "StringList", "value": "a", "dataType": "aws:ec2:image"}),
+            ),
+            "data types other than text need type String",
+        );
+    }
+
+    #[test]
+    fn cel_name_rules() {
+        for name in ["awsParam", "/AWS/x", "SSM", "/ssm-config"] {
+            assert_invalid::<Parameter>(
+                &parameter(json!({"name": name, "value": "x"})),
+                "parameter names may not begin with aws or ssm",
+            );
+            assert!(validate_parameter_name(name).is_err(), "{name}");
+        }
+        let old = parameter(json!({"name": "/app/a", "value": "1"}));
+        assert_eq!(
+            evaluate::<Parameter>(
+                &parameter(json!({"name": "/app/a", "value": "2"})),
+                Some(&old)
+            ),
+            Ok(())
+        );
+        assert_update_invalid::<Parameter>(
+            &parameter(json!({"name": "/app/b", "value": "1"})),
+            Some(&old),
+            "name is immutable",
         );
     }
 }

@@ -29,7 +29,8 @@ pub const STAGE_PENDING: &str = "AWSPENDING";
 pub const STAGE_PREVIOUS: &str = "AWSPREVIOUS";
 
 /// Pattern of a rotation schedule: `rate(N days)`, `rate(N hours)` or a six-field `cron(...)`.
-pub const SCHEDULE_PATTERN: &str = r"^(rate\([1-9][0-9]{0,3} (hour|hours|day|days)\)|cron\([^ ()]+( [^ ()]+){5}\))$";
+pub const SCHEDULE_PATTERN: &str =
+    r"^(rate\([1-9][0-9]{0,3} (hour|hours|day|days)\)|cron\([^ ()]+( [^ ()]+){5}\))$";
 
 /// Pattern of a ServiceAccount written as `NAMESPACE/NAME`.
 const NAMESPACED_SERVICE_ACCOUNT_PATTERN: &str =
@@ -37,6 +38,8 @@ const NAMESPACED_SERVICE_ACCOUNT_PATTERN: &str =
 
 /// Desired state of a Secret: where its value comes from, which key encrypts it, how it rotates,
 /// who else may read it, and whether a copy goes into a core Secret.
+// Clippy takes the repeated `type_ = "string"` of separate printer columns for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "coffer.dev",
@@ -442,4 +445,159 @@ fn default_generated_length() -> i32 {
 
 fn default_secret_type() -> String {
     "Opaque".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::resources::cel_check::{assert_invalid, assert_valid, object};
+
+    fn secret(spec: serde_json::Value) -> serde_json::Value {
+        object("Secret", spec)
+    }
+
+    #[test]
+    fn defaults() {
+        let spec: SecretSpec =
+            serde_json::from_value(json!({"generate": {}})).expect("a spec parses");
+        assert_eq!(spec.generate, Some(GenerateSettings::default()));
+        assert_eq!(spec.recovery_window_days, 30);
+        let generate = GenerateSettings::default();
+        assert_eq!(generate.length, 32);
+        assert!(generate.require_each_included_type);
+        let sync: SyncSettings = serde_json::from_value(json!({})).expect("parses");
+        assert!(sync.enabled);
+        assert_eq!(sync.type_, "Opaque");
+        let rotation: SecretRotation =
+            serde_json::from_value(json!({"schedule": "rate(30 days)"})).expect("parses");
+        assert_eq!(rotation.strategy, RotationStrategy::Generate);
+        let status: RotationStatus = serde_json::from_value(json!({})).expect("parses");
+        assert_eq!(status.state, RotationState::Idle);
+    }
+
+    #[test]
+    fn cel_accepts_valid_secrets() {
+        assert_valid::<Secret>(&secret(json!({"generate": {}})));
+        assert_valid::<Secret>(&secret(json!({
+            "description": "API database credentials",
+            "kmsKeyRef": {"name": "alias/app"},
+            "generate": {
+                "length": 40,
+                "excludePunctuation": true,
+                "template": "{\"username\": \"api\"}",
+                "generateStringKey": "password",
+            },
+            "rotation": {
+                "schedule": "rate(30 days)",
+                "strategy": "postgres",
+                "postgres": {"masterSecretRef": {"name": "db-admin"}, "username": "api"},
+            },
+            "resourcePolicy": {
+                "allowedNamespaces": ["batch"],
+                "allowedServiceAccounts": ["web/frontend"],
+            },
+            "sync": {"secretName": "api-db", "keys": [{"key": "password", "property": "password"}]},
+            "recoveryWindowDays": 7,
+        })));
+        assert_valid::<Secret>(&secret(json!({"sealedValue": "AAECAwQ="})));
+        assert_valid::<Secret>(&secret(json!({
+            "fromSecret": {"name": "legacy", "key": "token"},
+            "rotation": {
+                "schedule": "cron(0 4 1 * ? *)",
+                "strategy": "webhook",
+                "webhook": {"url": "https://rotator.example.svc/rotate"},
+            },
+        })));
+        assert_valid::<Secret>(&secret(json!({
+            "generate": {},
+            "rotation": {
+                "schedule": "rate(12 hours)",
+                "strategy": "job",
+                "job": {"template": {"spec": {"template": {"spec": {"containers": []}}}}},
+            },
+        })));
+        let typed = Secret::new(
+            "typed",
+            SecretSpec {
+                description: None,
+                kms_key_ref: None,
+                generate: Some(GenerateSettings::default()),
+                sealed_value: None,
+                from_secret: None,
+                rotation: None,
+                resource_policy: None,
+                sync: None,
+                recovery_window_days: 30,
+            },
+        );
+        assert_valid::<Secret>(&serde_json::to_value(typed).expect("serializes"));
+    }
+
+    #[test]
+    fn cel_exactly_one_value_source() {
+        let message = "give exactly one of generate, sealedValue and fromSecret";
+        assert_invalid::<Secret>(&secret(json!({})), message);
+        assert_invalid::<Secret>(
+            &secret(json!({"generate": {}, "sealedValue": "AAAA"})),
+            message,
+        );
+        assert_invalid::<Secret>(
+            &secret(json!({
+                "sealedValue": "AAAA",
+                "fromSecret": {"name": "a", "key": "b"},
+            })),
+            message,
+        );
+    }
+
+    #[test]
+    fn cel_strategy_settings_match_the_strategy() {
+        assert_invalid::<Secret>(
+            &secret(json!({
+                "generate": {},
+                "rotation": {"schedule": "rate(1 day)", "strategy": "mysql"},
+            })),
+            "mysql settings are required with strategy mysql",
+        );
+        assert_invalid::<Secret>(
+            &secret(json!({
+                "generate": {},
+                "rotation": {
+                    "schedule": "rate(1 day)",
+                    "webhook": {"url": "https://example.com/"},
+                },
+            })),
+            "webhook settings are required with strategy webhook, and allowed only with it",
+        );
+        assert_invalid::<Secret>(
+            &secret(json!({
+                "generate": {},
+                "rotation": {
+                    "schedule": "rate(1 day)",
+                    "strategy": "job",
+                    "postgres": {"masterSecretRef": {"name": "db"}, "username": "u"},
+                },
+            })),
+            "postgres settings are required with strategy postgres",
+        );
+    }
+
+    #[test]
+    fn cel_generate_settings() {
+        assert_invalid::<Secret>(
+            &secret(json!({"generate": {"template": "{}"}})),
+            "template and generateStringKey go together",
+        );
+        assert_invalid::<Secret>(
+            &secret(json!({"generate": {
+                "excludeLowercase": true,
+                "excludeUppercase": true,
+                "excludeNumbers": true,
+                "excludePunctuation": true,
+            }})),
+            "every kind of character is excluded",
+        );
+    }
 }
