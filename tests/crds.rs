@@ -514,3 +514,112 @@ proptest! {
         );
     }
 }
+
+/// Every `pattern` under `node`, with the path of its schema node.
+fn patterns(node: &Value, path: &str, found: &mut Vec<(String, String)>) {
+    if let Some(pattern) = node.get("pattern").and_then(Value::as_str) {
+        found.push((path.to_owned(), pattern.to_owned()));
+    }
+    if let Some(properties) = node.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            patterns(property, &format!("{path}.{name}"), found);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        patterns(items, &format!("{path}[]"), found);
+    }
+}
+
+#[test]
+fn schema_patterns_compile() {
+    let mut found = Vec::new();
+    for crd in crds() {
+        patterns(&schema(&crd), &crd_name(&crd), &mut found);
+    }
+    assert!(found.len() > 10, "{found:?}");
+    for (path, pattern) in found {
+        assert!(
+            regex::Regex::new(&pattern).is_ok(),
+            "{path}: {pattern} does not compile"
+        );
+    }
+}
+
+#[test]
+fn rotation_schedule_pattern() {
+    let pattern = regex::Regex::new(coffer::resources::SCHEDULE_PATTERN).expect("compiles");
+    for good in [
+        "rate(1 day)",
+        "rate(30 days)",
+        "rate(4 hours)",
+        "rate(1000 days)",
+        "cron(0 4 1 * ? *)",
+        "cron(0/30 8-17 ? * MON-FRI *)",
+    ] {
+        assert!(pattern.is_match(good), "{good}");
+    }
+    for bad in [
+        "",
+        "rate(0 days)",
+        "rate(30 weeks)",
+        "rate(30days)",
+        "rate(-1 days)",
+        "cron(0 4 * * ?)",
+        "cron(0 4 1 * ? * *)",
+        "cron()",
+        "every day",
+        "rate(1 day) ",
+    ] {
+        assert!(!pattern.is_match(bad), "{bad}");
+    }
+}
+
+#[test]
+fn kms_key_name_patterns() {
+    use kube::CustomResourceExt;
+    let schema = schema(&coffer::resources::KmsKey::crd());
+    let spec = &schema["properties"]["spec"]["properties"];
+    let compile = |node: &Value| {
+        regex::Regex::new(node["pattern"].as_str().expect("a pattern")).expect("compiles")
+    };
+    let alias = compile(&spec["aliases"]["items"]);
+    for good in ["app", "app/db", "A_b-1/c"] {
+        assert!(alias.is_match(good), "{good}");
+    }
+    for bad in ["", "app db", "app:db", "é"] {
+        assert!(!alias.is_match(bad), "{bad}");
+    }
+    let statement = &spec["policy"]["properties"]["statements"]["items"]["properties"];
+    let principal = compile(&statement["principals"]["items"]);
+    for good in [
+        "*",
+        "system:serviceaccount:app:api",
+        "system:serviceaccount:kube-system:coffer.controller",
+        "system:serviceaccounts:app",
+    ] {
+        assert!(principal.is_match(good), "{good}");
+    }
+    for bad in [
+        "",
+        "app:api",
+        "system:serviceaccount:app",
+        "system:serviceaccount:App:api",
+        "system:serviceaccounts:app:api",
+        "**",
+    ] {
+        assert!(!principal.is_match(bad), "{bad}");
+    }
+    let action = compile(&statement["actions"]["items"]);
+    for good in ["*", "kms:*", "kms:Decrypt", "kms:Describe*"] {
+        assert!(action.is_match(good), "{good}");
+    }
+    for bad in [
+        "",
+        "Decrypt",
+        "secretsmanager:GetSecretValue",
+        "kms:",
+        "kms:De crypt",
+    ] {
+        assert!(!action.is_match(bad), "{bad}");
+    }
+}
