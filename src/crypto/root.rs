@@ -125,10 +125,16 @@ impl RootKeyring {
     /// Parses [`RootKeyring::to_json`] output. Keys are decoded straight into wiped buffers.
     pub fn from_json(json: &[u8]) -> Result<Self, CryptoError> {
         let doc: KeyringDocument = serde_json::from_slice(json).map_err(|e| {
-            // serde_json messages can quote the offending value, so only its position is kept.
+            // serde_json's own messages can quote the offending value, which may be key
+            // material; only this module's fixed messages are passed on.
+            let text = e.to_string();
+            let reason = OUR_MESSAGES
+                .iter()
+                .find(|m| text.starts_with(*m))
+                .copied()
+                .unwrap_or("not a keyring document");
             CryptoError::InvalidKeyring(format!(
-                "not a keyring document ({:?} error at line {}, column {})",
-                e.classify(),
+                "{reason} (line {}, column {})",
                 e.line(),
                 e.column()
             ))
@@ -169,6 +175,13 @@ fn root_aad(version: u32, aad: &[u8]) -> Vec<u8> {
     out
 }
 
+const MSG_VERSION_NAME: &str = "key names must be version numbers";
+const MSG_DUPLICATE: &str = "duplicate version";
+const MSG_NO_KEYS: &str = "no keys";
+const MSG_BAD_KEY: &str = "key is not base64 of 64 bytes";
+/// Errors raised by the visitors below; they quote nothing from the input.
+const OUR_MESSAGES: [&str; 4] = [MSG_VERSION_NAME, MSG_DUPLICATE, MSG_NO_KEYS, MSG_BAD_KEY];
+
 /// A decimal version number in canonical form (no sign, no leading zero), at least 1.
 fn parse_version(text: &str) -> Option<u32> {
     let version: u32 = text.parse().ok()?;
@@ -203,15 +216,15 @@ impl<'de> Visitor<'de> for KeyMapVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyMap, A::Error> {
         let mut versions = BTreeMap::new();
         while let Some(name) = map.next_key::<String>()? {
-            let version = parse_version(&name)
-                .ok_or_else(|| de::Error::custom("key names must be version numbers"))?;
+            let version =
+                parse_version(&name).ok_or_else(|| de::Error::custom(MSG_VERSION_NAME))?;
             let B64Key(material) = map.next_value()?;
             if versions.insert(version, material).is_some() {
-                return Err(de::Error::custom("duplicate version"));
+                return Err(de::Error::custom(MSG_DUPLICATE));
             }
         }
         if versions.is_empty() {
-            return Err(de::Error::custom("no keys"));
+            return Err(de::Error::custom(MSG_NO_KEYS));
         }
         Ok(KeyMap(versions))
     }
@@ -237,7 +250,7 @@ impl Visitor<'_> for B64KeyVisitor {
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<B64Key, E> {
         // Deliberately generic errors: the text is key material.
-        let invalid = || E::custom("key is not base64 of 64 bytes");
+        let invalid = || E::custom(MSG_BAD_KEY);
         if text.len() != KEY_B64_LEN {
             return Err(invalid());
         }
@@ -506,24 +519,25 @@ impl KubernetesRootKeyProvider {
             ))
         })
     }
+}
 
-    fn secret_for(&self, ring: &RootKeyring) -> Secret {
-        let mut secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(self.name.clone()),
-                namespace: Some(self.namespace.clone()),
-                labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/managed-by".to_owned(),
-                    "coffer".to_owned(),
-                )])),
-                ..ObjectMeta::default()
-            },
-            type_: Some("Opaque".to_owned()),
-            ..Secret::default()
-        };
-        fill_secret_data(&mut secret, ring);
-        secret
-    }
+/// A new root key Secret holding `ring`.
+fn new_secret(namespace: &str, name: &str, ring: &RootKeyring) -> Secret {
+    let mut secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_owned(),
+                "coffer".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    };
+    fill_secret_data(&mut secret, ring);
+    secret
 }
 
 /// Replaces the keyring entries of `secret.data`, keeping any other keys.
@@ -572,7 +586,7 @@ impl RootKeyProvider for KubernetesRootKeyProvider {
         }
 
         let ring = RootKeyring::generate();
-        let secret = Scrubbed(self.secret_for(&ring));
+        let secret = Scrubbed(new_secret(&self.namespace, &self.name, &ring));
         match api.create(&PostParams::default(), &secret.0).await {
             Ok(created) => {
                 drop(Scrubbed(created));
@@ -630,5 +644,491 @@ impl RootKeyProvider for KubernetesRootKeyProvider {
             name: self.name.clone(),
             attempts: MAX_ROOT_KEY_CONFLICT_RETRIES,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same_keys(a: &RootKeyring, b: &RootKeyring) -> bool {
+        a.current == b.current && a.versions == b.versions
+    }
+
+    #[test]
+    fn wrap_unwrap_across_rotation() {
+        let mut ring = RootKeyring::generate();
+        assert_eq!(ring.current_version(), 1);
+        let old = ring.wrap(b"kmskey/a/1", b"old secret").unwrap();
+        assert_eq!(&old[..4], &1u32.to_be_bytes());
+
+        assert_eq!(ring.rotate().unwrap(), 2);
+        assert_eq!(ring.rotate().unwrap(), 3);
+        assert_eq!(ring.current_version(), 3);
+        assert_eq!(ring.versions().collect::<Vec<_>>(), [1, 2, 3]);
+        let new = ring.wrap(b"kmskey/a/2", b"new secret").unwrap();
+        assert_eq!(&new[..4], &3u32.to_be_bytes());
+
+        assert_eq!(
+            ring.unwrap(b"kmskey/a/1", &old).unwrap().expose(),
+            b"old secret"
+        );
+        assert_eq!(
+            ring.unwrap(b"kmskey/a/2", &new).unwrap().expose(),
+            b"new secret"
+        );
+        assert!(matches!(
+            ring.unwrap(b"kmskey/a/2", &old),
+            Err(CryptoError::Authentication)
+        ));
+    }
+
+    #[test]
+    fn unwrap_checks_the_version_prefix() {
+        let mut ring = RootKeyring::generate();
+        ring.rotate().unwrap();
+        let wrapped = ring.wrap(b"", b"secret").unwrap();
+
+        let mut relabelled = wrapped.clone();
+        relabelled[..4].copy_from_slice(&1u32.to_be_bytes());
+        assert!(matches!(
+            ring.unwrap(b"", &relabelled),
+            Err(CryptoError::Authentication)
+        ));
+
+        let mut unknown = wrapped.clone();
+        unknown[..4].copy_from_slice(&9u32.to_be_bytes());
+        assert!(matches!(
+            ring.unwrap(b"", &unknown),
+            Err(CryptoError::UnknownRootKeyVersion(9))
+        ));
+        assert!(ring.unwrap(b"", &wrapped[..3]).is_err());
+        assert!(RootKeyring::generate().unwrap(b"", &wrapped).is_err());
+    }
+
+    #[test]
+    fn rotation_stops_at_the_last_version_number() {
+        let mut ring = RootKeyring {
+            versions: BTreeMap::from([(u32::MAX, KeyMaterial::generate())]),
+            current: u32::MAX,
+        };
+        assert!(matches!(
+            ring.rotate(),
+            Err(CryptoError::RootKeyVersionsExhausted)
+        ));
+        assert_eq!(ring.versions().count(), 1);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let mut ring = RootKeyring::generate();
+        ring.rotate().unwrap();
+        ring.rotate().unwrap();
+        let json = ring.to_json().unwrap();
+        let value: serde_json::Value = serde_json::from_slice(json.expose()).unwrap();
+        assert_eq!(value["current"], 3);
+        assert_eq!(value["keys"].as_object().unwrap().len(), 3);
+        let back = RootKeyring::from_json(json.expose()).unwrap();
+        assert!(same_keys(&ring, &back));
+        // The buffer was sized exactly enough not to reallocate.
+        assert!(json.len() <= 40 + 3 * (KEY_B64_LEN + 20));
+    }
+
+    #[test]
+    fn invalid_json_documents_are_refused_without_quoting_keys() {
+        let key = BASE64.encode([7u8; KEY_LEN]);
+        let short = BASE64.encode([7u8; KEY_LEN - 1]);
+        let cases = [
+            ("".to_owned(), "not a keyring document"),
+            ("[]".to_owned(), "not a keyring document"),
+            (
+                format!(r#"{{"keys":{{"1":"{key}"}}}}"#),
+                "not a keyring document",
+            ),
+            (
+                format!(r#"{{"current":2,"keys":{{"1":"{key}"}}}}"#),
+                "current version 2 has no key",
+            ),
+            (r#"{"current":1,"keys":{}}"#.to_owned(), MSG_NO_KEYS),
+            (
+                format!(r#"{{"current":1,"keys":{{"1":"{short}"}}}}"#),
+                MSG_BAD_KEY,
+            ),
+            (
+                format!(r#"{{"current":1,"keys":{{"1":"{key}="}}}}"#),
+                MSG_BAD_KEY,
+            ),
+            (
+                format!(r#"{{"current":1,"keys":{{"1":"!{}"}}}}"#, &key[1..]),
+                MSG_BAD_KEY,
+            ),
+            (
+                r#"{"current":1,"keys":{"1":1}}"#.to_owned(),
+                "not a keyring document",
+            ),
+            (
+                format!(r#"{{"current":1,"keys":{{"01":"{key}"}}}}"#),
+                MSG_VERSION_NAME,
+            ),
+            (
+                format!(r#"{{"current":1,"keys":{{"0":"{key}"}}}}"#),
+                MSG_VERSION_NAME,
+            ),
+            (
+                format!(r#"{{"current":1,"keys":{{"v1":"{key}"}}}}"#),
+                MSG_VERSION_NAME,
+            ),
+            (
+                format!(r#"{{"current":1,"keys":{{"1":"{key}","1":"{key}"}}}}"#),
+                MSG_DUPLICATE,
+            ),
+            (
+                format!(r#"{{"current":1,"keys":{{"1":"{key}"}},"extra":"{key}"}}"#),
+                "not a keyring document",
+            ),
+        ];
+        for (doc, reason) in cases {
+            let err = RootKeyring::from_json(doc.as_bytes()).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(reason), "{doc}: {text}");
+            assert!(
+                !text.contains(&key[..20]) && !text.contains(&short[..20]),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let ring = RootKeyring::generate();
+        let shown = format!("{ring:?}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        let b64 = BASE64.encode(ring.versions[&1].expose());
+        assert!(!shown.contains(&b64[..12]));
+        assert!(!shown.contains(&format!("{:?}", ring.versions[&1].expose()[0..4].to_vec())));
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn file_provider_creates_0600_and_reloads_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root-keys.json");
+        let provider = FileRootKeyProvider::new(&path);
+
+        let created = provider.load().await.unwrap();
+        assert_eq!(mode_of(&path), 0o600);
+        let reloaded = provider.load().await.unwrap();
+        assert!(same_keys(&created, &reloaded));
+
+        let wrapped = created.wrap(b"aad", b"kept across rotation").unwrap();
+        let rotated = provider.rotate().await.unwrap();
+        assert_eq!(rotated.current_version(), 2);
+        assert_eq!(mode_of(&path), 0o600);
+        let reloaded = FileRootKeyProvider::new(&path).load().await.unwrap();
+        assert!(same_keys(&rotated, &reloaded));
+        assert_eq!(reloaded.versions[&1], created.versions[&1]);
+        assert_eq!(
+            reloaded.unwrap(b"aad", &wrapped).unwrap().expose(),
+            b"kept across rotation"
+        );
+
+        // Only the keyring is left: no temporary files.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("root-keys.json")]);
+    }
+
+    #[tokio::test]
+    async fn file_provider_refuses_a_file_others_can_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root-keys.json");
+        let provider = FileRootKeyProvider::new(&path);
+        provider.load().await.unwrap();
+
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = provider.load().await.unwrap_err();
+            assert!(
+                matches!(err, CryptoError::InsecurePermissions { mode: m, .. } if m == mode),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains(&format!("{mode:04o}")), "{err}");
+            assert!(provider.rotate().await.is_err());
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(provider.load().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn file_provider_reports_a_corrupt_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root-keys.json");
+        std::fs::write(&path, b"{\"current\":1,\"keys\":{\"1\":\"c2VjcmV0\"}}").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let err = FileRootKeyProvider::new(&path).load().await.unwrap_err();
+        assert!(matches!(err, CryptoError::InvalidKeyring(_)), "{err:?}");
+        assert!(!err.to_string().contains("c2VjcmV0"));
+    }
+
+    #[tokio::test]
+    async fn file_provider_reports_a_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-dir").join("root-keys.json");
+        let err = FileRootKeyProvider::new(&path).load().await.unwrap_err();
+        assert!(matches!(err, CryptoError::Io { .. }), "{err:?}");
+    }
+
+    /// A mocked API server, the way kube-rs tests controllers.
+    mod kubernetes {
+        use super::*;
+        use http::{Method, Request, Response};
+        use kube::client::Body;
+        use tower_test::mock::{Handle, SendResponse};
+
+        const NS: &str = "coffer-system";
+        const NAME: &str = "coffer-root-key";
+        const ITEM: &str = "/api/v1/namespaces/coffer-system/secrets/coffer-root-key";
+        const COLLECTION: &str = "/api/v1/namespaces/coffer-system/secrets";
+
+        type ApiServer = Handle<Request<Body>, Response<Body>>;
+
+        fn provider() -> (KubernetesRootKeyProvider, ApiServer) {
+            let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+            let client = Client::new(service, "default");
+            (KubernetesRootKeyProvider::new(client, NS, NAME), handle)
+        }
+
+        async fn expect(
+            server: &mut ApiServer,
+            method: Method,
+            path: &str,
+        ) -> (Vec<u8>, SendResponse<Response<Body>>) {
+            let (request, send) = server.next_request().await.expect("a request");
+            assert_eq!(request.method(), method);
+            assert_eq!(request.uri().path(), path);
+            let body = request.into_body().collect_bytes().await.unwrap().to_vec();
+            (body, send)
+        }
+
+        fn respond(send: SendResponse<Response<Body>>, code: u16, body: Vec<u8>) {
+            let response = Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            send.send_response(response);
+        }
+
+        fn status(code: u16, reason: &str) -> Vec<u8> {
+            serde_json::to_vec(&serde_json::json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": format!("secrets \"{NAME}\": {reason}"),
+                "reason": reason,
+                "code": code,
+            }))
+            .unwrap()
+        }
+
+        fn stored(ring: &RootKeyring, resource_version: &str) -> Vec<u8> {
+            let mut secret = new_secret(NS, NAME, ring);
+            secret.metadata.resource_version = Some(resource_version.to_owned());
+            serde_json::to_vec(&secret).unwrap()
+        }
+
+        /// Echoes a written object back as the API server would, with a resourceVersion.
+        fn echo(body: &[u8], resource_version: &str) -> Vec<u8> {
+            let mut secret: Secret = serde_json::from_slice(body).unwrap();
+            secret.metadata.resource_version = Some(resource_version.to_owned());
+            serde_json::to_vec(&secret).unwrap()
+        }
+
+        fn ring_of(body: &[u8]) -> (Secret, RootKeyring) {
+            let secret: Secret = serde_json::from_slice(body).unwrap();
+            let (client_stub, _) = provider();
+            let ring = client_stub.keyring_from_secret(&secret).unwrap();
+            (secret, ring)
+        }
+
+        async fn run<T>(
+            call: impl std::future::Future<Output = T>,
+            server: impl std::future::Future<Output = ()> + Send + 'static,
+        ) -> T {
+            let server = tokio::spawn(server);
+            let out = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+                .await
+                .expect("provider call timed out");
+            tokio::time::timeout(std::time::Duration::from_secs(10), server)
+                .await
+                .expect("mock API server timed out")
+                .expect("mock API server failed");
+            out
+        }
+
+        #[tokio::test]
+        async fn absent_secret_is_created() {
+            let (provider, mut server) = provider();
+            let posted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let seen = posted.clone();
+            let ring = run(provider.load(), async move {
+                let (_, send) = expect(&mut server, Method::GET, ITEM).await;
+                respond(send, 404, status(404, "NotFound"));
+                let (body, send) = expect(&mut server, Method::POST, COLLECTION).await;
+                respond(send, 201, echo(&body, "1"));
+                *seen.lock().unwrap() = body;
+            })
+            .await
+            .unwrap();
+
+            let (secret, written) = ring_of(&posted.lock().unwrap());
+            assert_eq!(secret.metadata.name.as_deref(), Some(NAME));
+            assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+            assert_eq!(
+                secret.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
+                "coffer"
+            );
+            let data = secret.data.unwrap();
+            assert_eq!(data.keys().collect::<Vec<_>>(), ["current", "v1"]);
+            assert_eq!(data["current"].0, b"1");
+            assert_eq!(data["v1"].0.len(), KEY_LEN);
+            assert_eq!(ring.current_version(), 1);
+            assert!(same_keys(&ring, &written));
+        }
+
+        #[tokio::test]
+        async fn losing_the_create_race_uses_the_winners_keys() {
+            let (provider, mut server) = provider();
+            let mut winner = RootKeyring::generate();
+            winner.rotate().unwrap();
+            let winner_json = stored(&winner, "7");
+            let ring = run(provider.load(), async move {
+                let (_, send) = expect(&mut server, Method::GET, ITEM).await;
+                respond(send, 404, status(404, "NotFound"));
+                let (_, send) = expect(&mut server, Method::POST, COLLECTION).await;
+                respond(send, 409, status(409, "AlreadyExists"));
+                let (_, send) = expect(&mut server, Method::GET, ITEM).await;
+                respond(send, 200, winner_json);
+            })
+            .await
+            .unwrap();
+            assert!(same_keys(&ring, &winner));
+            assert_eq!(ring.current_version(), 2);
+        }
+
+        #[tokio::test]
+        async fn existing_secret_is_loaded() {
+            let (provider, mut server) = provider();
+            let mut existing = RootKeyring::generate();
+            existing.rotate().unwrap();
+            existing.rotate().unwrap();
+            let json = stored(&existing, "3");
+            let ring = run(provider.load(), async move {
+                let (_, send) = expect(&mut server, Method::GET, ITEM).await;
+                respond(send, 200, json);
+            })
+            .await
+            .unwrap();
+            assert!(same_keys(&ring, &existing));
+        }
+
+        #[tokio::test]
+        async fn rotate_retries_after_a_conflict() {
+            let (provider, mut server) = provider();
+            let first = RootKeyring::generate();
+            // Meanwhile another replica rotated to version 2.
+            let mut second = first.clone();
+            second.rotate().unwrap();
+            let (first_json, second_json) = (stored(&first, "10"), stored(&second, "11"));
+            let put = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let seen = put.clone();
+            let ring = run(provider.rotate(), async move {
+                let (_, send) = expect(&mut server, Method::GET, ITEM).await;
+                respond(send, 200, first_json);
+                let (body, send) = expect(&mut server, Method::PUT, ITEM).await;
+                let attempted: Secret = serde_json::from_slice(&body).unwrap();
+                assert_eq!(attempted.metadata.resource_version.as_deref(), Some("10"));
+                respond(send, 409, status(409, "Conflict"));
+                let (_, send) = expect(&mut server, Method::GET, ITEM).await;
+                respond(send, 200, second_json);
+                let (body, send) = expect(&mut server, Method::PUT, ITEM).await;
+                respond(send, 200, echo(&body, "12"));
+                *seen.lock().unwrap() = body;
+            })
+            .await
+            .unwrap();
+
+            let (secret, written) = ring_of(&put.lock().unwrap());
+            assert_eq!(secret.metadata.resource_version.as_deref(), Some("11"));
+            assert_eq!(
+                secret.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
+                "coffer"
+            );
+            assert_eq!(ring.current_version(), 3);
+            assert_eq!(ring.versions().collect::<Vec<_>>(), [1, 2, 3]);
+            assert_eq!(ring.versions[&1], first.versions[&1]);
+            assert_eq!(ring.versions[&2], second.versions[&2]);
+            assert!(same_keys(&ring, &written));
+        }
+
+        #[tokio::test]
+        async fn rotate_gives_up_after_repeated_conflicts() {
+            let (provider, mut server) = provider();
+            let ring = RootKeyring::generate();
+            let json = stored(&ring, "1");
+            let err = run(provider.rotate(), async move {
+                for _ in 0..MAX_ROOT_KEY_CONFLICT_RETRIES {
+                    let (_, send) = expect(&mut server, Method::GET, ITEM).await;
+                    respond(send, 200, json.clone());
+                    let (_, send) = expect(&mut server, Method::PUT, ITEM).await;
+                    respond(send, 409, status(409, "Conflict"));
+                }
+            })
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(err, CryptoError::RotationConflict { .. }),
+                "{err:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn api_errors_are_reported_without_bodies() {
+            let (provider, mut server) = provider();
+            let err = run(provider.load(), async move {
+                let (_, send) = expect(&mut server, Method::GET, ITEM).await;
+                respond(send, 403, status(403, "Forbidden"));
+            })
+            .await
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("403 Forbidden"), "{text}");
+            assert!(text.contains("coffer-system/coffer-root-key"), "{text}");
+        }
+
+        #[tokio::test]
+        async fn a_damaged_secret_is_refused() {
+            let (provider, mut server) = provider();
+            let ring = RootKeyring::generate();
+            let mut secret = new_secret(NS, NAME, &ring);
+            let data = secret.data.as_mut().unwrap();
+            data.insert("v1".into(), ByteString(b"TOO-SHORT-KEY".to_vec()));
+            let json = serde_json::to_vec(&secret).unwrap();
+            let err = run(provider.load(), async move {
+                let (_, send) = expect(&mut server, Method::GET, ITEM).await;
+                respond(send, 200, json);
+            })
+            .await
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("\"v1\" is not 64 bytes"), "{text}");
+            assert!(!text.contains("TOO-SHORT-KEY"));
+        }
     }
 }
