@@ -623,3 +623,25 @@ fn kms_key_name_patterns() {
         assert!(!action.is_match(bad), "{bad}");
     }
 }
+
+/// The acceptance check as a user runs it: `coffer crd` prints exactly the committed documents.
+#[test]
+fn coffer_crd_prints_the_committed_files() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .arg("crd")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let root = repository_root();
+    let committed: String = [
+        "kmskeys.coffer.dev.yaml",
+        "secrets.coffer.dev.yaml",
+        "parameters.coffer.dev.yaml",
+    ]
+    .iter()
+    .map(|file| std::fs::read_to_string(root.join("crds").join(file)).unwrap())
+    .collect();
+    assert_eq!(printed, committed, "run `make crds` after changing the types");
+    assert_eq!(printed.matches("kind: CustomResourceDefinition").count(), 3);
+}

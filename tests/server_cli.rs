@@ -17,10 +17,27 @@ fn coffer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_coffer"))
 }
 
+impl Drop for Running {
+    /// A test that fails half-way must not leave a server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts the server on an ephemeral port and waits for its "listening" line.
+// The child is reaped by `Running`'s Drop, or by the panic's process exit in a failing test.
+#[allow(clippy::zombie_processes)]
 fn start(data_dir: &Path) -> Running {
     let mut child = coffer()
-        .args(["--log-format", "json", "server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--log-format",
+            "json",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env_remove("COFFER_LOG")
         .stdout(Stdio::null())
@@ -31,7 +48,11 @@ fn start(data_dir: &Path) -> Running {
     let mut line = String::new();
     loop {
         line.clear();
-        assert_ne!(stderr.read_line(&mut line).unwrap(), 0, "server exited before listening");
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "server exited before listening"
+        );
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
         if event["fields"]["message"] == "coffer server listening" {
             let address = event["fields"]["address"].as_str().unwrap().to_owned();
@@ -55,7 +76,10 @@ fn terminate(mut running: Running, signal: &str) -> String {
     let exit = running.child.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut running.stderr, &mut rest).unwrap();
-    assert!(exit.success(), "server exited with {exit:?} after {signal}: {rest}");
+    assert!(
+        exit.success(),
+        "server exited with {exit:?} after {signal}: {rest}"
+    );
     rest
 }
 
@@ -76,7 +100,10 @@ async fn first_start_writes_credentials_and_restart_reuses_them() {
     let data_dir = tmp.path().join("data");
 
     let first = start(&data_dir);
-    assert_eq!(first.credentials, data_dir.join("credentials").to_str().unwrap());
+    assert_eq!(
+        first.credentials,
+        data_dir.join("credentials").to_str().unwrap()
+    );
     assert_eq!(healthz(&first.address).await, (200, "ok\n".to_owned()));
 
     let credentials = std::fs::read_to_string(data_dir.join("credentials")).unwrap();
@@ -84,7 +111,10 @@ async fn first_start_writes_credentials_and_restart_reuses_them() {
     assert!(credentials.contains("aws_access_key_id = AKIA"));
     assert!(credentials.contains("aws_secret_access_key = "));
     for file in ["credentials", "root-key.json"] {
-        let mode = std::fs::metadata(data_dir.join(file)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(data_dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{file} must be private");
     }
     let root_key = std::fs::read(data_dir.join("root-key.json")).unwrap();
@@ -93,8 +123,14 @@ async fn first_start_writes_credentials_and_restart_reuses_them() {
 
     let second = start(&data_dir);
     assert_eq!(healthz(&second.address).await.0, 200);
-    assert_eq!(std::fs::read_to_string(data_dir.join("credentials")).unwrap(), credentials);
-    assert_eq!(std::fs::read(data_dir.join("root-key.json")).unwrap(), root_key);
+    assert_eq!(
+        std::fs::read_to_string(data_dir.join("credentials")).unwrap(),
+        credentials
+    );
+    assert_eq!(
+        std::fs::read(data_dir.join("root-key.json")).unwrap(),
+        root_key
+    );
     terminate(second, "-INT");
 }
 
@@ -123,15 +159,26 @@ fn a_busy_port_fails_with_one_clear_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let output = coffer()
-        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(tmp.path())
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
-    let errors: Vec<_> = stderr.lines().filter(|line| line.contains("error")).collect();
+    let errors: Vec<_> = stderr
+        .lines()
+        .filter(|line| line.contains("error"))
+        .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        errors[0].contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -147,16 +194,28 @@ fn an_unusable_data_dir_fails_with_one_clear_line() {
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("coffer: error: cannot use data directory"), "{stderr}");
+    assert!(
+        stderr.starts_with("coffer: error: cannot use data directory"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn bad_flags_fail_with_usage() {
-    let output = coffer().args(["server", "--listen", "not-an-address"]).output().unwrap();
+    let output = coffer()
+        .args(["server", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.starts_with("error: invalid value 'not-an-address'"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: invalid value 'not-an-address'"),
+        "{stderr}"
+    );
 
-    let output = coffer().args(["server", "--no-such-flag"]).output().unwrap();
+    let output = coffer()
+        .args(["server", "--no-such-flag"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }

@@ -67,11 +67,10 @@ pub async fn ensure_admin_key(
         .find(|(_, record)| record.value.meta["bootstrap"] == json!(true));
     let key = match existing {
         Some((key, record)) => {
-            let wrapped = record
-                .value
-                .sealed
-                .get("secret")
-                .ok_or_else(|| ServerError::Bootstrap("stored admin key has no secret".into()))?;
+            let wrapped =
+                record.value.sealed.get("secret").ok_or_else(|| {
+                    ServerError::Bootstrap("stored admin key has no secret".into())
+                })?;
             let secret = keyring.unwrap(&wrapping_context(&key.name), wrapped)?;
             AccessKey {
                 id: key.name,
@@ -108,7 +107,11 @@ pub async fn ensure_admin_key(
     Ok(key)
 }
 
-fn write_credentials_files(dir: &DataDir, key: &AccessKey, region: &str) -> Result<(), ServerError> {
+fn write_credentials_files(
+    dir: &DataDir,
+    key: &AccessKey,
+    region: &str,
+) -> Result<(), ServerError> {
     let secret = std::str::from_utf8(key.secret.expose())
         .map_err(|_| ServerError::Bootstrap("stored admin secret is not text".into()))?;
     let credentials = SecretBytes::new(
@@ -196,6 +199,10 @@ mod tests {
             .await
             .unwrap();
         let other = RootKeyring::generate();
-        assert!(ensure_admin_key(&store, &other, &dir, "us-east-1").await.is_err());
+        assert!(
+            ensure_admin_key(&store, &other, &dir, "us-east-1")
+                .await
+                .is_err()
+        );
     }
 }

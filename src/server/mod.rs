@@ -88,12 +88,13 @@ pub async fn run(
     let store = EmbeddedStore::open(&dir.database())?;
     let admin = bootstrap::ensure_admin_key(&store, &keyring, &dir, &config.region).await?;
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Listen {
-            address: config.listen,
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                address: config.listen,
+                source,
+            })?;
     let address = listener
         .local_addr()
         .map_err(|source| ServerError::Listen {

@@ -209,7 +209,9 @@ fn parse_storage_key(kind: RecordKind, storage_key: &str) -> Result<RecordKey, S
     let mut parts = storage_key.splitn(3, SEPARATOR);
     match (parts.next(), parts.next(), parts.next()) {
         (Some(_), Some(namespace), Some(name)) => Ok(RecordKey::new(kind, namespace, name)),
-        _ => Err(StoreError::Corrupt("storage key without three parts".into())),
+        _ => Err(StoreError::Corrupt(
+            "storage key without three parts".into(),
+        )),
     }
 }
 
@@ -323,7 +325,13 @@ mod tests {
             names(store.list(RecordKind::Alias, None).await.unwrap()),
             ["a/alias1"]
         );
-        assert!(store.list(RecordKind::Parameter, None).await.unwrap().is_empty());
+        assert!(
+            store
+                .list(RecordKind::Parameter, None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

@@ -198,7 +198,11 @@ pub const MAX_CONFLICT_RETRIES: usize = 16;
 /// Read, change and write back a record, retrying from a fresh read when another writer got in
 /// first. `change` may run several times, so it must be free of side effects. Returns the new
 /// revision (`None` after a delete or when nothing changed on an absent record).
-pub async fn modify<S, F, E>(store: &S, key: &RecordKey, mut change: F) -> Result<Option<Revision>, E>
+pub async fn modify<S, F, E>(
+    store: &S,
+    key: &RecordKey,
+    mut change: F,
+) -> Result<Option<Revision>, E>
 where
     S: Store + ?Sized,
     F: FnMut(Option<&Record>) -> Result<Change, E>,
@@ -219,7 +223,9 @@ where
         };
         match outcome {
             Ok(revision) => return Ok(revision),
-            Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_) | StoreError::NotFound(_)) => {
+            Err(
+                StoreError::Conflict(_) | StoreError::AlreadyExists(_) | StoreError::NotFound(_),
+            ) => {
                 continue;
             }
             Err(other) => return Err(other.into()),
