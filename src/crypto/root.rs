@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -394,44 +394,8 @@ fn read_keyring_file(path: &Path, mut file: std::fs::File) -> Result<RootKeyring
 
 fn write_file_atomically(path: &Path, ring: &RootKeyring) -> Result<(), CryptoError> {
     let json = ring.to_json()?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| CryptoError::InvalidKeyring(format!("{} names no file", path.display())))?;
-    let temp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        uuid::Uuid::new_v4().simple()
-    ));
-
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(io_error("creating temporary root key file", &temp))?;
-        // The mode given at creation is masked by the umask; set it explicitly too.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io_error("setting mode of temporary root key file", &temp))?;
-        file.write_all(json.expose())
-            .map_err(io_error("writing temporary root key file", &temp))?;
-        file.sync_all()
-            .map_err(io_error("syncing temporary root key file", &temp))?;
-        std::fs::rename(&temp, path)
-            .map_err(io_error("renaming temporary root key file onto", path))?;
-        // Make the rename itself durable.
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error("syncing directory of root key file", &dir))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
+    crate::fsutil::write_private_file(path, json.expose())
+        .map_err(io_error("writing root key file", path))
 }
 
 /// A keyring kept in a core Secret: data keys `v1`, `v2`, ... hold raw 64-byte material and

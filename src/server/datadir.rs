@@ -2,8 +2,7 @@
 //! must be written atomically and privately.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use super::ServerError;
@@ -70,37 +69,12 @@ impl DataDir {
     }
 }
 
-/// Writes `contents` to `path` with mode 0600: a temporary file in the same directory, synced,
-/// then renamed over the target, so a reader sees the old file or the new one, never half.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), std::io::Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .and_then(|name| name.to_str())
-        .unwrap_or("file");
-    let temporary = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        // The mode above is masked by the umask only downwards; set it exactly.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    result
-}
+pub use crate::fsutil::write_private_file;
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     #[test]
@@ -126,21 +100,5 @@ mod tests {
             DataDir::prepare(&file.join("below")),
             Err(ServerError::DataDir { .. })
         ));
-    }
-
-    #[test]
-    fn private_files_are_0600_and_replace_atomically() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("credentials");
-        write_private_file(&path, b"one").unwrap();
-        write_private_file(&path, b"two").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let leftovers: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name())
-            .collect();
-        assert_eq!(leftovers, ["credentials"]);
     }
 }
