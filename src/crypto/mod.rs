@@ -76,7 +76,7 @@ pub enum CryptoError {
     /// A root key file that group or others may read.
     #[error(
         "root key file {path} has mode {mode:04o}, which lets group or others read it; \
-         it must be 0600 or 0400 (chmod 600, or defaultMode: 0400 on a mounted Secret)"
+         it must be 0600 or 0400 (chmod 600; for a mounted Secret, defaultMode: 0400 and no fsGroup)"
     )]
     InsecurePermissions {
         /// The file.

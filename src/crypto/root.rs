@@ -127,7 +127,7 @@ impl RootKeyring {
         let doc: KeyringDocument = serde_json::from_slice(json).map_err(|e| {
             // serde_json's own messages can quote the offending value, which may be key
             // material; only this module's fixed messages are passed on.
-            let text = e.to_string();
+            let text = Zeroizing::new(e.to_string());
             let reason = OUR_MESSAGES
                 .iter()
                 .find(|m| text.starts_with(*m))
