@@ -642,6 +642,9 @@ fn coffer_crd_prints_the_committed_files() {
     .iter()
     .map(|file| std::fs::read_to_string(root.join("crds").join(file)).unwrap())
     .collect();
-    assert_eq!(printed, committed, "run `make crds` after changing the types");
+    assert_eq!(
+        printed, committed,
+        "run `make crds` after changing the types"
+    );
     assert_eq!(printed.matches("kind: CustomResourceDefinition").count(), 3);
 }
