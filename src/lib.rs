@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crypto;
+pub mod engine;
 pub mod resources;
 pub mod server;
 pub mod store;
