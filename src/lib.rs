@@ -2,12 +2,16 @@
 //!
 //! Modules own one idea each:
 //! - [`crypto`]: bytes and keys (envelope encryption, root keys); knows nothing of Kubernetes or HTTP.
-//! - [`resources`]: the custom resource types and their CRDs.
+//! - [`engine`]: the domain (keys, policies, rotation); knows no store backend and no front end.
 //! - [`store`]: where records live, with optimistic concurrency.
-//! - [`server`]: the standalone `coffer server` front end.
+//! - [`aws`]: the AWS JSON 1.1 front end (SigV4, exceptions, throttling, audit).
+//! - [`resources`]: the custom resource types and their CRDs.
+//! - [`server`]: the standalone `coffer server`.
 #![forbid(unsafe_code)]
 
+pub mod aws;
 pub mod crypto;
+pub mod engine;
 pub mod fsutil;
 pub mod resources;
 pub mod server;
