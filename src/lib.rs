@@ -1,6 +1,7 @@
 //! Coffer: AWS KMS, Secrets Manager and SSM Parameter Store for Kubernetes.
 //!
 //! Modules own one idea each:
+//! - [`aws`]: the AWS wire protocol pieces (SigV4 request verification).
 //! - [`crypto`]: bytes and keys (envelope encryption, root keys); knows nothing of Kubernetes or HTTP.
 //! - [`engine`]: the domain (keys, policies, rotation); knows no store backend and no front end.
 //! - [`store`]: where records live, with optimistic concurrency.
