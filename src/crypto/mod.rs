@@ -1,1 +1,3 @@
 //! crypto (being built).
+
+pub mod asymmetric;
