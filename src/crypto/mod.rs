@@ -7,6 +7,7 @@
 //! This module knows nothing of Kubernetes objects beyond where the root key is kept, and nothing
 //! of HTTP.
 
+pub mod asymmetric;
 mod envelope;
 mod root;
 mod secret;
