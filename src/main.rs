@@ -47,9 +47,49 @@ enum Command {
         /// Region named in ARNs and in the written AWS config file.
         #[arg(long, env = "COFFER_REGION", default_value = server::DEFAULT_REGION)]
         region: String,
+
+        /// API calls per second allowed per principal (a token bucket); 0 turns throttling off.
+        #[arg(long, env = "COFFER_THROTTLE_RPS", default_value_t = 50_000)]
+        throttle_rps: u32,
+
+        /// Calls a principal may make in one burst [default: the rate].
+        #[arg(long, env = "COFFER_THROTTLE_BURST")]
+        throttle_burst: Option<u32>,
+
+        /// Audit trail: `off`, `stderr`, or a file path [default: DATA_DIR/audit.log].
+        #[arg(long, env = "COFFER_AUDIT_LOG")]
+        audit_log: Option<String>,
     },
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crd,
+    /// Administer a standalone data directory (while its server is stopped).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an access key for a user and print it as an AWS shared credentials profile.
+    CreateAccessKey {
+        /// Directory of the standalone server [default: as for `coffer server`].
+        #[arg(long, env = "COFFER_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+
+        /// The user the key belongs to; its principal is arn:aws:iam::ACCOUNT:user/USER.
+        #[arg(long)]
+        user: String,
+
+        /// Give the key every permission of the account (otherwise only what key policies grant
+        /// this user).
+        #[arg(long)]
+        admin: bool,
+
+        /// Profile name in the printed credentials.
+        #[arg(long, default_value = "coffer-user")]
+        profile: String,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -73,12 +113,37 @@ fn main() -> ExitCode {
             data_dir,
             listen,
             region,
+            throttle_rps,
+            throttle_burst,
+            audit_log,
         } => run_server(ServerConfig {
             data_dir: data_dir.unwrap_or_else(server::default_data_dir),
             listen,
             region,
+            throttle_per_second: throttle_rps,
+            throttle_burst: throttle_burst.unwrap_or(throttle_rps),
+            audit_log,
         }),
         Command::Crd => print_crds(),
+        Command::Admin {
+            command:
+                AdminCommand::CreateAccessKey {
+                    data_dir,
+                    user,
+                    admin,
+                    profile,
+                },
+        } => runtime().and_then(|runtime| {
+            runtime
+                .block_on(server::admin::create_access_key(
+                    &data_dir.unwrap_or_else(server::default_data_dir),
+                    &user,
+                    admin,
+                    &profile,
+                ))
+                .map_err(|err| err.to_string())
+                .map(|text| print!("{text}"))
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,12 +154,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_server(config: ServerConfig) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|err| format!("cannot start the async runtime: {err}"))?;
-    runtime
+        .map_err(|err| format!("cannot start the async runtime: {err}"))
+}
+
+fn run_server(config: ServerConfig) -> Result<(), String> {
+    runtime()?
         .block_on(server::run(config, server::shutdown_signal()))
         .map_err(|err| err.to_string())
 }

@@ -4,19 +4,27 @@
 //! store, make sure the admin access key and its credentials file exist, bind, serve until SIGINT
 //! or SIGTERM.
 
+pub mod admin;
 pub mod bootstrap;
 pub mod datadir;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::aws::audit::AuditSink;
+use crate::aws::identity::AccessKeyDirectory;
+use crate::aws::throttle::Throttle;
+use crate::aws::{self, AwsApi};
 use crate::crypto::{CryptoError, FileRootKeyProvider, RootKeyProvider as _};
-use crate::store::{EmbeddedStore, StoreError};
+use crate::engine::SystemClock;
+use crate::engine::kms::Kms;
+use crate::store::{EmbeddedStore, Store, StoreError};
 pub use datadir::DataDir;
 
 /// The default listen address: loopback only, so a newcomer's server is not exposed.
@@ -31,6 +39,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub region: String,
+    /// Calls per second allowed per principal; 0 turns throttling off.
+    pub throttle_per_second: u32,
+    /// Bucket size: calls a principal may make at once.
+    pub throttle_burst: u32,
+    /// `off`, `stderr`, or a file path; `None` is `DIR/audit.log`.
+    pub audit_log: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +70,11 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("first start: {0}")]
     Bootstrap(String),
+    #[error("cannot open the audit log {path}: {source}")]
+    AuditLog {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("serving HTTP failed: {0}")]
     Serve(std::io::Error),
 }
@@ -73,9 +92,11 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from("coffer-data")
 }
 
-/// The HTTP routes every deployment serves.
-fn router() -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" }))
+/// The HTTP routes: health, and the AWS APIs.
+fn router(api: Arc<AwsApi>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(aws::router(api))
 }
 
 /// Runs the server until `shutdown` completes.
@@ -84,9 +105,36 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let dir = DataDir::prepare(&config.data_dir)?;
-    let keyring = FileRootKeyProvider::new(dir.root_key()).load().await?;
-    let store = EmbeddedStore::open(&dir.database())?;
-    let admin = bootstrap::ensure_admin_key(&store, &keyring, &dir, &config.region).await?;
+    let keyring = Arc::new(FileRootKeyProvider::new(dir.root_key()).load().await?);
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.database())?);
+    let admin = bootstrap::ensure_admin_key(store.as_ref(), &keyring, &dir, &config.region).await?;
+    let audit_setting = config
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| dir.path().join("audit.log").display().to_string());
+    let audit =
+        AuditSink::from_setting(&audit_setting).map_err(|source| ServerError::AuditLog {
+            path: audit_setting.clone(),
+            source,
+        })?;
+    let directory = Arc::new(AccessKeyDirectory::new(
+        Arc::clone(&store),
+        Arc::clone(&keyring),
+        bootstrap::STANDALONE_ACCOUNT,
+    ));
+    let kms = Arc::new(Kms::new(
+        Arc::clone(&store),
+        Arc::clone(&keyring),
+        directory.clone(),
+        Arc::new(SystemClock),
+        config.region.clone(),
+    ));
+    let api = Arc::new(AwsApi {
+        kms: Arc::clone(&kms),
+        authenticator: directory,
+        throttle: Throttle::new(config.throttle_per_second, config.throttle_burst),
+        audit: audit.clone(),
+    });
 
     let listener =
         TcpListener::bind(config.listen)
@@ -108,11 +156,16 @@ pub async fn run(
         "coffer server listening"
     );
     drop(admin);
+    audit.spawn_flusher();
+    let scheduler = tokio::spawn(Arc::clone(&kms).run_scheduler());
 
-    axum::serve(listener, router())
+    let served = axum::serve(listener, router(api))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(ServerError::Serve)?;
+        .map_err(ServerError::Serve);
+    scheduler.abort();
+    audit.flush();
+    served?;
     tracing::info!("coffer server stopped");
     Ok(())
 }

@@ -1,0 +1,114 @@
+//! What can go wrong in the KMS engine, named as AWS names it.
+
+use crate::crypto::CryptoError;
+use crate::crypto::asymmetric::AsymmetricError;
+use crate::engine::policy::PolicyError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KmsError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0} is disabled.")]
+    Disabled(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("The key ID in the request does not identify the key used to encrypt the ciphertext.")]
+    IncorrectKey,
+    #[error("{0}")]
+    InvalidKeyUsage(String),
+    #[error("{0}")]
+    InvalidArn(String),
+    #[error("The ciphertext is invalid or was not made under this key and encryption context.")]
+    InvalidCiphertext,
+    #[error("The signature verification failed.")]
+    InvalidSignature,
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    InvalidAliasName(String),
+    #[error("{0}")]
+    MalformedPolicyDocument(String),
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    InvalidMarker(String),
+    #[error("{0}")]
+    UnsupportedOperation(String),
+    #[error("The import token has expired.")]
+    ExpiredImportToken,
+    #[error("The import token is invalid for this key.")]
+    InvalidImportToken,
+    #[error("The key material is not the material previously imported into this key.")]
+    IncorrectKeyMaterial,
+    #[error("The wrapped key material could not be decrypted with the import's wrapping key.")]
+    InvalidWrappedKeyMaterial,
+    #[error("{0}")]
+    Tag(String),
+    /// A fault on Coffer's side. The detail goes to the log, not to the caller.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl KmsError {
+    /// The AWS exception name.
+    pub fn aws_code(&self) -> &'static str {
+        match self {
+            KmsError::NotFound(_) => "NotFoundException",
+            KmsError::AlreadyExists(_) => "AlreadyExistsException",
+            KmsError::Disabled(_) => "DisabledException",
+            KmsError::InvalidState(_) => "KMSInvalidStateException",
+            KmsError::IncorrectKey => "IncorrectKeyException",
+            KmsError::InvalidKeyUsage(_) => "InvalidKeyUsageException",
+            KmsError::InvalidArn(_) => "InvalidArnException",
+            KmsError::InvalidCiphertext => "InvalidCiphertextException",
+            KmsError::InvalidSignature => "KMSInvalidSignatureException",
+            KmsError::Validation(_) => "ValidationException",
+            KmsError::InvalidAliasName(_) => "InvalidAliasNameException",
+            KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
+            KmsError::AccessDenied(_) => "AccessDeniedException",
+            KmsError::LimitExceeded(_) => "LimitExceededException",
+            KmsError::InvalidMarker(_) => "InvalidMarkerException",
+            KmsError::UnsupportedOperation(_) => "UnsupportedOperationException",
+            KmsError::ExpiredImportToken => "ExpiredImportTokenException",
+            KmsError::InvalidImportToken => "InvalidImportTokenException",
+            KmsError::IncorrectKeyMaterial => "IncorrectKeyMaterialException",
+            KmsError::InvalidWrappedKeyMaterial => "IncorrectKeyMaterialException",
+            KmsError::Tag(_) => "TagException",
+            KmsError::Internal(_) => "KMSInternalException",
+        }
+    }
+
+    /// Whether this is Coffer's fault (HTTP 500) rather than the caller's (400).
+    pub fn is_fault(&self) -> bool {
+        matches!(self, KmsError::Internal(_))
+    }
+}
+
+impl From<StoreError> for KmsError {
+    fn from(err: StoreError) -> Self {
+        KmsError::Internal(format!("store: {err}"))
+    }
+}
+
+impl From<PolicyError> for KmsError {
+    fn from(err: PolicyError) -> Self {
+        KmsError::MalformedPolicyDocument(err.to_string())
+    }
+}
+
+impl From<CryptoError> for KmsError {
+    fn from(err: CryptoError) -> Self {
+        KmsError::Internal(format!("crypto: {err}"))
+    }
+}
+
+impl From<AsymmetricError> for KmsError {
+    fn from(err: AsymmetricError) -> Self {
+        KmsError::Internal(format!("asymmetric crypto: {err}"))
+    }
+}

@@ -1,0 +1,403 @@
+//! The KMS engine: key lifecycle, cryptographic operations, aliases, rotation, deletion, import
+//! and key policies, over any [`Store`].
+//!
+//! Keys are records of kind [`RecordKind::KmsKey`] named by key id in their namespace: metadata
+//! ([`KeyRecord`]) in the public half, each version's material wrapped by the root key in the
+//! sealed half. Unwrapped keys are cached in memory for [`CACHE_TTL`] after they are loaded, and
+//! dropped (so zeroized) on expiry or on any write to the key.
+
+mod cache;
+mod error;
+mod lifecycle;
+pub mod model;
+mod operations;
+mod schedule;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::crypto::{KeyMaterial, RootKeyring, SecretBytes};
+use crate::engine::account::{Arn, account_id};
+use crate::engine::policy::{AccessRequest, Decision};
+use crate::engine::{AccountAuthority, Caller, Clock};
+use crate::store::{Change, RecordKey, RecordKind, RecordValue, Store, modify};
+
+pub use cache::CACHE_TTL;
+pub use error::KmsError;
+pub use lifecycle::{CreateKeyRequest, KeyListEntry, KeyMetadata, Page};
+pub use model::{
+    AliasRecord, ExpirationModel, KeyRecord, KeySpec, KeyState, KeyUsage, KeyVersion, Origin,
+    RotationType,
+};
+pub use operations::{DataKey, DataKeyPair, DataKeySize, ImportParameters, RotationStatus};
+
+use cache::{KeyCache, LoadedKey};
+
+/// Most KeyIds, aliases and ARNs are far shorter; AWS caps them at 2048.
+const MAX_KEY_REFERENCE_LEN: usize = 2048;
+
+/// The KMS engine.
+pub struct Kms {
+    store: Arc<dyn Store>,
+    keyring: Arc<RootKeyring>,
+    authority: Arc<dyn AccountAuthority>,
+    clock: Arc<dyn Clock>,
+    region: String,
+    cache: KeyCache,
+    /// Wakes the scheduler when a write may have moved a due time.
+    schedule_changed: Arc<Notify>,
+}
+
+/// A key as the caller named it, resolved to where it lives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct KeyLocation {
+    pub namespace: String,
+    pub key_id: String,
+}
+
+impl Kms {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keyring: Arc<RootKeyring>,
+        authority: Arc<dyn AccountAuthority>,
+        clock: Arc<dyn Clock>,
+        region: impl Into<String>,
+    ) -> Self {
+        Self {
+            store,
+            keyring,
+            authority,
+            clock,
+            region: region.into(),
+            cache: KeyCache::new(CACHE_TTL),
+            schedule_changed: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub(crate) fn key_arn(&self, location: &KeyLocation) -> String {
+        Arn {
+            service: "kms".into(),
+            region: self.region.clone(),
+            account_id: account_id(&location.namespace),
+            resource: format!("key/{}", location.key_id),
+        }
+        .to_string()
+    }
+
+    pub(crate) fn alias_arn(&self, namespace: &str, alias_name: &str) -> String {
+        Arn {
+            service: "kms".into(),
+            region: self.region.clone(),
+            account_id: account_id(namespace),
+            resource: alias_name.to_owned(),
+        }
+        .to_string()
+    }
+
+    /// The key id written into ciphertext headers: namespace and key id, so that Decrypt finds
+    /// the key without being told.
+    pub(crate) fn blob_key_id(location: &KeyLocation) -> String {
+        format!("{}/{}", location.namespace, location.key_id)
+    }
+
+    pub(crate) fn parse_blob_key_id(text: &str) -> Option<KeyLocation> {
+        let (namespace, key_id) = text.split_once('/')?;
+        if namespace.is_empty() || key_id.is_empty() || key_id.contains('/') {
+            return None;
+        }
+        Some(KeyLocation {
+            namespace: namespace.to_owned(),
+            key_id: key_id.to_owned(),
+        })
+    }
+
+    /// Resolves a KeyId as AWS accepts it: key id, key ARN, `alias/NAME`, or alias ARN.
+    pub(crate) async fn resolve(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+    ) -> Result<KeyLocation, KmsError> {
+        if key_ref.is_empty() || key_ref.len() > MAX_KEY_REFERENCE_LEN {
+            return Err(KmsError::Validation(
+                "KeyId must be between 1 and 2048 characters.".into(),
+            ));
+        }
+        if let Some(rest) = key_ref.strip_prefix("arn:") {
+            let arn = Arn::parse(key_ref)
+                .filter(|arn| arn.service == "kms")
+                .ok_or_else(|| KmsError::InvalidArn(format!("Invalid arn {}", truncate(rest))))?;
+            let namespace = self.namespace_of_account(caller, &arn.account_id)?;
+            if arn.region != self.region {
+                return Err(KmsError::NotFound(format!(
+                    "Invalid arn: region {} is not this region",
+                    truncate(&arn.region)
+                )));
+            }
+            if let Some(key_id) = arn.resource.strip_prefix("key/") {
+                return self.existing_key(namespace, key_id).await;
+            }
+            if arn.resource.starts_with("alias/") {
+                return self.alias_target(&namespace, &arn.resource).await;
+            }
+            return Err(KmsError::InvalidArn(format!(
+                "Invalid arn resource {}",
+                truncate(&arn.resource)
+            )));
+        }
+        if key_ref.starts_with("alias/") {
+            return self.alias_target(&caller.namespace, key_ref).await;
+        }
+        self.existing_key(caller.namespace.clone(), key_ref).await
+    }
+
+    /// The namespace behind an account id. A caller reaches its own account; other accounts are
+    /// reachable only through the cluster front end, which knows its namespaces.
+    fn namespace_of_account(&self, caller: &Caller, account: &str) -> Result<String, KmsError> {
+        if account == account_id(&caller.namespace) {
+            Ok(caller.namespace.clone())
+        } else {
+            Err(KmsError::NotFound(format!(
+                "Account {} is not known here.",
+                truncate(account)
+            )))
+        }
+    }
+
+    async fn existing_key(&self, namespace: String, key_id: &str) -> Result<KeyLocation, KmsError> {
+        let location = KeyLocation {
+            namespace,
+            key_id: key_id.to_owned(),
+        };
+        if !valid_key_id(key_id) {
+            return Err(KmsError::NotFound(format!(
+                "Invalid keyId {}",
+                truncate(key_id)
+            )));
+        }
+        // Existence is checked by the load every operation does next.
+        Ok(location)
+    }
+
+    async fn alias_target(
+        &self,
+        namespace: &str,
+        alias_name: &str,
+    ) -> Result<KeyLocation, KmsError> {
+        let record = self
+            .store
+            .get(&RecordKey::new(RecordKind::Alias, namespace, alias_name))
+            .await?
+            .ok_or_else(|| {
+                KmsError::NotFound(format!(
+                    "Alias {} is not found.",
+                    self.alias_arn(namespace, &truncate(alias_name))
+                ))
+            })?;
+        let alias: AliasRecord = serde_json::from_value(record.value.meta)
+            .map_err(|err| KmsError::Internal(format!("alias record: {err}")))?;
+        Ok(KeyLocation {
+            namespace: namespace.to_owned(),
+            key_id: alias.target_key_id,
+        })
+    }
+
+    /// The key with its unwrapped material, from the cache or the store.
+    pub(crate) async fn load(&self, location: &KeyLocation) -> Result<Arc<LoadedKey>, KmsError> {
+        if let Some(hit) = self.cache.get(location) {
+            return Ok(hit);
+        }
+        let record = self
+            .store
+            .get(&key_record_key(location))
+            .await?
+            .ok_or_else(|| {
+                KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(location)))
+            })?;
+        let loaded = Arc::new(LoadedKey::unwrap(&self.keyring, location, record.value)?);
+        self.cache.insert(location.clone(), Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    /// Reads, changes and writes back a key's record, retrying on conflicting writes, then drops
+    /// the cached copy. `change` may run more than once.
+    pub(crate) async fn update_key<F>(
+        &self,
+        location: &KeyLocation,
+        mut change: F,
+    ) -> Result<KeyRecord, KmsError>
+    where
+        F: FnMut(&mut KeyRecord, &mut BTreeMap<String, Vec<u8>>) -> Result<(), KmsError>,
+    {
+        let mut written = None;
+        let key = key_record_key(location);
+        let not_found =
+            || KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(location)));
+        modify::<_, _, KmsError>(self.store.as_ref(), &key, |current| {
+            let current = current.ok_or_else(not_found)?;
+            let mut record: KeyRecord = serde_json::from_value(current.value.meta.clone())
+                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+            let mut sealed = current.value.sealed.clone();
+            change(&mut record, &mut sealed)?;
+            let meta = serde_json::to_value(&record)
+                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+            written = Some(record);
+            Ok(Change::Put(RecordValue { meta, sealed }))
+        })
+        .await?;
+        self.cache.remove(location);
+        self.schedule_changed.notify_one();
+        written.ok_or_else(|| KmsError::Internal("key update wrote nothing".into()))
+    }
+
+    /// Checks the key policy (and, through its account statement, the account authority).
+    pub(crate) async fn authorize(
+        &self,
+        caller: &Caller,
+        key: &LoadedKey,
+        action: &str,
+        context: &BTreeMap<String, String>,
+    ) -> Result<(), KmsError> {
+        let action = operations::effective_action(action);
+        let action = action.as_str();
+        let arn = self.key_arn(&key.location);
+        let delegated = self.authority.allows(caller, action, &arn).await;
+        let key_account = account_id(&key.location.namespace);
+        let request = AccessRequest {
+            principal: &caller.principal,
+            action,
+            resource_arn: &arn,
+            encryption_context: context,
+            key_account_id: &key_account,
+        };
+        match key.policy.evaluate(&request, &|_| delegated) {
+            Decision::Allow => Ok(()),
+            Decision::ExplicitDeny => Err(KmsError::AccessDenied(format!(
+                "User: {} is not authorized to perform: {action} on resource: {arn} with an explicit deny in a resource-based policy",
+                caller.principal.arn
+            ))),
+            Decision::ImplicitDeny => Err(KmsError::AccessDenied(format!(
+                "User: {} is not authorized to perform: {action} on resource: {arn} because no resource-based policy allows the {action} action",
+                caller.principal.arn
+            ))),
+        }
+    }
+
+    /// Checks an action that names no key (CreateKey, ListKeys, ...) against the account authority.
+    pub(crate) async fn authorize_account(
+        &self,
+        caller: &Caller,
+        action: &str,
+    ) -> Result<(), KmsError> {
+        if self.authority.allows(caller, action, "*").await {
+            Ok(())
+        } else {
+            Err(KmsError::AccessDenied(format!(
+                "User: {} is not authorized to perform: {action} on resource: *",
+                caller.principal.arn
+            )))
+        }
+    }
+
+    /// Wakes whatever waits for a change of due times.
+    pub fn schedule_changed(&self) -> Arc<Notify> {
+        Arc::clone(&self.schedule_changed)
+    }
+
+    pub(crate) fn wrap_material(
+        &self,
+        location: &KeyLocation,
+        version: u32,
+        material: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
+        Ok(self
+            .keyring
+            .wrap(&material_context(location, version), material)?)
+    }
+
+    pub(crate) fn unwrap_slot(
+        &self,
+        location: &KeyLocation,
+        slot: &str,
+        wrapped: &[u8],
+    ) -> Result<SecretBytes, KmsError> {
+        Ok(self
+            .keyring
+            .unwrap(&slot_context(location, slot), wrapped)?)
+    }
+
+    pub(crate) fn wrap_slot(
+        &self,
+        location: &KeyLocation,
+        slot: &str,
+        secret: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
+        Ok(self.keyring.wrap(&slot_context(location, slot), secret)?)
+    }
+}
+
+pub(crate) fn key_record_key(location: &KeyLocation) -> RecordKey {
+    RecordKey::new(RecordKind::KmsKey, &location.namespace, &location.key_id)
+}
+
+/// Associated data for a version's wrapped material: a blob moved to another key or version
+/// does not unwrap.
+pub(crate) fn material_context(location: &KeyLocation, version: u32) -> Vec<u8> {
+    slot_context(location, &KeyRecord::material_slot(version))
+}
+
+fn slot_context(location: &KeyLocation, slot: &str) -> Vec<u8> {
+    format!(
+        "coffer/kmskey/{}/{}/{slot}",
+        location.namespace, location.key_id
+    )
+    .into_bytes()
+}
+
+/// Key ids are UUIDs; anything else cannot name a key.
+fn valid_key_id(key_id: &str) -> bool {
+    uuid::Uuid::try_parse(key_id).is_ok()
+}
+
+/// Caller-supplied text echoed in an error message, cut short.
+pub fn truncate_text(text: &str) -> String {
+    truncate(text)
+}
+
+/// Caller-supplied text echoed in an error message, cut short.
+pub(crate) fn truncate(text: &str) -> String {
+    const LIMIT: usize = 128;
+    if text.len() <= LIMIT {
+        return text.to_owned();
+    }
+    let mut end = LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// Derives the 64-byte AES-SIV key from imported 256-bit material.
+pub(crate) fn material_from_import(raw: &[u8]) -> Result<KeyMaterial, KmsError> {
+    let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"coffer/imported-key-material/v1"), raw);
+    let mut okm = zeroize::Zeroizing::new([0u8; 64]);
+    hkdf.expand(b"aes-256-siv", okm.as_mut())
+        .map_err(|_| KmsError::Internal("HKDF expand failed".into()))?;
+    Ok(KeyMaterial::from_bytes(okm.as_ref())?)
+}
+
+/// How long [`Kms::run_due`] would sleep at most when nothing is due; keeps the loop alive if a
+/// notification were lost.
+pub const MAX_SCHEDULER_SLEEP: Duration = Duration::from_secs(3600);

@@ -1,0 +1,156 @@
+//! Work that falls due with time: scheduled rotation, the end of a deletion window, and the
+//! expiry of imported material. The scheduler sleeps until the earliest due time (or until a
+//! write may have moved it), so nothing polls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::model::{KeyRecord, KeyState, RotationType};
+use super::operations::remove_imported_material;
+use super::{KeyLocation, Kms, KmsError, MAX_SCHEDULER_SLEEP, key_record_key};
+use crate::store::{Change, RecordKind, modify};
+
+/// What is due for one key at a given time.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    Rotate,
+    Delete,
+    ExpireMaterial,
+}
+
+/// What, if anything, is due for a key at `now`, and otherwise when it next will be.
+pub(crate) fn due(record: &KeyRecord, now: i64) -> (Option<Due>, Option<i64>) {
+    let deletion = (record.state == KeyState::PendingDeletion)
+        .then_some(record.deletion_date)
+        .flatten();
+    let rotation = (record.state == KeyState::Enabled && record.rotation_enabled)
+        .then_some(record.next_rotation)
+        .flatten();
+    let expiry = (!record.versions.is_empty())
+        .then_some(record.valid_to)
+        .flatten();
+    if deletion.is_some_and(|at| at <= now) {
+        return (Some(Due::Delete), None);
+    }
+    if expiry.is_some_and(|at| at <= now) {
+        return (Some(Due::ExpireMaterial), None);
+    }
+    if rotation.is_some_and(|at| at <= now) {
+        return (Some(Due::Rotate), None);
+    }
+    (
+        None,
+        [deletion, expiry, rotation].into_iter().flatten().min(),
+    )
+}
+
+impl Kms {
+    /// Does everything due now, across all namespaces. Returns the next due time, if any.
+    pub async fn run_due(&self) -> Result<Option<i64>, KmsError> {
+        let now = self.now();
+        let mut next: Option<i64> = None;
+        for (key, record) in self.store.list(RecordKind::KmsKey, None).await? {
+            let location = KeyLocation {
+                namespace: key.namespace.clone(),
+                key_id: key.name.clone(),
+            };
+            let parsed: KeyRecord = match serde_json::from_value(record.value.meta) {
+                Ok(parsed) => parsed,
+                Err(err) => {
+                    tracing::error!(key = %key, error = %err, "skipping unreadable key record");
+                    continue;
+                }
+            };
+            let (work, mut later) = due(&parsed, now);
+            let outcome = match work {
+                None => Ok(None),
+                Some(Due::Rotate) => self
+                    .add_version(&location, RotationType::Automatic)
+                    .await
+                    .map(|record| {
+                        tracing::info!(key = %self.key_arn(&location), version = ?record.current_version(), "rotated key on schedule");
+                        Some(record)
+                    }),
+                Some(Due::Delete) => self.delete_key_now(&location, now).await.map(|()| None),
+                Some(Due::ExpireMaterial) => self
+                    .update_key(&location, |record, sealed| {
+                        if record.valid_to.is_some_and(|at| at <= now) {
+                            remove_imported_material(record, sealed);
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .map(|record| {
+                        tracing::info!(key = %self.key_arn(&location), "imported key material expired");
+                        Some(record)
+                    }),
+            };
+            match outcome {
+                // The work moved the key's next due time.
+                Ok(Some(record)) => later = due(&record, now).1,
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::error!(key = %self.key_arn(&location), error = %err, "scheduled key work failed; retrying in a minute");
+                    next = Some(next.map_or(now + 60, |at| at.min(now + 60)));
+                }
+            }
+            if let Some(later) = later {
+                next = Some(next.map_or(later, |at| at.min(later)));
+            }
+        }
+        Ok(next)
+    }
+
+    /// Destroys a key whose deletion window has passed: its record (with all wrapped material)
+    /// and its aliases. Re-checks the state in the same write, so a cancellation that won the
+    /// race keeps the key.
+    async fn delete_key_now(&self, location: &KeyLocation, now: i64) -> Result<(), KmsError> {
+        let mut deleted = false;
+        modify::<_, _, KmsError>(self.store.as_ref(), &key_record_key(location), |current| {
+            deleted = false;
+            let Some(current) = current else {
+                return Ok(Change::Keep);
+            };
+            let record: KeyRecord = serde_json::from_value(current.value.meta.clone())
+                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+            if record.state == KeyState::PendingDeletion
+                && record.deletion_date.is_some_and(|at| at <= now)
+            {
+                deleted = true;
+                Ok(Change::Delete)
+            } else {
+                Ok(Change::Keep)
+            }
+        })
+        .await?;
+        self.cache.remove(location);
+        if deleted {
+            self.delete_aliases_of(location).await?;
+            tracing::info!(key = %self.key_arn(location), "deleted key and its material after the waiting period");
+        }
+        Ok(())
+    }
+
+    /// Runs [`Kms::run_due`] whenever something falls due or a write moves a due time, until
+    /// the task is dropped.
+    pub async fn run_scheduler(self: Arc<Self>) {
+        let changed = self.schedule_changed();
+        loop {
+            let sleep = match self.run_due().await {
+                Ok(Some(at)) => {
+                    let wait = at.saturating_sub(self.now()).max(0);
+                    Duration::from_secs(u64::try_from(wait).unwrap_or(0)).min(MAX_SCHEDULER_SLEEP)
+                }
+                Ok(None) => MAX_SCHEDULER_SLEEP,
+                Err(err) => {
+                    tracing::error!(error = %err, "key scheduler pass failed; retrying in a minute");
+                    Duration::from_secs(60)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = changed.notified() => {}
+            }
+        }
+    }
+}
