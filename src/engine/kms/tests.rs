@@ -561,3 +561,83 @@ async fn listing_keys_pages_with_markers() {
         Err(KmsError::AccessDenied(_))
     ));
 }
+
+/// What a key's state should be after a sequence of lifecycle calls, by AWS's rules.
+#[derive(Clone, Copy, Debug)]
+enum LifecycleCall {
+    Enable,
+    Disable,
+    ScheduleDeletion,
+    CancelDeletion,
+    RotateOnDemand,
+    EncryptAndDecryptAll,
+}
+
+fn lifecycle_call() -> impl proptest::strategy::Strategy<Value = LifecycleCall> {
+    proptest::prop_oneof![
+        proptest::strategy::Just(LifecycleCall::Enable),
+        proptest::strategy::Just(LifecycleCall::Disable),
+        proptest::strategy::Just(LifecycleCall::ScheduleDeletion),
+        proptest::strategy::Just(LifecycleCall::CancelDeletion),
+        proptest::strategy::Just(LifecycleCall::RotateOnDemand),
+        proptest::strategy::Just(LifecycleCall::EncryptAndDecryptAll),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// Any sequence of lifecycle calls leaves the key in the state the model predicts, refuses
+    /// exactly the calls AWS refuses, and never loses a ciphertext: whenever the key is Enabled,
+    /// everything ever encrypted under it still decrypts.
+    #[test]
+    fn key_state_machine_matches_the_model(calls in proptest::collection::vec(lifecycle_call(), 1..14)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let f = fixture();
+            let key = symmetric_key(&f).await;
+            let none = BTreeMap::new();
+            let mut model = KeyState::Enabled;
+            let mut rotations = 0;
+            let mut blobs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for call in calls {
+                let outcome = match call {
+                    LifecycleCall::Enable => f.kms.enable_key(&f.admin, &key).await,
+                    LifecycleCall::Disable => f.kms.disable_key(&f.admin, &key).await,
+                    LifecycleCall::ScheduleDeletion => f.kms.schedule_key_deletion(&f.admin, &key, Some(7)).await.map(|_| ()),
+                    LifecycleCall::CancelDeletion => f.kms.cancel_key_deletion(&f.admin, &key).await.map(|_| ()),
+                    LifecycleCall::RotateOnDemand => f.kms.rotate_key_on_demand(&f.admin, &key).await.map(|_| ()),
+                    LifecycleCall::EncryptAndDecryptAll => {
+                        let plaintext = format!("value {}", blobs.len()).into_bytes();
+                        match f.kms.encrypt(&f.admin, &key, &plaintext, &none, None).await {
+                            Ok((blob, _, _)) => {
+                                blobs.push((blob, plaintext));
+                                for (blob, plaintext) in &blobs {
+                                    let (plain, _, _) = f.kms.decrypt(&f.admin, blob, &none, None, None).await.unwrap();
+                                    assert_eq!(plain.expose(), plaintext.as_slice());
+                                }
+                                Ok(())
+                            }
+                            Err(err) => Err(err),
+                        }
+                    }
+                };
+                let expected_ok = match (call, model) {
+                    (LifecycleCall::Enable | LifecycleCall::Disable, KeyState::PendingDeletion) => false,
+                    (LifecycleCall::Enable, _) => { model = KeyState::Enabled; true }
+                    (LifecycleCall::Disable, _) => { model = KeyState::Disabled; true }
+                    (LifecycleCall::ScheduleDeletion, KeyState::PendingDeletion) => false,
+                    (LifecycleCall::ScheduleDeletion, _) => { model = KeyState::PendingDeletion; true }
+                    (LifecycleCall::CancelDeletion, KeyState::PendingDeletion) => { model = KeyState::Disabled; true }
+                    (LifecycleCall::CancelDeletion, _) => false,
+                    (LifecycleCall::RotateOnDemand, KeyState::Enabled) if rotations < 10 => { rotations += 1; true }
+                    (LifecycleCall::RotateOnDemand, _) => false,
+                    (LifecycleCall::EncryptAndDecryptAll, state) => state == KeyState::Enabled,
+                };
+                assert_eq!(outcome.is_ok(), expected_ok, "{call:?} in {model:?}: {outcome:?}");
+                let described = f.kms.describe_key(&f.admin, &key).await.unwrap();
+                assert_eq!(described.key_state, model);
+            }
+        });
+    }
+}
