@@ -42,8 +42,27 @@ fn b64(bytes: &[u8]) -> String {
 fn input<T: DeserializeOwned>(value: Value) -> Result<T, AwsError> {
     serde_json::from_value(value).map_err(|err| {
         // serde's message names the field and the expected type, never the value.
-        AwsError::client("SerializationException", format!("Invalid request: {err}"))
+        let message = err.to_string();
+        match missing_member(&message) {
+            // AWS reports an absent required member as a validation error, not a parse error.
+            Some(member) => AwsError::client(
+                "ValidationException",
+                format!(
+                    "1 validation error detected: Value null at '{member}' failed to satisfy constraint: Member must not be null"
+                ),
+            ),
+            None => AwsError::client("SerializationException", format!("Invalid request: {message}")),
+        }
     })
+}
+
+/// The member named by serde's "missing field `Name`" message, in AWS's camelCase.
+fn missing_member(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    let name = &rest[..rest.find('`')?];
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    Some(first.to_ascii_lowercase().to_string() + chars.as_str())
 }
 
 #[derive(Deserialize)]
@@ -161,6 +180,22 @@ struct VerifyInput {
     message_type: Option<String>,
     signature: Blob,
     signing_algorithm: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_members_are_validation_errors_and_bad_types_serialization_errors() {
+        let missing = input::<KeyIdInput>(json!({})).unwrap_err();
+        assert_eq!(missing.code, "ValidationException");
+        assert!(missing.message.contains("Value null at 'keyId'"), "{}", missing.message);
+        let wrong_type = input::<KeyIdInput>(json!({"KeyId": 7})).unwrap_err();
+        assert_eq!(wrong_type.code, "SerializationException");
+        let bad_blob = input::<EncryptInput>(json!({"KeyId": "k", "Plaintext": "@@"})).unwrap_err();
+        assert_eq!(bad_blob.code, "SerializationException");
+    }
 }
 
 /// Calls one KMS operation.

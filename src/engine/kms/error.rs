@@ -43,10 +43,8 @@ pub enum KmsError {
     ExpiredImportToken,
     #[error("The import token is invalid for this key.")]
     InvalidImportToken,
-    #[error("The key material is not the material previously imported into this key.")]
-    IncorrectKeyMaterial,
-    #[error("The wrapped key material could not be decrypted with the import's wrapping key.")]
-    InvalidWrappedKeyMaterial,
+    #[error("{0}")]
+    IncorrectKeyMaterial(String),
     #[error("{0}")]
     Tag(String),
     /// A fault on Coffer's side. The detail goes to the log, not to the caller.
@@ -76,8 +74,7 @@ impl KmsError {
             KmsError::UnsupportedOperation(_) => "UnsupportedOperationException",
             KmsError::ExpiredImportToken => "ExpiredImportTokenException",
             KmsError::InvalidImportToken => "InvalidImportTokenException",
-            KmsError::IncorrectKeyMaterial => "IncorrectKeyMaterialException",
-            KmsError::InvalidWrappedKeyMaterial => "IncorrectKeyMaterialException",
+            KmsError::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
             KmsError::Tag(_) => "TagException",
             KmsError::Internal(_) => "KMSInternalException",
         }

@@ -869,13 +869,18 @@ impl Kms {
         )
         .map_err(|_| KmsError::InvalidCiphertext)?;
         if material.len() != IMPORTED_MATERIAL_LEN {
-            return Err(KmsError::IncorrectKeyMaterial);
+            return Err(KmsError::IncorrectKeyMaterial(
+                "Imported key material must be 256 bits (32 bytes).".into(),
+            ));
         }
         // Re-importing must bring back the same material, or old ciphertexts would be lost.
         if let Some(previous) = record.value.sealed.get(&KeyRecord::material_slot(1)) {
             let previous = self.unwrap_slot(&location, &KeyRecord::material_slot(1), previous)?;
             if !bool::from(previous.expose().ct_eq(material.as_slice())) {
-                return Err(KmsError::IncorrectKeyMaterial);
+                return Err(KmsError::IncorrectKeyMaterial(
+                    "The key material is not the material previously imported into this key."
+                        .into(),
+                ));
             }
         }
         let wrapped_material = self.wrap_material(&location, 1, &material)?;
