@@ -188,12 +188,22 @@ mod tests {
 
     #[test]
     fn absent_members_are_validation_errors_and_bad_types_serialization_errors() {
-        let missing = input::<KeyIdInput>(json!({})).unwrap_err();
+        let Err(missing) = input::<KeyIdInput>(json!({})) else {
+            panic!("an empty body must be refused")
+        };
         assert_eq!(missing.code, "ValidationException");
-        assert!(missing.message.contains("Value null at 'keyId'"), "{}", missing.message);
-        let wrong_type = input::<KeyIdInput>(json!({"KeyId": 7})).unwrap_err();
+        assert!(
+            missing.message.contains("Value null at 'keyId'"),
+            "{}",
+            missing.message
+        );
+        let Err(wrong_type) = input::<KeyIdInput>(json!({"KeyId": 7})) else {
+            panic!("a number KeyId must be refused")
+        };
         assert_eq!(wrong_type.code, "SerializationException");
-        let bad_blob = input::<EncryptInput>(json!({"KeyId": "k", "Plaintext": "@@"})).unwrap_err();
+        let Err(bad_blob) = input::<EncryptInput>(json!({"KeyId": "k", "Plaintext": "@@"})) else {
+            panic!("a bad blob must be refused")
+        };
         assert_eq!(bad_blob.code, "SerializationException");
     }
 }
