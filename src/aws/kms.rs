@@ -182,32 +182,6 @@ struct VerifyInput {
     signing_algorithm: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn absent_members_are_validation_errors_and_bad_types_serialization_errors() {
-        let Err(missing) = input::<KeyIdInput>(json!({})) else {
-            panic!("an empty body must be refused")
-        };
-        assert_eq!(missing.code, "ValidationException");
-        assert!(
-            missing.message.contains("Value null at 'keyId'"),
-            "{}",
-            missing.message
-        );
-        let Err(wrong_type) = input::<KeyIdInput>(json!({"KeyId": 7})) else {
-            panic!("a number KeyId must be refused")
-        };
-        assert_eq!(wrong_type.code, "SerializationException");
-        let Err(bad_blob) = input::<EncryptInput>(json!({"KeyId": "k", "Plaintext": "@@"})) else {
-            panic!("a bad blob must be refused")
-        };
-        assert_eq!(bad_blob.code, "SerializationException");
-    }
-}
-
 /// Calls one KMS operation.
 pub(super) async fn dispatch(
     kms: &Kms,
@@ -696,4 +670,30 @@ fn paged(field: &str, items: Value, next_marker: Option<String>) -> Value {
         output["NextMarker"] = Value::String(marker);
     }
     output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_members_are_validation_errors_and_bad_types_serialization_errors() {
+        let Err(missing) = input::<KeyIdInput>(json!({})) else {
+            panic!("an empty body must be refused")
+        };
+        assert_eq!(missing.code, "ValidationException");
+        assert!(
+            missing.message.contains("Value null at 'keyId'"),
+            "{}",
+            missing.message
+        );
+        let Err(wrong_type) = input::<KeyIdInput>(json!({"KeyId": 7})) else {
+            panic!("a number KeyId must be refused")
+        };
+        assert_eq!(wrong_type.code, "SerializationException");
+        let Err(bad_blob) = input::<EncryptInput>(json!({"KeyId": "k", "Plaintext": "@@"})) else {
+            panic!("a bad blob must be refused")
+        };
+        assert_eq!(bad_blob.code, "SerializationException");
+    }
 }
