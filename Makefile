@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run build test lint crds fuzz
+.PHONY: run build test lint crds fuzz bench
 
 ## Run the standalone server on its embedded default (data in ~/.local/share/coffer).
 run:
@@ -11,10 +11,13 @@ run:
 build:
 	$(CARGO) build --release
 
-## Format check, clippy with warnings as errors, then every test.
+## Format check, clippy with warnings as errors, every Rust test, then the end-to-end suites
+## (the AWS CLI and boto3 against a real `coffer server`; `pip install -r e2e/requirements.txt`).
 test: lint
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+	$(CARGO) build --bin coffer
+	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-kms.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -29,3 +32,8 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run blob_open -- -max_total_time=$(FUZZ_SECONDS)
+
+## Benchmark the KMS API over HTTP and the envelope cipher (BENCH_CONNECTIONS, BENCH_SECONDS).
+bench:
+	$(CARGO) build --release --bin coffer
+	$(CARGO) bench --bench kms

@@ -1,0 +1,1372 @@
+//! `make bench`: throughput and latency of the KMS API, and of the envelope cipher beneath it.
+//!
+//! One run measures three things, so that every figure comes from the same machine in the same
+//! state and can be compared with the others:
+//!
+//! 1. `Encrypt` and `Decrypt` of 4 KiB through the HTTP API of the release binary, started in its
+//!    own process as a user would run it (audit log on, throttling off). Requests are SigV4-signed
+//!    before the clock starts and replayed round-robin, because signing is client work and not
+//!    what is being measured. Each of C clients owns one keep-alive connection and sends its next
+//!    request as soon as the previous answer is read (a closed loop).
+//! 2. `crypto::seal` and `crypto::open` in process on one thread, in MB/s.
+//! 3. `openssl speed` for AES-256-CBC and AES-256-CTR as a hardware reference. AES-SIV makes one
+//!    CMAC pass (serial, like CBC) and one CTR pass over the data, so those two bound it.
+//!
+//! Environment: `BENCH_CONNECTIONS` (default 64), `BENCH_SECONDS` (measured seconds per
+//! operation, default 10). The server binary must already be built (`make bench` builds it).
+//! Output: a table on stdout, then the same figures as one JSON object on the last line.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
+};
+use aws_sigv4::sign::v4;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use coffer::crypto::{Binding, KeyMaterial, KeyRef, open, seal};
+use hdrhistogram::Histogram;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rand::Rng as _;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+/// Plaintext size of the API calls: the largest a KMS `Encrypt` accepts.
+const API_PLAINTEXT_LEN: usize = 4096;
+/// Distinct pre-signed requests per operation; replayed round-robin.
+const POOL_SIZE: usize = 2000;
+/// Load before measuring, so connections, caches and allocators are warm.
+const WARM_UP: Duration = Duration::from_secs(2);
+/// Pre-signed requests expire 15 minutes after signing; stay well inside that.
+const MAX_SECONDS: u64 = 240;
+/// Minimum time per in-process envelope measurement.
+const ENVELOPE_MIN_TIME: Duration = Duration::from_secs(2);
+/// Envelope plaintext sizes: one KMS-sized value, one Secrets Manager-sized value.
+const ENVELOPE_SIZES: [usize; 2] = [4 * 1024, 64 * 1024];
+/// The block size `openssl speed` is run with.
+const OPENSSL_BLOCK: usize = 16384;
+const OPENSSL_CIPHERS: [&str; 2] = ["aes-256-cbc", "aes-256-ctr"];
+
+const REGION: &str = "us-east-1";
+const SERVICE: &str = "kms";
+const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// The profile the server writes into its credentials file.
+const PROFILE: &str = "coffer";
+/// How long the server gets to start listening, and to exit after SIGTERM.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Cores used by other processes above which the HTTP figures are flagged as disturbed.
+const OTHER_LOAD_WARNING: f64 = 0.2;
+
+fn main() {
+    let config = Config::from_env();
+    let machine = Machine::probe();
+    println!(
+        "Coffer KMS benchmark: {} connections, {} s warm-up + {} s measured per operation",
+        config.connections,
+        WARM_UP.as_secs(),
+        config.seconds
+    );
+    println!("(setting up; the table follows when every measurement is done)");
+
+    let http = run_http_bench(&config);
+    let envelope: Vec<EnvelopeResult> = ENVELOPE_SIZES.iter().map(|&n| bench_envelope(n)).collect();
+    let openssl: Vec<OpensslResult> = OPENSSL_CIPHERS.iter().map(|c| openssl_speed(c)).collect();
+    let load_at_end = read_loadavg();
+
+    let report = Report {
+        config,
+        machine,
+        load_at_end,
+        http,
+        envelope,
+        openssl,
+    };
+    report.print_table();
+    println!("{}", report.to_json());
+}
+
+/// Run settings, from the environment.
+#[derive(Clone, Copy)]
+struct Config {
+    connections: usize,
+    seconds: u64,
+}
+
+impl Config {
+    fn from_env() -> Self {
+        let connections = env_number("BENCH_CONNECTIONS", 64);
+        let seconds = env_number("BENCH_SECONDS", 10);
+        assert!(connections > 0, "BENCH_CONNECTIONS must be at least 1");
+        assert!(
+            (1..=MAX_SECONDS).contains(&seconds),
+            "BENCH_SECONDS must be 1 to {MAX_SECONDS}: the pre-signed requests expire after 15 minutes"
+        );
+        Self {
+            connections: usize::try_from(connections).expect("BENCH_CONNECTIONS fits in usize"),
+            seconds,
+        }
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a whole number, got {text:?}")),
+        Err(_) => default,
+    }
+}
+
+/// What the figures ran on. The load generator and the server share these cores, so the HTTP
+/// figures include the client's own CPU cost.
+struct Machine {
+    nproc: usize,
+    cpu_model: String,
+    aes_instructions: bool,
+    load_at_start: String,
+}
+
+impl Machine {
+    fn probe() -> Self {
+        let nproc = Command::new("nproc")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .and_then(|rest| rest.split_once(':'))
+            .map_or_else(
+                || "unknown".to_owned(),
+                |(_, model)| model.trim().to_owned(),
+            );
+        let aes_instructions = cpuinfo
+            .lines()
+            .find(|line| line.starts_with("flags"))
+            .is_some_and(|flags| flags.split_whitespace().any(|flag| flag == "aes"));
+        Self {
+            nproc,
+            cpu_model,
+            aes_instructions,
+            load_at_start: read_loadavg(),
+        }
+    }
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews every figure here.
+fn read_loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The HTTP API
+// ---------------------------------------------------------------------------------------------
+
+/// Everything measured against the running server.
+struct HttpResults {
+    phases: Vec<PhaseResult>,
+    server_exit: String,
+    server_exit_ok: bool,
+    server_error_lines: usize,
+    first_server_error: Option<String>,
+    audit_lines: usize,
+    audit_bytes: u64,
+    client_threads: usize,
+}
+
+fn run_http_bench(config: &Config) -> HttpResults {
+    let mut server = Server::start(&server_binary());
+    let signer = Signer::new(server.credentials(), server.authority.clone());
+    let client_threads = thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(client_threads)
+        .enable_all()
+        .build()
+        .expect("cannot start the client's tokio runtime");
+    let addr = server.authority.clone();
+
+    let key_id = runtime.block_on(create_key(&addr, &signer));
+
+    // Encrypt pool: distinct random plaintexts, signed now, before any timing.
+    let plaintexts: Vec<Vec<u8>> = (0..POOL_SIZE)
+        .map(|_| {
+            let mut bytes = vec![0u8; API_PLAINTEXT_LEN];
+            rand::rng().fill_bytes(&mut bytes);
+            bytes
+        })
+        .collect();
+    let encrypts: Arc<Vec<Presigned>> = Arc::new(
+        plaintexts
+            .iter()
+            .map(|plaintext| {
+                let body = json!({"KeyId": key_id, "Plaintext": BASE64.encode(plaintext)});
+                signer.sign("TrentService.Encrypt", body.to_string())
+            })
+            .collect(),
+    );
+    let pid = server.pid();
+    let encrypt = runtime.block_on(run_phase("Encrypt", &addr, &encrypts, config, pid));
+
+    // Decrypt pool: encrypt each plaintext once, sign a Decrypt of each result, and check that
+    // every one of them decrypts to its plaintext before timing anything.
+    let ciphertexts = runtime.block_on(send_each_once(&addr, &encrypts, config.connections));
+    let decrypts: Arc<Vec<Presigned>> = Arc::new(
+        ciphertexts
+            .iter()
+            .map(|response| {
+                let blob = json_field(response, "CiphertextBlob");
+                let body = json!({"CiphertextBlob": blob});
+                signer.sign("TrentService.Decrypt", body.to_string())
+            })
+            .collect(),
+    );
+    let decrypted = runtime.block_on(send_each_once(&addr, &decrypts, config.connections));
+    for (index, (response, plaintext)) in decrypted.iter().zip(&plaintexts).enumerate() {
+        let answer = BASE64
+            .decode(json_field(response, "Plaintext"))
+            .expect("Decrypt returned Plaintext that is not base64");
+        assert!(
+            answer == *plaintext,
+            "Decrypt of ciphertext {index} did not return its plaintext"
+        );
+    }
+    let decrypt = runtime.block_on(run_phase("Decrypt", &addr, &decrypts, config, pid));
+    drop(runtime);
+
+    let stopped = server.stop();
+    let audit_path = server.dir.path().join("audit.log");
+    let audit = std::fs::read(&audit_path).unwrap_or_default();
+    HttpResults {
+        phases: vec![encrypt, decrypt],
+        server_exit_ok: stopped.clean,
+        server_exit: stopped.outcome,
+        server_error_lines: stopped.error_lines,
+        first_server_error: stopped.first_error,
+        audit_lines: audit.iter().filter(|&&byte| byte == b'\n').count(),
+        audit_bytes: audit.len() as u64,
+        client_threads,
+    }
+}
+
+/// The release binary `make bench` builds first; this bench builds nothing itself.
+fn server_binary() -> PathBuf {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        PathBuf::from,
+    );
+    let binary = target_dir.join("release").join("coffer");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `cargo build --release --bin coffer` first (`make bench` does)",
+        binary.display()
+    );
+    binary
+}
+
+/// A `coffer server` child process on a fresh data directory.
+struct Server {
+    /// `Some` until the server has been stopped.
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`, as the `Host` header and the signature need it.
+    authority: String,
+    dir: tempfile::TempDir,
+    log: Option<thread::JoinHandle<ServerLog>>,
+}
+
+/// What the server wrote on stderr besides the line we waited for.
+#[derive(Default)]
+struct ServerLog {
+    error_lines: usize,
+    first_error: Option<String>,
+}
+
+struct Stopped {
+    /// The exit status after SIGTERM, or what went wrong.
+    outcome: String,
+    /// Exited by itself with status 0 after SIGTERM.
+    clean: bool,
+    error_lines: usize,
+    first_error: Option<String>,
+}
+
+impl Server {
+    fn start(binary: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("cannot create the server's data directory");
+        let audit = dir.path().join("audit.log");
+        let mut child = Command::new(binary)
+            .args(["--log-format", "json", "server", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--throttle-rps",
+                "0",
+                "--audit-log",
+            ])
+            .arg(&audit)
+            .env_remove("COFFER_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
+        let stderr = child.stderr.take().expect("stderr was piped");
+
+        // The reader keeps draining stderr after start-up, so the server never blocks on a full
+        // pipe, and counts error lines for the report.
+        let (address_tx, address_rx) = mpsc::channel::<String>();
+        let log = thread::spawn(move || {
+            let mut log = ServerLog::default();
+            let mut address_tx = Some(address_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                    // Not JSON: a clap or start-up error printed before logging began.
+                    log.error_lines += 1;
+                    log.first_error.get_or_insert(line);
+                    continue;
+                };
+                if entry["fields"]["message"] == "coffer server listening"
+                    && let Some(tx) = address_tx.take()
+                {
+                    let address = entry["fields"]["address"].as_str().unwrap_or_default();
+                    let _ = tx.send(address.to_owned());
+                }
+                if entry["level"] == "ERROR" {
+                    log.error_lines += 1;
+                    log.first_error.get_or_insert(line);
+                }
+            }
+            log
+        });
+
+        let mut server = Self {
+            child: Some(child),
+            authority: String::new(),
+            dir,
+            log: Some(log),
+        };
+        match address_rx.recv_timeout(SERVER_START_TIMEOUT) {
+            Ok(address) => {
+                server.authority = address
+                    .strip_prefix("http://")
+                    .unwrap_or(&address)
+                    .to_owned();
+            }
+            Err(_) => {
+                let stopped = server.stop();
+                panic!(
+                    "the server did not log `coffer server listening` (waited up to {} s); server: {}; stderr: {}",
+                    SERVER_START_TIMEOUT.as_secs(),
+                    stopped.outcome,
+                    stopped.first_error.unwrap_or_default()
+                );
+            }
+        }
+        server
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The admin access key the server wrote into `DATA_DIR/credentials` at start-up.
+    fn credentials(&self) -> Credentials {
+        let path = self.dir.path().join("credentials");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
+        let section = format!("[{PROFILE}]");
+        let mut in_section = false;
+        let mut fields = BTreeMap::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_section = line == section;
+            } else if in_section && let Some((name, value)) = line.split_once('=') {
+                fields.insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+        let field = |name: &str| {
+            fields
+                .get(name)
+                .unwrap_or_else(|| panic!("{} has no {name} in {section}", path.display()))
+                .clone()
+        };
+        Credentials::new(
+            field("aws_access_key_id"),
+            field("aws_secret_access_key"),
+            None,
+            None,
+            "coffer-bench",
+        )
+    }
+
+    /// Sends SIGTERM and waits for the exit, as a service manager would.
+    fn stop(&mut self) -> Stopped {
+        let (outcome, clean) = match self.child.take() {
+            None => ("already stopped".to_owned(), false),
+            Some(child) => terminate(child),
+        };
+        let log = self
+            .log
+            .take()
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_default();
+        Stopped {
+            outcome,
+            clean,
+            error_lines: log.error_lines,
+            first_error: log.first_error,
+        }
+    }
+}
+
+/// SIGTERM, then up to [`SERVER_STOP_TIMEOUT`] for a clean exit; SIGKILL as a last resort.
+/// Returns what happened and whether it was a clean exit.
+fn terminate(mut child: Child) -> (String, bool) {
+    if let Ok(Some(status)) = child.try_wait() {
+        return (
+            format!("had already exited before SIGTERM: {status}"),
+            false,
+        );
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let outcome = match sent {
+        Ok(status) if status.success() => {
+            let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => return (status.to_string(), status.success()),
+                    Ok(None) if Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    Ok(None) => {
+                        break format!(
+                            "did not exit within {} s of SIGTERM; killed",
+                            SERVER_STOP_TIMEOUT.as_secs()
+                        );
+                    }
+                    Err(err) => break format!("cannot wait for it after SIGTERM: {err}; killed"),
+                }
+            }
+        }
+        Ok(status) => format!("`kill -TERM` failed ({status}); killed"),
+        Err(err) => format!("cannot run `kill`: {err}; killed"),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    (outcome, false)
+}
+
+impl Drop for Server {
+    /// A panicking bench must not leave a server running.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Signs KMS requests for one server with one access key.
+struct Signer {
+    credentials: Credentials,
+    authority: String,
+}
+
+/// A request signed ahead of time: its headers (signature included) and its body.
+struct Presigned {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Presigned {
+    /// A fresh request to send; cloning headers and body is cheap (reference counted bytes).
+    fn to_request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .body(Full::new(self.body.clone()))
+            .expect("a POST / request is valid");
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+impl Signer {
+    fn new(credentials: Credentials, authority: String) -> Self {
+        Self {
+            credentials,
+            authority,
+        }
+    }
+
+    /// Signs `POST /` as the AWS SDKs do for AWS JSON 1.1, plus `x-amz-content-sha256`, so that
+    /// host (with port), content-type, x-amz-target, x-amz-date and the body hash are all signed.
+    fn sign(&self, target: &str, body: String) -> Presigned {
+        let body = Bytes::from(body);
+        let unsigned = [
+            ("host", self.authority.as_str()),
+            ("content-type", JSON_CONTENT_TYPE),
+            ("x-amz-target", target),
+        ];
+        let uri = format!("http://{}/", self.authority);
+        let signable = SignableRequest::new(
+            "POST",
+            uri,
+            unsigned.iter().copied(),
+            SignableBody::Bytes(&body),
+        )
+        .expect("the request can be signed");
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let identity = self.credentials.clone().into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(REGION)
+            .name(SERVICE)
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .expect("complete signing parameters")
+            .into();
+        let (instructions, _signature) = sign(signable, &params)
+            .expect("SigV4 signing failed")
+            .into_parts();
+        let (signature_headers, _query) = instructions.into_parts();
+
+        let mut headers = HeaderMap::new();
+        let all = unsigned
+            .iter()
+            .map(|&(name, value)| (name, value.to_owned()))
+            .chain(
+                signature_headers
+                    .iter()
+                    .map(|header| (header.name(), header.value().to_owned())),
+            );
+        for (name, value) in all {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_str(&value).expect("signed header values are ASCII"),
+            );
+        }
+        let authorization = headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .expect("the signer added an Authorization header");
+        assert!(
+            authorization.contains(
+                "SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date;x-amz-target,"
+            ),
+            "unexpected signed header list: {authorization}"
+        );
+        Presigned { headers, body }
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|err| format!("connect to {addr}: {err}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|err| format!("set TCP_NODELAY: {err}"))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| format!("HTTP handshake: {err}"))?;
+    tokio::spawn(async move {
+        // Ends when the sender is dropped or the server closes; errors surface on the sender.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Sends one request and reads the whole answer.
+async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), String> {
+    sender
+        .ready()
+        .await
+        .map_err(|err| format!("connection not ready: {err}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| format!("request failed: {err}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| format!("reading the response body: {err}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// Creates the symmetric key every request of the run uses.
+async fn create_key(addr: &str, signer: &Signer) -> String {
+    let mut sender = connect(addr).await.expect("cannot connect to the server");
+    let request = signer.sign("TrentService.CreateKey", "{}".to_owned());
+    let (status, body) = send(&mut sender, request.to_request())
+        .await
+        .expect("CreateKey failed");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "CreateKey answered {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let answer: Value = serde_json::from_slice(&body).expect("CreateKey answered invalid JSON");
+    answer["KeyMetadata"]["KeyId"]
+        .as_str()
+        .expect("CreateKey answered no KeyMetadata.KeyId")
+        .to_owned()
+}
+
+/// Sends every request once over `connections` connections; returns the bodies in pool order.
+/// Not timed: this prepares and checks the Decrypt pool.
+async fn send_each_once(addr: &str, pool: &Arc<Vec<Presigned>>, connections: usize) -> Vec<Bytes> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..connections.min(pool.len()))
+        .map(|_| {
+            let (addr, pool, next) = (addr.to_owned(), Arc::clone(pool), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut sender = connect(&addr).await.expect("cannot connect to the server");
+                let mut answers = Vec::new();
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(request) = pool.get(index) else {
+                        break;
+                    };
+                    let (status, body) = send(&mut sender, request.to_request())
+                        .await
+                        .expect("a preparation request failed");
+                    assert_eq!(
+                        status,
+                        StatusCode::OK,
+                        "a preparation request answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                    answers.push((index, body));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(pool.len());
+    for worker in workers {
+        answers.extend(worker.await.expect("a preparation worker panicked"));
+    }
+    answers.sort_by_key(|(index, _)| *index);
+    answers.into_iter().map(|(_, body)| body).collect()
+}
+
+fn json_field(body: &[u8], field: &str) -> String {
+    let value: Value = serde_json::from_slice(body).expect("the server answered invalid JSON");
+    value[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("the answer has no string {field}"))
+        .to_owned()
+}
+
+/// The figures of one operation under load.
+struct PhaseResult {
+    operation: &'static str,
+    /// Successful (200) answers to requests sent in the measured window.
+    ok: u64,
+    /// Non-200 answers and transport failures in the measured window.
+    errors: u64,
+    /// The same, during warm-up (reported apart so a slow start is visible).
+    warm_up_errors: u64,
+    first_error: Option<String>,
+    connections_opened: u64,
+    elapsed: Duration,
+    /// Latency of the successful measured requests, in microseconds.
+    latency_us: Histogram<u64>,
+    cpu: Option<CpuUse>,
+}
+
+impl PhaseResult {
+    fn per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_us(&self, percentile: f64) -> u64 {
+        self.latency_us.value_at_quantile(percentile / 100.0)
+    }
+}
+
+/// What one client connection saw.
+struct WorkerResult {
+    ok: u64,
+    errors: u64,
+    warm_up_errors: u64,
+    first_error: Option<String>,
+    connections_opened: u64,
+    finished: Instant,
+    latency_us: Histogram<u64>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 60 s at three significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Runs `connections` closed-loop clients replaying `pool` round-robin: warm-up, then the
+/// measured window. A request counts in the window if it was sent inside it; the window closes
+/// when the last answer to such a request has arrived.
+async fn run_phase(
+    operation: &'static str,
+    addr: &str,
+    pool: &Arc<Vec<Presigned>>,
+    config: &Config,
+    server_pid: u32,
+) -> PhaseResult {
+    let started = Instant::now();
+    let measure_from = started + WARM_UP;
+    let stop_at = measure_from + Duration::from_secs(config.seconds);
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = CpuSample::take(server_pid);
+        tokio::time::sleep_until(stop_at.into()).await;
+        CpuUse::between(before?, CpuSample::take(server_pid)?)
+    });
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..config.connections)
+        .map(|_| {
+            let (addr, pool, next) = (addr.to_owned(), Arc::clone(pool), Arc::clone(&next));
+            tokio::spawn(
+                async move { client_loop(&addr, &pool, &next, measure_from, stop_at).await },
+            )
+        })
+        .collect();
+
+    let mut result = PhaseResult {
+        operation,
+        ok: 0,
+        errors: 0,
+        warm_up_errors: 0,
+        first_error: None,
+        connections_opened: 0,
+        elapsed: Duration::ZERO,
+        latency_us: new_histogram(),
+        cpu: None,
+    };
+    let mut last_finished = stop_at;
+    for worker in workers {
+        let worker = worker.await.expect("a client task panicked");
+        result.ok += worker.ok;
+        result.errors += worker.errors;
+        result.warm_up_errors += worker.warm_up_errors;
+        result.connections_opened += worker.connections_opened;
+        if result.first_error.is_none() {
+            result.first_error = worker.first_error;
+        }
+        result
+            .latency_us
+            .add(&worker.latency_us)
+            .expect("histograms with the same bounds merge");
+        last_finished = last_finished.max(worker.finished);
+    }
+    result.elapsed = last_finished - measure_from;
+    result.cpu = cpu.await.expect("the CPU sampler panicked");
+    result
+}
+
+/// Cumulative CPU seconds of the server, of this process (the load generator) and of the whole
+/// machine, from `/proc`. Sampled around the measured window to show how the cores were shared
+/// and whether anything else was running.
+#[derive(Clone, Copy)]
+struct CpuSample {
+    at: Instant,
+    server: f64,
+    client: f64,
+    machine_busy: f64,
+}
+
+/// Average cores in use during the measured window.
+#[derive(Clone, Copy)]
+struct CpuUse {
+    server: f64,
+    client: f64,
+    /// Everything else on the machine: other processes, interrupts.
+    other: f64,
+}
+
+impl CpuSample {
+    /// `None` where `/proc` is not available (not Linux).
+    fn take(server_pid: u32) -> Option<Self> {
+        let ticks = clock_ticks_per_second();
+        let process = |path: &str| -> Option<f64> {
+            let text = std::fs::read_to_string(path).ok()?;
+            // Fields after the parenthesised command name start at field 3; utime and stime are
+            // fields 14 and 15, in clock ticks.
+            let rest: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+            let utime: f64 = rest.get(11)?.parse().ok()?;
+            let stime: f64 = rest.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        };
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<f64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+        let busy = fields.iter().take(8).sum::<f64>() - fields.get(3)? - fields.get(4)?;
+        Some(Self {
+            at: Instant::now(),
+            server: process(&format!("/proc/{server_pid}/stat"))?,
+            client: process("/proc/self/stat")?,
+            machine_busy: busy / ticks,
+        })
+    }
+}
+
+impl CpuUse {
+    fn between(before: CpuSample, after: CpuSample) -> Option<Self> {
+        let seconds = (after.at - before.at).as_secs_f64();
+        if seconds <= 0.0 {
+            return None;
+        }
+        let server = (after.server - before.server) / seconds;
+        let client = (after.client - before.client) / seconds;
+        let machine = (after.machine_busy - before.machine_busy) / seconds;
+        Some(Self {
+            server,
+            client,
+            other: (machine - server - client).max(0.0),
+        })
+    }
+}
+
+/// The unit of `/proc` CPU times (`getconf CLK_TCK`, nearly always 100).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+async fn client_loop(
+    addr: &str,
+    pool: &[Presigned],
+    next: &AtomicUsize,
+    measure_from: Instant,
+    stop_at: Instant,
+) -> WorkerResult {
+    let mut worker = WorkerResult {
+        ok: 0,
+        errors: 0,
+        warm_up_errors: 0,
+        first_error: None,
+        connections_opened: 0,
+        finished: stop_at,
+        latency_us: new_histogram(),
+    };
+    let mut connection: Option<SendRequest<Full<Bytes>>> = None;
+    loop {
+        let sent_at = Instant::now();
+        if sent_at >= stop_at {
+            break;
+        }
+        let measured = sent_at >= measure_from;
+        let sender = match connection.as_mut() {
+            Some(sender) => sender,
+            None => match connect(addr).await {
+                Ok(sender) => {
+                    worker.connections_opened += 1;
+                    connection.insert(sender)
+                }
+                Err(message) => {
+                    worker.note_error(measured, message);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let request = pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()].to_request();
+        let sent_at = Instant::now();
+        match send(sender, request).await {
+            Ok((StatusCode::OK, _)) => {
+                if measured {
+                    let micros = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    worker.latency_us.saturating_record(micros.max(1));
+                    worker.ok += 1;
+                }
+            }
+            Ok((status, body)) => {
+                let message = format!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+                worker.note_error(measured, message);
+            }
+            Err(message) => {
+                // The connection is no longer usable; open a new one next time round.
+                connection = None;
+                worker.note_error(measured, message);
+            }
+        }
+    }
+    worker.finished = Instant::now();
+    worker
+}
+
+impl WorkerResult {
+    fn note_error(&mut self, measured: bool, message: String) {
+        if measured {
+            self.errors += 1;
+        } else {
+            self.warm_up_errors += 1;
+        }
+        self.first_error.get_or_insert(message);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The envelope cipher in process
+// ---------------------------------------------------------------------------------------------
+
+struct EnvelopeResult {
+    size: usize,
+    seal: Throughput,
+    open: Throughput,
+}
+
+struct Throughput {
+    operations: u64,
+    elapsed: Duration,
+    bytes_per_operation: usize,
+}
+
+impl Throughput {
+    /// Plaintext megabytes (10^6 bytes) per second, the unit `openssl speed` uses too.
+    fn mb_per_second(&self) -> f64 {
+        (self.operations as f64 * self.bytes_per_operation as f64)
+            / self.elapsed.as_secs_f64()
+            / 1e6
+    }
+
+    fn micros_per_operation(&self) -> f64 {
+        self.elapsed.as_secs_f64() * 1e6 / self.operations as f64
+    }
+}
+
+/// Seals and opens `size` bytes under one key, single thread, each for at least
+/// [`ENVELOPE_MIN_TIME`]. Each seal draws a fresh data key, as in the server.
+fn bench_envelope(size: usize) -> EnvelopeResult {
+    let material = KeyMaterial::generate();
+    let key = KeyRef {
+        key_id: "bench-key",
+        version: 1,
+        material: &material,
+    };
+    let binding = Binding::default();
+    let mut plaintext = vec![0u8; size];
+    rand::rng().fill_bytes(&mut plaintext);
+
+    let blob = seal(key, &binding, &plaintext).expect("seal failed");
+    let opened = open(&material, &binding, &blob).expect("open of a fresh blob failed");
+    assert!(
+        opened.expose() == plaintext.as_slice(),
+        "open did not return the sealed plaintext"
+    );
+
+    let seal = time_repeatedly(size, || {
+        black_box(seal(black_box(key), black_box(&binding), black_box(&plaintext)).expect("seal"));
+    });
+    let open = time_repeatedly(size, || {
+        black_box(open(black_box(&material), black_box(&binding), black_box(&blob)).expect("open"));
+    });
+    EnvelopeResult { size, seal, open }
+}
+
+/// Calls `operation` in batches until [`ENVELOPE_MIN_TIME`] has passed, after a short warm-up.
+fn time_repeatedly(bytes_per_operation: usize, mut operation: impl FnMut()) -> Throughput {
+    let warm_until = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < warm_until {
+        operation();
+    }
+    const BATCH: u64 = 16;
+    let started = Instant::now();
+    let mut operations = 0;
+    loop {
+        for _ in 0..BATCH {
+            operation();
+        }
+        operations += BATCH;
+        let elapsed = started.elapsed();
+        if elapsed >= ENVELOPE_MIN_TIME {
+            return Throughput {
+                operations,
+                elapsed,
+                bytes_per_operation,
+            };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The hardware reference
+// ---------------------------------------------------------------------------------------------
+
+struct OpensslResult {
+    cipher: &'static str,
+    /// `Err` says why there is no figure; no number is made up.
+    mb_per_second: Result<f64, String>,
+}
+
+/// `openssl speed -evp CIPHER -seconds 2 -bytes 16384`: one thread, as the envelope figures.
+fn openssl_speed(cipher: &'static str) -> OpensslResult {
+    let block = OPENSSL_BLOCK.to_string();
+    let output = Command::new("openssl")
+        .args(["speed", "-evp", cipher, "-seconds", "2", "-bytes", &block])
+        .stdin(Stdio::null())
+        .output();
+    let mb_per_second = match output {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            Err("openssl is missing; not measured".to_owned())
+        }
+        Err(err) => Err(format!("cannot run openssl: {err}; not measured")),
+        Ok(output) if !output.status.success() => Err(format!(
+            "openssl speed failed ({}): {}; not measured",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Ok(output) => parse_openssl_speed(&String::from_utf8_lossy(&output.stdout), cipher)
+            .ok_or_else(|| "no result line in the openssl output; not measured".to_owned()),
+    };
+    OpensslResult {
+        cipher,
+        mb_per_second,
+    }
+}
+
+/// Reads the final result line, e.g. `AES-256-CBC    1025870.09k`: thousands of bytes per
+/// second for the one block size asked for. Returns MB/s (10^6 bytes).
+fn parse_openssl_speed(stdout: &str, cipher: &str) -> Option<f64> {
+    stdout.lines().rev().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let name = words.next()?;
+        let figure = words.next_back()?;
+        if !name.eq_ignore_ascii_case(cipher) {
+            return None;
+        }
+        let thousands: f64 = figure.strip_suffix('k')?.parse().ok()?;
+        Some(thousands / 1000.0)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+// ---------------------------------------------------------------------------------------------
+
+struct Report {
+    config: Config,
+    machine: Machine,
+    load_at_end: String,
+    http: HttpResults,
+    envelope: Vec<EnvelopeResult>,
+    openssl: Vec<OpensslResult>,
+}
+
+impl Report {
+    fn openssl_figure(&self, cipher: &str) -> Option<f64> {
+        self.openssl
+            .iter()
+            .find(|result| result.cipher == cipher)
+            .and_then(|result| result.mb_per_second.as_ref().ok().copied())
+    }
+
+    /// AES-SIV's ceiling on this machine: one CBC-like CMAC pass plus one CTR pass per byte.
+    fn siv_bound(&self) -> Option<f64> {
+        let cbc = self.openssl_figure("aes-256-cbc")?;
+        let ctr = self.openssl_figure("aes-256-ctr")?;
+        Some(1.0 / (1.0 / cbc + 1.0 / ctr))
+    }
+
+    fn print_table(&self) {
+        let machine = &self.machine;
+        let http = &self.http;
+        println!();
+        println!("Machine");
+        println!(
+            "  nproc: {}   CPU: {}   AES instructions: {}",
+            machine.nproc,
+            machine.cpu_model,
+            if machine.aes_instructions {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+        println!(
+            "  load average (1/5/15 min): {} at start, {} at end",
+            machine.load_at_start, self.load_at_end
+        );
+        println!(
+            "  The load generator ({} tokio threads) and the server share these {} cores, so the HTTP",
+            http.client_threads, machine.nproc
+        );
+        println!("  figures include the client's own CPU cost.");
+
+        println!();
+        println!(
+            "KMS API over HTTP: release binary, SigV4, keep-alive, {} connections, {} KiB plaintext,",
+            self.config.connections,
+            API_PLAINTEXT_LEN / 1024
+        );
+        println!(
+            "audit log on, throttling off, {} pre-signed requests per operation replayed round-robin,",
+            POOL_SIZE
+        );
+        println!(
+            "{} s warm-up then {} s measured",
+            WARM_UP.as_secs(),
+            self.config.seconds
+        );
+        println!(
+            "  {:<10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>12}",
+            "operation",
+            "requests",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "errors",
+            "conns opened"
+        );
+        for phase in &http.phases {
+            println!(
+                "  {:<10} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>12}",
+                phase.operation,
+                phase.ok,
+                phase.per_second(),
+                phase.percentile_us(50.0) as f64 / 1000.0,
+                phase.percentile_us(99.0) as f64 / 1000.0,
+                phase.latency_us.max() as f64 / 1000.0,
+                phase.errors,
+                phase.connections_opened,
+            );
+        }
+        for phase in &http.phases {
+            match phase.cpu {
+                Some(cpu) => println!(
+                    "  {}: CPU in use while measured, in cores of {}: server {:.2}, load generator {:.2}, other {:.2}",
+                    phase.operation, machine.nproc, cpu.server, cpu.client, cpu.other
+                ),
+                None => println!("  {}: CPU use not measured (no /proc)", phase.operation),
+            }
+        }
+        if http
+            .phases
+            .iter()
+            .any(|phase| phase.cpu.is_some_and(|cpu| cpu.other > OTHER_LOAD_WARNING))
+        {
+            println!(
+                "  WARNING: other work used the CPU during the measurement; these figures understate Coffer"
+            );
+        }
+        for phase in &http.phases {
+            if phase.warm_up_errors > 0 {
+                println!(
+                    "  {}: {} errors during warm-up (not in the table)",
+                    phase.operation, phase.warm_up_errors
+                );
+            }
+            if let Some(error) = &phase.first_error {
+                println!("  {}: first error: {error}", phase.operation);
+            }
+        }
+        println!(
+            "  server: exit after SIGTERM: {}{}; {} error lines on stderr",
+            http.server_exit,
+            if http.server_exit_ok {
+                " (clean)"
+            } else {
+                " (NOT CLEAN)"
+            },
+            http.server_error_lines
+        );
+        if let Some(line) = &http.first_server_error {
+            println!("  server: first error line: {line}");
+        }
+        println!(
+            "  audit log: {} lines, {:.1} MB",
+            http.audit_lines,
+            http.audit_bytes as f64 / 1e6
+        );
+
+        let cbc = self.openssl_figure("aes-256-cbc");
+        let ctr = self.openssl_figure("aes-256-ctr");
+        let bound = self.siv_bound();
+        let ratio = |value: f64, reference: Option<f64>| {
+            reference.map_or_else(
+                || "n/a".to_owned(),
+                |reference| format!("{:.2}", value / reference),
+            )
+        };
+        println!();
+        println!(
+            "Envelope seal/open in process (AES-256-SIV, fresh data key per seal), one thread,"
+        );
+        println!(
+            "at least {} s each; MB = 10^6 bytes of plaintext",
+            ENVELOPE_MIN_TIME.as_secs()
+        );
+        println!(
+            "  {:<10} {:>7} {:>10} {:>9} {:>8} {:>8} {:>10}",
+            "operation", "size", "MB/s", "µs/op", "vs CBC", "vs CTR", "vs SIV max"
+        );
+        for result in &self.envelope {
+            for (name, figures) in [("seal", &result.seal), ("open", &result.open)] {
+                let mbps = figures.mb_per_second();
+                println!(
+                    "  {:<10} {:>7} {:>10.1} {:>9.2} {:>8} {:>8} {:>10}",
+                    name,
+                    format!("{} KiB", result.size / 1024),
+                    mbps,
+                    figures.micros_per_operation(),
+                    ratio(mbps, cbc),
+                    ratio(mbps, ctr),
+                    ratio(mbps, bound),
+                );
+            }
+        }
+
+        println!();
+        println!(
+            "Hardware reference: openssl speed -evp CIPHER -seconds 2 -bytes {OPENSSL_BLOCK}, one thread"
+        );
+        println!("  {:<12} {:>10}", "cipher", "MB/s");
+        for result in &self.openssl {
+            match &result.mb_per_second {
+                Ok(mbps) => println!("  {:<12} {:>10.1}", result.cipher.to_uppercase(), mbps),
+                Err(why) => println!("  {:<12} {:>10}  {why}", result.cipher.to_uppercase(), "-"),
+            }
+        }
+        match bound {
+            Some(bound) => println!(
+                "  {:<12} {:>10.1}  1/(1/CBC + 1/CTR): one CMAC pass plus one CTR pass, the most AES-SIV can do",
+                "SIV max", bound
+            ),
+            None => println!("  {:<12} {:>10}  not measured", "SIV max", "-"),
+        }
+        println!();
+    }
+
+    fn to_json(&self) -> String {
+        let phases: Vec<Value> = self
+            .http
+            .phases
+            .iter()
+            .map(|phase| {
+                json!({
+                    "operation": phase.operation,
+                    "requests": phase.ok,
+                    "seconds": phase.elapsed.as_secs_f64(),
+                    "requests_per_second": phase.per_second(),
+                    "p50_us": phase.percentile_us(50.0),
+                    "p99_us": phase.percentile_us(99.0),
+                    "max_us": phase.latency_us.max(),
+                    "errors": phase.errors,
+                    "warm_up_errors": phase.warm_up_errors,
+                    "first_error": phase.first_error,
+                    "connections_opened": phase.connections_opened,
+                    "cpu_cores": phase.cpu.map(|cpu| json!({
+                        "server": cpu.server,
+                        "client": cpu.client,
+                        "other": cpu.other,
+                    })),
+                })
+            })
+            .collect();
+        let envelope: Vec<Value> = self
+            .envelope
+            .iter()
+            .flat_map(|result| {
+                [("seal", &result.seal), ("open", &result.open)].map(|(name, figures)| {
+                    json!({
+                        "operation": name,
+                        "bytes": result.size,
+                        "mb_per_second": figures.mb_per_second(),
+                        "us_per_operation": figures.micros_per_operation(),
+                        "operations": figures.operations,
+                    })
+                })
+            })
+            .collect();
+        let openssl: Vec<Value> = self
+            .openssl
+            .iter()
+            .map(|result| match &result.mb_per_second {
+                Ok(mbps) => json!({"cipher": result.cipher, "block_bytes": OPENSSL_BLOCK, "mb_per_second": mbps}),
+                Err(why) => json!({"cipher": result.cipher, "block_bytes": OPENSSL_BLOCK, "mb_per_second": null, "not_measured": why}),
+            })
+            .collect();
+        json!({
+            "bench": "kms",
+            "machine": {
+                "nproc": self.machine.nproc,
+                "cpu": self.machine.cpu_model,
+                "aes_instructions": self.machine.aes_instructions,
+                "load_average_start": self.machine.load_at_start,
+                "load_average_end": self.load_at_end,
+                "client_threads": self.http.client_threads,
+                "client_and_server_share_cores": true,
+            },
+            "http": {
+                "connections": self.config.connections,
+                "warm_up_seconds": WARM_UP.as_secs(),
+                "measured_seconds": self.config.seconds,
+                "plaintext_bytes": API_PLAINTEXT_LEN,
+                "presigned_pool": POOL_SIZE,
+                "phases": phases,
+                "server_exit": self.http.server_exit,
+                "server_exit_clean": self.http.server_exit_ok,
+                "server_error_lines": self.http.server_error_lines,
+                "audit_lines": self.http.audit_lines,
+                "audit_bytes": self.http.audit_bytes,
+            },
+            "envelope": envelope,
+            "openssl": openssl,
+            "siv_max_mb_per_second": self.siv_bound(),
+        })
+        .to_string()
+    }
+}
