@@ -162,9 +162,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 fn run_server(config: ServerConfig) -> Result<(), String> {
-    runtime()?
-        .block_on(server::run(config, server::shutdown_signal()))
-        .map_err(|err| err.to_string())
+    runtime()?.block_on(async {
+        let shutdown = server::shutdown_signal()
+            .map_err(|err| format!("cannot install signal handlers: {err}"))?;
+        server::run(config, shutdown)
+            .await
+            .map_err(|err| err.to_string())
+    })
 }
 
 fn print_crds() -> Result<(), String> {
