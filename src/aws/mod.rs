@@ -4,8 +4,10 @@
 //! encodes.
 
 pub mod audit;
+pub mod credentials_endpoint;
 pub mod identity;
 mod kms;
+pub mod kube_identity;
 pub mod sigv4;
 pub mod throttle;
 

@@ -1,0 +1,1177 @@
+//! Kubernetes workload identity (DESIGN decisions 5 and 6): who a ServiceAccount token belongs
+//! to, checked with TokenReview, and what that ServiceAccount may do, asked of RBAC with
+//! SubjectAccessReview.
+//!
+//! - [`TokenReviewer`] turns a ServiceAccount token (audience `coffer`) into a
+//!   [`ServiceAccountIdentity`]. Only tokens the API server authenticates, for Coffer's audience,
+//!   and that name a ServiceAccount are accepted.
+//! - [`KubernetesAuthority`] is the [`AccountAuthority`] of Kubernetes mode: a key policy statement
+//!   that names the caller's account delegates to RBAC on the `kmskeys` resource of group
+//!   `coffer.dev`, so `kubectl auth can-i decrypt kmskeys/ID --as system:serviceaccount:NS:SA`
+//!   answers exactly what Coffer will decide.
+//!
+//! Both talk to the API server through [`kube::Client::send`] and parse the answers themselves:
+//! a TokenReview answer echoes the token back, and the higher-level client methods log a body
+//! they cannot parse. Tokens are never logged, never put in an error, and never used as a cache
+//! key (their SHA-256 is).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::Client;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
+use zeroize::{Zeroize as _, Zeroizing};
+
+use crate::engine::account::{Arn, account_id};
+use crate::engine::{AccountAuthority, Caller, Clock as _, Principal, SystemClock};
+
+/// The audience Coffer's ServiceAccount tokens are issued for (DESIGN decision 5).
+pub const DEFAULT_AUDIENCE: &str = "coffer";
+
+/// How long a successful TokenReview is reused for the same token: 30 seconds, never past the
+/// token's own `exp`. Only successes are cached, so a refused token is asked about every time,
+/// and a token that becomes invalid (its pod or ServiceAccount deleted) stops working at most
+/// this long after the API server stops accepting it.
+pub const TOKEN_REVIEW_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// The most TokenReview results kept at once.
+pub const TOKEN_REVIEW_CACHE_CAPACITY: usize = 4096;
+
+/// How long a SubjectAccessReview decision (allowed or denied) is reused: 10 seconds, so an RBAC
+/// change takes effect within that time. API failures are not cached.
+pub const ACCESS_REVIEW_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// The most SubjectAccessReview decisions kept at once.
+pub const ACCESS_REVIEW_CACHE_CAPACITY: usize = 8192;
+
+/// The API group of Coffer's custom resources, which RBAC rules on `kmskeys` name.
+pub const RBAC_GROUP: &str = "coffer.dev";
+
+/// The resource RBAC rules name for KMS keys.
+pub const KMS_KEYS_RESOURCE: &str = "kmskeys";
+
+/// Tokens longer than this are refused without asking the API server.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
+const TOKEN_REVIEWS_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+const SUBJECT_ACCESS_REVIEWS_PATH: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+const ROLE_PATH: &str = "role/serviceaccount/";
+
+/// Everything that can go wrong in this module. No message carries a token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KubeIdentityError {
+    /// The token is empty or longer than [`MAX_TOKEN_LEN`].
+    #[error("the token is empty or too long")]
+    MalformedToken,
+
+    /// The API server did not authenticate the token.
+    #[error("the token was not authenticated")]
+    NotAuthenticated,
+
+    /// The token was authenticated, but not for Coffer's audience.
+    #[error("the token is not valid for the audience {audience:?}")]
+    WrongAudience {
+        /// The audience that was required.
+        audience: String,
+    },
+
+    /// The token belongs to a user that is not a ServiceAccount.
+    #[error("the token does not belong to a ServiceAccount")]
+    NotServiceAccount,
+
+    /// The request to the API server could not be built or sent, or its answer not read.
+    #[error("the Kubernetes API could not be reached for a {review}")]
+    Unreachable {
+        /// `TokenReview` or `SubjectAccessReview`.
+        review: &'static str,
+    },
+
+    /// The API server answered with an error status.
+    #[error("the Kubernetes API answered {status} to a {review}")]
+    Api {
+        /// `TokenReview` or `SubjectAccessReview`.
+        review: &'static str,
+        /// The HTTP status code.
+        status: u16,
+    },
+
+    /// The API server's answer does not parse.
+    #[error("the Kubernetes API sent a {review} answer that does not parse")]
+    MalformedAnswer {
+        /// `TokenReview` or `SubjectAccessReview`.
+        review: &'static str,
+    },
+}
+
+impl KubeIdentityError {
+    /// Whether the API server could not give an answer (as opposed to refusing the token): the
+    /// credentials endpoint answers 503 for these, 401 for the rest.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::Api { .. } | Self::MalformedAnswer { .. }
+        )
+    }
+}
+
+/// A Kubernetes ServiceAccount, as a TokenReview identified it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceAccountIdentity {
+    /// The ServiceAccount's namespace, which is the caller's account.
+    pub namespace: String,
+    /// The ServiceAccount's name.
+    pub name: String,
+    /// The ServiceAccount's uid (empty if the API server did not say).
+    pub uid: String,
+}
+
+impl ServiceAccountIdentity {
+    /// The principal ARN under which this ServiceAccount appears in key policies, audit lines and
+    /// error messages: `arn:aws:iam::ACCOUNT:role/serviceaccount/NAME`, where `ACCOUNT` is
+    /// [`account_id`] of the ServiceAccount's namespace. A ServiceAccount plays the part of an
+    /// IAM role that the workload assumes; the namespace is the account, so it is not repeated in
+    /// the path.
+    pub fn principal_arn(&self) -> String {
+        format!(
+            "arn:aws:iam::{}:{ROLE_PATH}{}",
+            account_id(&self.namespace),
+            self.name
+        )
+    }
+
+    /// The caller the engine sees: in the ServiceAccount's namespace (its account), with
+    /// [`ServiceAccountIdentity::principal_arn`] as principal.
+    pub fn to_caller(&self) -> Caller {
+        Caller {
+            namespace: self.namespace.clone(),
+            principal: Principal {
+                arn: self.principal_arn(),
+                account_id: account_id(&self.namespace),
+            },
+        }
+    }
+
+    /// The Kubernetes user name: `system:serviceaccount:NS:NAME`.
+    pub fn username(&self) -> String {
+        format!(
+            "{SERVICE_ACCOUNT_USER_PREFIX}{}:{}",
+            self.namespace, self.name
+        )
+    }
+
+    /// Parses `system:serviceaccount:NS:NAME`, where NS is a DNS label and NAME a DNS
+    /// subdomain name, as Kubernetes requires of them.
+    fn from_username(username: &str, uid: String) -> Option<Self> {
+        let (namespace, name) = username
+            .strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)?
+            .split_once(':')?;
+        (is_dns_label(namespace) && is_dns_subdomain(name)).then(|| Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            uid,
+        })
+    }
+}
+
+/// The ServiceAccount (namespace, name) behind a caller that [`ServiceAccountIdentity::to_caller`]
+/// made, recovered from the caller alone so that any replica can do it: the namespace is the
+/// caller's, and the principal must be exactly that namespace's `role/serviceaccount/NAME`.
+fn service_account_of(caller: &Caller) -> Option<(&str, &str)> {
+    let account = account_id(&caller.namespace);
+    if caller.principal.account_id != account {
+        return None;
+    }
+    let name = caller
+        .principal
+        .arn
+        .strip_prefix("arn:aws:iam::")?
+        .strip_prefix(account.as_str())?
+        .strip_prefix(':')?
+        .strip_prefix(ROLE_PATH)?;
+    (is_dns_label(&caller.namespace) && is_dns_subdomain(name))
+        .then_some((caller.namespace.as_str(), name))
+}
+
+fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_label)
+}
+
+/// The `exp` claim of a JWT, in seconds since the Unix epoch, read without checking the
+/// signature. Only meaningful for a token the API server has authenticated, which checked it.
+/// `None` for a token that is not a JWT or has no `exp` (legacy Secret-based tokens).
+pub fn token_expiry(token: &str) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Claims {
+        exp: Option<serde_json::Number>,
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let mut segments = token.split('.');
+    let (Some(_header), Some(payload), Some(_signature), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return None;
+    };
+    let json = Zeroizing::new(URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?);
+    let claims: Claims = serde_json::from_slice(&json).ok()?;
+    let exp = claims.exp?;
+    exp.as_i64().or_else(|| {
+        exp.as_f64()
+            .filter(|value| value.is_finite())
+            // Fractional seconds round down; out-of-range values saturate.
+            .map(|value| value as i64)
+    })
+}
+
+/// A small map whose entries expire, holding at most `capacity` of them. When full, expired
+/// entries go first, then the one closest to expiry.
+struct TtlCache<K, V> {
+    entries: Mutex<HashMap<K, (V, Instant)>>,
+    capacity: usize,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let mut entries = self.entries.lock().ok()?;
+        match entries.get(key) {
+            Some((value, until)) if Instant::now() < *until => Some(value.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&self, key: K, value: V, ttl: Duration) {
+        let now = Instant::now();
+        let Some(until) = now.checked_add(ttl) else {
+            return;
+        };
+        if until <= now {
+            return;
+        }
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            entries.retain(|_, (_, until)| now < *until);
+            if entries.len() >= self.capacity {
+                let soonest = entries
+                    .iter()
+                    .min_by_key(|(_, (_, until))| *until)
+                    .map(|(key, _)| key.clone());
+                if let Some(soonest) = soonest {
+                    entries.remove(&soonest);
+                }
+            }
+        }
+        entries.insert(key, (value, until));
+    }
+}
+
+/// POSTs a review object and returns the answer's body. Only the status code of a failure is
+/// kept; the body is dropped unread.
+async fn post_review(
+    client: &Client,
+    path: &str,
+    body: Vec<u8>,
+    review: &'static str,
+) -> Result<Zeroizing<Vec<u8>>, KubeIdentityError> {
+    let request = http::Request::post(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::ACCEPT, "application/json")
+        .body(kube::client::Body::from(body))
+        .map_err(|_| KubeIdentityError::Unreachable { review })?;
+    let response = client
+        .send(request)
+        .await
+        .map_err(|_| KubeIdentityError::Unreachable { review })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(KubeIdentityError::Api {
+            review,
+            status: status.as_u16(),
+        });
+    }
+    let bytes = response
+        .into_body()
+        .collect_bytes()
+        .await
+        .map_err(|_| KubeIdentityError::Unreachable { review })?;
+    Ok(Zeroizing::new(bytes.to_vec()))
+}
+
+/// Checks ServiceAccount tokens with TokenReview.
+///
+/// Successful reviews are cached for [`TOKEN_REVIEW_CACHE_TTL`] (never past the token's `exp`),
+/// at most [`TOKEN_REVIEW_CACHE_CAPACITY`] of them, keyed by the SHA-256 of the token.
+pub struct TokenReviewer {
+    client: Client,
+    audience: String,
+    cache: TtlCache<[u8; 32], ServiceAccountIdentity>,
+}
+
+impl fmt::Debug for TokenReviewer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenReviewer")
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The part of a TokenReview answer that is read. The answer also echoes `spec.token`, which is
+/// deliberately not deserialized.
+#[derive(Deserialize)]
+struct TokenReviewAnswer {
+    status: Option<TokenReviewStatus>,
+}
+
+impl TokenReviewer {
+    /// A reviewer for Coffer's audience, [`DEFAULT_AUDIENCE`].
+    pub fn new(client: Client) -> Self {
+        Self::with_audience(client, DEFAULT_AUDIENCE)
+    }
+
+    /// A reviewer that requires tokens for `audience`.
+    pub fn with_audience(client: Client, audience: impl Into<String>) -> Self {
+        Self {
+            client,
+            audience: audience.into(),
+            cache: TtlCache::new(TOKEN_REVIEW_CACHE_CAPACITY),
+        }
+    }
+
+    /// The audience tokens must carry.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// The ServiceAccount `token` belongs to. Accepts only a token the API server authenticates,
+    /// for this reviewer's audience, whose user is `system:serviceaccount:NS:NAME`.
+    pub async fn review(&self, token: &str) -> Result<ServiceAccountIdentity, KubeIdentityError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(KubeIdentityError::MalformedToken);
+        }
+        let cache_key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(identity) = self.cache.get(&cache_key) {
+            return Ok(identity);
+        }
+
+        let mut review = TokenReview {
+            spec: TokenReviewSpec {
+                audiences: Some(vec![self.audience.clone()]),
+                token: Some(token.to_owned()),
+            },
+            ..TokenReview::default()
+        };
+        let body = serde_json::to_vec(&review);
+        if let Some(copy) = review.spec.token.as_mut() {
+            copy.zeroize();
+        }
+        let body = body.map_err(|_| KubeIdentityError::Unreachable {
+            review: "TokenReview",
+        })?;
+        let answer = post_review(&self.client, TOKEN_REVIEWS_PATH, body, "TokenReview").await?;
+        let answer: TokenReviewAnswer =
+            serde_json::from_slice(&answer).map_err(|_| KubeIdentityError::MalformedAnswer {
+                review: "TokenReview",
+            })?;
+        let status = answer.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            return Err(KubeIdentityError::NotAuthenticated);
+        }
+        if !status
+            .audiences
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&self.audience)
+        {
+            return Err(KubeIdentityError::WrongAudience {
+                audience: self.audience.clone(),
+            });
+        }
+        let user = status.user.unwrap_or_default();
+        let identity = user
+            .username
+            .as_deref()
+            .and_then(|username| {
+                ServiceAccountIdentity::from_username(username, user.uid.unwrap_or_default())
+            })
+            .ok_or(KubeIdentityError::NotServiceAccount)?;
+
+        let ttl = match token_expiry(token) {
+            Some(exp) => {
+                let left = exp.saturating_sub(SystemClock.now());
+                TOKEN_REVIEW_CACHE_TTL.min(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
+            }
+            None => TOKEN_REVIEW_CACHE_TTL,
+        };
+        self.cache.insert(cache_key, identity.clone(), ttl);
+        Ok(identity)
+    }
+}
+
+/// The RBAC verb an action needs on `kmskeys`, or `None` for an action that is not a KMS one
+/// (which is then denied).
+///
+/// | action | verb |
+/// |---|---|
+/// | `kms:Encrypt` | `encrypt` |
+/// | `kms:Decrypt` | `decrypt` |
+/// | `kms:GenerateDataKey*` | `generatedatakey` |
+/// | `kms:ReEncrypt*` | `reencrypt` |
+/// | `kms:Sign` | `sign` |
+/// | `kms:Verify` | `verify` |
+/// | `kms:Describe*`, `kms:Get*`, `kms:List*` (except `kms:GetParametersForImport`) | `describe` |
+/// | anything else (`Create*`, `Enable*`, `Disable*`, `Put*`, `Schedule*`, `Cancel*`, `Tag*`, `Untag*`, `Update*`, `Rotate*`, `Import*`, `Delete*`, `GenerateRandom`, ...) | `admin` |
+///
+/// `kms:GetParametersForImport` starts the import of key material, so it needs `admin` like
+/// `kms:ImportKeyMaterial`. Action names are matched without regard to case, as IAM does.
+pub fn rbac_verb(action: &str) -> Option<&'static str> {
+    let lower = action.to_ascii_lowercase();
+    let operation = lower.strip_prefix("kms:")?;
+    Some(match operation {
+        "encrypt" => "encrypt",
+        "decrypt" => "decrypt",
+        "sign" => "sign",
+        "verify" => "verify",
+        "getparametersforimport" => "admin",
+        _ if operation.starts_with("generatedatakey") => "generatedatakey",
+        _ if operation.starts_with("reencrypt") => "reencrypt",
+        _ if ["describe", "get", "list"]
+            .iter()
+            .any(|prefix| operation.starts_with(prefix)) =>
+        {
+            "describe"
+        }
+        _ => "admin",
+    })
+}
+
+/// The RBAC resource name of a key ARN: the key id of `arn:...:key/ID`, empty for `*` (an
+/// account-level action). `None` for anything else, which is then denied.
+fn rbac_resource_name(resource_arn: &str) -> Option<String> {
+    if resource_arn == "*" {
+        return Some(String::new());
+    }
+    let arn = Arn::parse(resource_arn)?;
+    if arn.service != "kms" {
+        return None;
+    }
+    let id = arn.resource.strip_prefix("key/")?;
+    (!id.is_empty() && !id.contains('/')).then(|| id.to_owned())
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    namespace: String,
+    service_account: String,
+    verb: &'static str,
+    name: String,
+}
+
+/// Kubernetes mode's [`AccountAuthority`]: asks RBAC with a SubjectAccessReview whether the
+/// caller's ServiceAccount may use the `verb` (see [`rbac_verb`]) on `kmskeys/KEY_ID` in group
+/// `coffer.dev`, in the caller's namespace, with no name for account-level actions.
+///
+/// The ServiceAccount is recovered from the caller itself (its namespace, and the name in its
+/// `role/serviceaccount/NAME` principal), so no state is shared with the authenticators and any
+/// replica decides alike. Callers that are not ServiceAccounts are denied.
+///
+/// Decisions, allowed or denied, are cached for [`ACCESS_REVIEW_CACHE_TTL`], at most
+/// [`ACCESS_REVIEW_CACHE_CAPACITY`] of them. Any API failure denies (fails closed), is logged
+/// with its status code only, and is not cached.
+pub struct KubernetesAuthority {
+    client: Client,
+    cache: TtlCache<DecisionKey, bool>,
+}
+
+impl fmt::Debug for KubernetesAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubernetesAuthority")
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesAuthority {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            cache: TtlCache::new(ACCESS_REVIEW_CACHE_CAPACITY),
+        }
+    }
+
+    async fn review(&self, key: &DecisionKey) -> Result<bool, KubeIdentityError> {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(format!(
+                    "{SERVICE_ACCOUNT_USER_PREFIX}{}:{}",
+                    key.namespace, key.service_account
+                )),
+                groups: Some(vec![
+                    "system:serviceaccounts".to_owned(),
+                    format!("system:serviceaccounts:{}", key.namespace),
+                    "system:authenticated".to_owned(),
+                ]),
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(RBAC_GROUP.to_owned()),
+                    resource: Some(KMS_KEYS_RESOURCE.to_owned()),
+                    verb: Some(key.verb.to_owned()),
+                    name: (!key.name.is_empty()).then(|| key.name.clone()),
+                    namespace: Some(key.namespace.clone()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let review_name = "SubjectAccessReview";
+        let body = serde_json::to_vec(&review).map_err(|_| KubeIdentityError::Unreachable {
+            review: review_name,
+        })?;
+        let answer =
+            post_review(&self.client, SUBJECT_ACCESS_REVIEWS_PATH, body, review_name).await?;
+        let answer: SubjectAccessReview =
+            serde_json::from_slice(&answer).map_err(|_| KubeIdentityError::MalformedAnswer {
+                review: review_name,
+            })?;
+        Ok(answer
+            .status
+            .is_some_and(|status| status.allowed && status.denied != Some(true)))
+    }
+}
+
+#[async_trait]
+impl AccountAuthority for KubernetesAuthority {
+    async fn allows(&self, caller: &Caller, action: &str, resource_arn: &str) -> bool {
+        let Some((namespace, service_account)) = service_account_of(caller) else {
+            return false;
+        };
+        let (Some(verb), Some(name)) = (rbac_verb(action), rbac_resource_name(resource_arn)) else {
+            return false;
+        };
+        let key = DecisionKey {
+            namespace: namespace.to_owned(),
+            service_account: service_account.to_owned(),
+            verb,
+            name,
+        };
+        if let Some(allowed) = self.cache.get(&key) {
+            return allowed;
+        }
+        match self.review(&key).await {
+            Ok(allowed) => {
+                self.cache.insert(key, allowed, ACCESS_REVIEW_CACHE_TTL);
+                allowed
+            }
+            Err(KubeIdentityError::Api { status, .. }) => {
+                tracing::warn!(status, "SubjectAccessReview failed; denying");
+                false
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "SubjectAccessReview failed; denying");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use tower_test::mock::{Handle, SendResponse};
+
+    type ApiServer = Handle<Request<Body>, Response<Body>>;
+
+    fn client() -> (Client, ApiServer) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (Client::new(service, "default"), handle)
+    }
+
+    async fn next_post(
+        server: &mut ApiServer,
+        path: &str,
+    ) -> (serde_json::Value, SendResponse<Response<Body>>) {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(10), server.next_request())
+            .await
+            .expect("a request in time")
+            .expect("a request");
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri().path(), path);
+        let body = request.into_body().collect_bytes().await.unwrap();
+        (serde_json::from_slice(&body).unwrap(), send)
+    }
+
+    fn respond(send: SendResponse<Response<Body>>, code: u16, body: serde_json::Value) {
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+    }
+
+    /// A TokenReview answer as the API server sends it, echoing the request.
+    fn token_review_answer(
+        request: &serde_json::Value,
+        status: serde_json::Value,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": null},
+            "spec": request["spec"],
+            "status": status,
+        })
+    }
+
+    fn service_account_status(username: &str) -> serde_json::Value {
+        serde_json::json!({
+            "authenticated": true,
+            "audiences": ["coffer"],
+            "user": {
+                "username": username,
+                "uid": "5a1e1f0b-0c4f-4a57-9c55-0d2b7f6a1a11",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:team-a", "system:authenticated"],
+            },
+        })
+    }
+
+    fn jwt_with_exp(exp: i64) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"k"}"#);
+        let claims = URL_SAFE_NO_PAD.encode(
+            serde_json::json!({"aud": ["coffer"], "exp": exp, "sub": "system:serviceaccount:team-a:app"})
+                .to_string(),
+        );
+        format!("{header}.{claims}.c2lnbmF0dXJl")
+    }
+
+    fn now() -> i64 {
+        SystemClock.now()
+    }
+
+    async fn review_once(
+        status: serde_json::Value,
+        token: &str,
+    ) -> (
+        Result<ServiceAccountIdentity, KubeIdentityError>,
+        serde_json::Value,
+    ) {
+        let (client, mut server) = client();
+        let reviewer = TokenReviewer::new(client);
+        let answer = tokio::spawn(async move {
+            let (request, send) = next_post(&mut server, TOKEN_REVIEWS_PATH).await;
+            respond(send, 201, token_review_answer(&request, status));
+            request
+        });
+        let result = reviewer.review(token).await;
+        (result, answer.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_authenticated_service_account_is_identified() {
+        let (result, request) = review_once(
+            service_account_status("system:serviceaccount:team-a:app"),
+            "tok-1",
+        )
+        .await;
+        let identity = result.unwrap();
+        assert_eq!(
+            identity,
+            ServiceAccountIdentity {
+                namespace: "team-a".into(),
+                name: "app".into(),
+                uid: "5a1e1f0b-0c4f-4a57-9c55-0d2b7f6a1a11".into(),
+            }
+        );
+        // The request names the token and Coffer's audience.
+        assert_eq!(request["kind"], "TokenReview");
+        assert_eq!(request["apiVersion"], "authentication.k8s.io/v1");
+        assert_eq!(request["spec"]["token"], "tok-1");
+        assert_eq!(request["spec"]["audiences"], serde_json::json!(["coffer"]));
+
+        let caller = identity.to_caller();
+        assert_eq!(caller.namespace, "team-a");
+        assert_eq!(caller.principal.account_id, account_id("team-a"));
+        assert_eq!(
+            caller.principal.arn,
+            format!(
+                "arn:aws:iam::{}:role/serviceaccount/app",
+                account_id("team-a")
+            )
+        );
+        assert_eq!(identity.username(), "system:serviceaccount:team-a:app");
+        assert_eq!(service_account_of(&caller), Some(("team-a", "app")));
+    }
+
+    #[tokio::test]
+    async fn an_unauthenticated_token_is_refused() {
+        let (result, _) = review_once(
+            serde_json::json!({"authenticated": false, "error": "token has expired"}),
+            "tok-2",
+        )
+        .await;
+        assert!(
+            matches!(result, Err(KubeIdentityError::NotAuthenticated)),
+            "{result:?}"
+        );
+        // A review without any status is no better.
+        let (result, _) = review_once(serde_json::Value::Null, "tok-2").await;
+        assert!(
+            matches!(result, Err(KubeIdentityError::NotAuthenticated)),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_for_another_audience_is_refused() {
+        let mut status = service_account_status("system:serviceaccount:team-a:app");
+        status["audiences"] = serde_json::json!(["https://kubernetes.default.svc"]);
+        let (result, _) = review_once(status, "tok-3").await;
+        assert!(
+            matches!(result, Err(KubeIdentityError::WrongAudience { .. })),
+            "{result:?}"
+        );
+
+        let mut status = service_account_status("system:serviceaccount:team-a:app");
+        status.as_object_mut().unwrap().remove("audiences");
+        let (result, _) = review_once(status, "tok-3").await;
+        assert!(
+            matches!(result, Err(KubeIdentityError::WrongAudience { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_user_that_is_not_a_service_account_is_refused() {
+        for username in [
+            "alice",
+            "system:admin",
+            "system:node:worker-1",
+            "system:serviceaccount:team-a",
+            "system:serviceaccount::app",
+            "system:serviceaccount:team-a:",
+            "system:serviceaccount:team-a:app:extra",
+            "system:serviceaccount:Team-A:app",
+        ] {
+            let (result, _) = review_once(service_account_status(username), "tok-4").await;
+            assert!(
+                matches!(result, Err(KubeIdentityError::NotServiceAccount)),
+                "{username}: {result:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn api_failures_are_unavailable_and_say_nothing_of_the_token() {
+        let (client, mut server) = client();
+        let reviewer = TokenReviewer::new(client);
+        tokio::spawn(async move {
+            let (_, send) = next_post(&mut server, TOKEN_REVIEWS_PATH).await;
+            respond(
+                send,
+                403,
+                serde_json::json!({"kind": "Status", "code": 403}),
+            );
+            let (_, send) = next_post(&mut server, TOKEN_REVIEWS_PATH).await;
+            respond(send, 201, serde_json::json!("not a review"));
+        });
+        let err = reviewer.review("very-secret-token").await.unwrap_err();
+        assert!(err.is_unavailable());
+        assert!(matches!(err, KubeIdentityError::Api { status: 403, .. }));
+        let err = reviewer.review("very-secret-token").await.unwrap_err();
+        assert!(
+            matches!(err, KubeIdentityError::MalformedAnswer { .. }),
+            "{err:?}"
+        );
+        for shown in [err.to_string(), format!("{err:?}"), format!("{reviewer:?}")] {
+            assert!(!shown.contains("very-secret-token"), "{shown}");
+        }
+        // Refused without a request at all.
+        assert!(matches!(
+            reviewer.review("").await,
+            Err(KubeIdentityError::MalformedToken)
+        ));
+        let long = "x".repeat(MAX_TOKEN_LEN + 1);
+        assert!(matches!(
+            reviewer.review(&long).await,
+            Err(KubeIdentityError::MalformedToken)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cached_review_makes_no_second_request() {
+        let (client, mut server) = client();
+        let reviewer = TokenReviewer::new(client);
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some((request, send)) = server.next_request().await else {
+                    return;
+                };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = request.into_body().collect_bytes().await.unwrap();
+                let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                respond(
+                    send,
+                    201,
+                    token_review_answer(
+                        &request,
+                        service_account_status("system:serviceaccount:team-a:app"),
+                    ),
+                );
+            }
+        });
+        let count = || requests.load(std::sync::atomic::Ordering::SeqCst);
+        let first = reviewer.review("tok-5").await.unwrap();
+        assert_eq!(count(), 1);
+        let second = reviewer.review("tok-5").await.unwrap();
+        assert_eq!(first, second);
+        assert_eq!(count(), 1, "the cached review is reused");
+        // Another token is another review.
+        reviewer.review("tok-6").await.unwrap();
+        assert_eq!(count(), 2);
+        // The cache forgets after its lifetime.
+        tokio::time::advance(TOKEN_REVIEW_CACHE_TTL + Duration::from_secs(1)).await;
+        reviewer.review("tok-5").await.unwrap();
+        assert_eq!(count(), 3);
+        // A token about to expire is cached no longer than it lives.
+        let short = jwt_with_exp(now() + 5);
+        reviewer.review(&short).await.unwrap();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        reviewer.review(&short).await.unwrap();
+        assert_eq!(count(), 5);
+        // The cache holds token hashes, never tokens.
+        let cache = reviewer.cache.entries.lock().unwrap();
+        assert!(cache.contains_key(&<[u8; 32]>::from(Sha256::digest(b"tok-6"))));
+    }
+
+    #[test]
+    fn token_expiry_reads_the_exp_claim() {
+        assert_eq!(
+            token_expiry(&jwt_with_exp(1_900_000_000)),
+            Some(1_900_000_000)
+        );
+        let no_exp = format!(
+            "{}.{}.sig",
+            URL_SAFE_NO_PAD.encode(b"{}"),
+            URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#)
+        );
+        assert_eq!(token_expiry(&no_exp), None);
+        for bad in ["", "opaque-token", "a.b", "a.!!!.c", "a.b.c.d"] {
+            assert_eq!(token_expiry(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ttl_cache_stays_bounded() {
+        let cache = TtlCache::new(3);
+        for i in 0..10u32 {
+            cache.insert(i, i, Duration::from_secs(60 + u64::from(i)));
+        }
+        let entries = cache.entries.lock().unwrap();
+        assert_eq!(entries.len(), 3);
+        // The entries closest to expiry went first.
+        assert!(entries.contains_key(&9) && entries.contains_key(&8) && entries.contains_key(&7));
+    }
+
+    #[test]
+    fn actions_map_to_rbac_verbs() {
+        for (action, verb) in [
+            ("kms:Encrypt", "encrypt"),
+            ("kms:Decrypt", "decrypt"),
+            ("kms:GenerateDataKey", "generatedatakey"),
+            ("kms:GenerateDataKeyWithoutPlaintext", "generatedatakey"),
+            ("kms:GenerateDataKeyPair", "generatedatakey"),
+            ("kms:ReEncryptFrom", "reencrypt"),
+            ("kms:ReEncryptTo", "reencrypt"),
+            ("kms:Sign", "sign"),
+            ("kms:Verify", "verify"),
+            ("kms:DescribeKey", "describe"),
+            ("kms:GetPublicKey", "describe"),
+            ("kms:GetKeyPolicy", "describe"),
+            ("kms:ListKeys", "describe"),
+            ("kms:ListAliases", "describe"),
+            ("kms:CreateKey", "admin"),
+            ("kms:EnableKey", "admin"),
+            ("kms:DisableKeyRotation", "admin"),
+            ("kms:PutKeyPolicy", "admin"),
+            ("kms:ScheduleKeyDeletion", "admin"),
+            ("kms:CancelKeyDeletion", "admin"),
+            ("kms:TagResource", "admin"),
+            ("kms:UntagResource", "admin"),
+            ("kms:UpdateAlias", "admin"),
+            ("kms:RotateKeyOnDemand", "admin"),
+            ("kms:ImportKeyMaterial", "admin"),
+            ("kms:GetParametersForImport", "admin"),
+            ("kms:DeleteAlias", "admin"),
+            ("kms:GenerateRandom", "admin"),
+            ("KMS:decrypt", "decrypt"),
+        ] {
+            assert_eq!(rbac_verb(action), Some(verb), "{action}");
+        }
+        assert_eq!(rbac_verb("secretsmanager:GetSecretValue"), None);
+        assert_eq!(rbac_verb("Decrypt"), None);
+    }
+
+    #[test]
+    fn key_arns_map_to_resource_names() {
+        let arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert_eq!(
+            rbac_resource_name(arn).as_deref(),
+            Some("1234abcd-12ab-34cd-56ef-1234567890ab")
+        );
+        assert_eq!(rbac_resource_name("*").as_deref(), Some(""));
+        for bad in [
+            "arn:aws:kms:us-east-1:123456789012:alias/app",
+            "arn:aws:kms:us-east-1:123456789012:key/",
+            "arn:aws:s3:::bucket/key/x",
+            "key/abc",
+            "",
+        ] {
+            assert_eq!(rbac_resource_name(bad), None, "{bad}");
+        }
+    }
+
+    mod access_reviews {
+        use super::*;
+
+        const KEY_ARN: &str =
+            "arn:aws:kms:us-east-1:111122223333:key/0f3c1d52-7a0e-4c39-9d8e-3b1a2c4d5e6f";
+        const KEY_ID: &str = "0f3c1d52-7a0e-4c39-9d8e-3b1a2c4d5e6f";
+
+        fn caller() -> Caller {
+            ServiceAccountIdentity {
+                namespace: "team-a".into(),
+                name: "app".into(),
+                uid: String::new(),
+            }
+            .to_caller()
+        }
+
+        fn sar_answer(request: &serde_json::Value, status: serde_json::Value) -> serde_json::Value {
+            serde_json::json!({
+                "kind": "SubjectAccessReview",
+                "apiVersion": "authorization.k8s.io/v1",
+                "metadata": {"creationTimestamp": null},
+                "spec": request["spec"],
+                "status": status,
+            })
+        }
+
+        async fn decide(
+            caller: &Caller,
+            action: &str,
+            resource: &str,
+            code: u16,
+            status: serde_json::Value,
+        ) -> (bool, serde_json::Value) {
+            let (client, mut server) = client();
+            let authority = KubernetesAuthority::new(client);
+            let answer = tokio::spawn(async move {
+                let (request, send) = next_post(&mut server, SUBJECT_ACCESS_REVIEWS_PATH).await;
+                if code == 201 {
+                    respond(send, 201, sar_answer(&request, status));
+                } else {
+                    respond(
+                        send,
+                        code,
+                        serde_json::json!({"kind": "Status", "code": code}),
+                    );
+                }
+                request
+            });
+            let allowed = authority.allows(caller, action, resource).await;
+            (allowed, answer.await.unwrap())
+        }
+
+        #[tokio::test]
+        async fn the_review_names_verb_resource_group_name_namespace_and_user() {
+            let (allowed, request) = decide(
+                &caller(),
+                "kms:Decrypt",
+                KEY_ARN,
+                201,
+                serde_json::json!({"allowed": true}),
+            )
+            .await;
+            assert!(allowed);
+            assert_eq!(request["kind"], "SubjectAccessReview");
+            assert_eq!(request["apiVersion"], "authorization.k8s.io/v1");
+            let spec = &request["spec"];
+            assert_eq!(spec["user"], "system:serviceaccount:team-a:app");
+            assert_eq!(
+                spec["groups"],
+                serde_json::json!([
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:team-a",
+                    "system:authenticated"
+                ])
+            );
+            let attributes = &spec["resourceAttributes"];
+            assert_eq!(attributes["verb"], "decrypt");
+            assert_eq!(attributes["resource"], "kmskeys");
+            assert_eq!(attributes["group"], "coffer.dev");
+            assert_eq!(attributes["name"], KEY_ID);
+            assert_eq!(attributes["namespace"], "team-a");
+        }
+
+        #[tokio::test]
+        async fn account_level_actions_name_no_key() {
+            let (allowed, request) = decide(
+                &caller(),
+                "kms:CreateKey",
+                "*",
+                201,
+                serde_json::json!({"allowed": true}),
+            )
+            .await;
+            assert!(allowed);
+            let attributes = &request["spec"]["resourceAttributes"];
+            assert_eq!(attributes["verb"], "admin");
+            assert!(attributes.get("name").is_none(), "{attributes}");
+            assert_eq!(attributes["namespace"], "team-a");
+        }
+
+        #[tokio::test]
+        async fn denied_and_failed_reviews_deny() {
+            let (allowed, _) = decide(
+                &caller(),
+                "kms:Encrypt",
+                KEY_ARN,
+                201,
+                serde_json::json!({"allowed": false, "reason": "no RBAC rule"}),
+            )
+            .await;
+            assert!(!allowed);
+            let (allowed, _) = decide(
+                &caller(),
+                "kms:Encrypt",
+                KEY_ARN,
+                201,
+                serde_json::json!({"allowed": true, "denied": true}),
+            )
+            .await;
+            assert!(!allowed, "denied wins over allowed");
+            let (allowed, _) = decide(
+                &caller(),
+                "kms:Encrypt",
+                KEY_ARN,
+                500,
+                serde_json::Value::Null,
+            )
+            .await;
+            assert!(!allowed, "an API failure fails closed");
+            let (allowed, _) = decide(
+                &caller(),
+                "kms:Encrypt",
+                KEY_ARN,
+                201,
+                serde_json::Value::Null,
+            )
+            .await;
+            assert!(!allowed, "an answer without status denies");
+        }
+
+        #[tokio::test]
+        async fn callers_that_are_not_service_accounts_are_denied_without_asking() {
+            let (client, mut server) = client();
+            let authority = KubernetesAuthority::new(client);
+            let user = Caller {
+                namespace: "team-a".into(),
+                principal: Principal {
+                    arn: crate::aws::identity::user_arn("team-a", "app"),
+                    account_id: account_id("team-a"),
+                },
+            };
+            // A principal from another account than the caller's namespace.
+            let mut foreign = caller();
+            foreign.namespace = "team-b".into();
+            for stranger in [user, foreign] {
+                assert!(!authority.allows(&stranger, "kms:Decrypt", KEY_ARN).await);
+            }
+            // Nor is a non-KMS action or a resource that is not a key.
+            assert!(!authority.allows(&caller(), "s3:GetObject", KEY_ARN).await);
+            assert!(
+                !authority
+                    .allows(&caller(), "kms:Decrypt", "arn:aws:kms:us-east-1:1:alias/x")
+                    .await
+            );
+            drop(authority);
+            assert!(server.next_request().await.is_none(), "no review was sent");
+        }
+
+        #[tokio::test]
+        async fn a_cached_decision_makes_no_second_request() {
+            let (client, mut server) = client();
+            let authority = KubernetesAuthority::new(client);
+            let server = tokio::spawn(async move {
+                let (request, send) = next_post(&mut server, SUBJECT_ACCESS_REVIEWS_PATH).await;
+                assert_eq!(request["spec"]["resourceAttributes"]["verb"], "decrypt");
+                respond(
+                    send,
+                    201,
+                    sar_answer(&request, serde_json::json!({"allowed": true})),
+                );
+                let (request, send) = next_post(&mut server, SUBJECT_ACCESS_REVIEWS_PATH).await;
+                assert_eq!(request["spec"]["resourceAttributes"]["verb"], "encrypt");
+                respond(
+                    send,
+                    201,
+                    sar_answer(&request, serde_json::json!({"allowed": false})),
+                );
+                server
+            });
+            assert!(authority.allows(&caller(), "kms:Decrypt", KEY_ARN).await);
+            assert!(authority.allows(&caller(), "kms:Decrypt", KEY_ARN).await);
+            assert!(!authority.allows(&caller(), "kms:Encrypt", KEY_ARN).await);
+            assert!(!authority.allows(&caller(), "kms:Encrypt", KEY_ARN).await);
+            let mut server = server.await.unwrap();
+            drop(authority);
+            assert!(
+                server.next_request().await.is_none(),
+                "exactly two reviews were sent"
+            );
+        }
+    }
+}
