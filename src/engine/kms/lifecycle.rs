@@ -193,12 +193,15 @@ fn check_policy_text(policy: &str) -> Result<KeyPolicy, KmsError> {
 }
 
 /// Whether a key state allows enabling, disabling and other administration.
-fn refuse_pending(record: &KeyRecord, arn: &str) -> Result<(), KmsError> {
+fn refuse_pending(record: &KeyRecord) -> Result<(), KmsError> {
+    let key_id = &record.key_id;
     match record.state {
         KeyState::PendingDeletion => Err(KmsError::InvalidState(format!(
-            "{arn} is pending deletion."
+            "{key_id} is pending deletion."
         ))),
-        KeyState::PendingImport => Err(KmsError::InvalidState(format!("{arn} is pending import."))),
+        KeyState::PendingImport => Err(KmsError::InvalidState(format!(
+            "{key_id} is pending import."
+        ))),
         KeyState::Enabled | KeyState::Disabled => Ok(()),
     }
 }
@@ -415,9 +418,8 @@ impl Kms {
         caller: &Caller,
         key_ref: &str,
     ) -> Result<KeyMetadata, KmsError> {
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, "kms:DescribeKey", &BTreeMap::new())
+        let (location, key) = self
+            .authorized_key(caller, key_ref, "kms:DescribeKey")
             .await?;
         Ok(self.metadata(&location, &key.record))
     }
@@ -460,30 +462,32 @@ impl Kms {
     where
         F: FnMut(&mut KeyRecord, &mut BTreeMap<String, Vec<u8>>) -> Result<(), KmsError>,
     {
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, action, &BTreeMap::new())
-            .await?;
+        let (location, _) = self.authorized_key(caller, key_ref, action).await?;
         let record = self.update_key(&location, change).await?;
         Ok((location, record))
     }
 
     pub async fn enable_key(&self, caller: &Caller, key_ref: &str) -> Result<(), KmsError> {
-        let arn_of = |record: &KeyRecord| record.key_id.clone();
-        self.administer(caller, key_ref, "kms:EnableKey", |record, _| {
-            refuse_pending(record, &arn_of(record))?;
-            record.state = KeyState::Enabled;
-            Ok(())
-        })
-        .await
-        .map(|_| ())
+        self.set_enabled(caller, key_ref, "kms:EnableKey", KeyState::Enabled)
+            .await
     }
 
     pub async fn disable_key(&self, caller: &Caller, key_ref: &str) -> Result<(), KmsError> {
-        let arn_of = |record: &KeyRecord| record.key_id.clone();
-        self.administer(caller, key_ref, "kms:DisableKey", |record, _| {
-            refuse_pending(record, &arn_of(record))?;
-            record.state = KeyState::Disabled;
+        self.set_enabled(caller, key_ref, "kms:DisableKey", KeyState::Disabled)
+            .await
+    }
+
+    /// Enables or disables a key; keys pending deletion or import can be neither.
+    async fn set_enabled(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        action: &str,
+        state: KeyState,
+    ) -> Result<(), KmsError> {
+        self.administer(caller, key_ref, action, |record, _| {
+            refuse_pending(record)?;
+            record.state = state;
             Ok(())
         })
         .await
@@ -552,9 +556,8 @@ impl Kms {
         limit: Option<i64>,
         marker: Option<&str>,
     ) -> Result<Page<(String, String)>, KmsError> {
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, "kms:ListResourceTags", &BTreeMap::new())
+        let (_, key) = self
+            .authorized_key(caller, key_ref, "kms:ListResourceTags")
             .await?;
         let tags = key
             .record
@@ -672,9 +675,8 @@ impl Kms {
         policy_name: Option<&str>,
     ) -> Result<String, KmsError> {
         check_policy_name(policy_name)?;
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, "kms:GetKeyPolicy", &BTreeMap::new())
+        let (_, key) = self
+            .authorized_key(caller, key_ref, "kms:GetKeyPolicy")
             .await?;
         Ok(key.record.policy.clone())
     }
@@ -689,9 +691,8 @@ impl Kms {
     ) -> Result<(), KmsError> {
         check_policy_name(policy_name)?;
         let parsed = check_policy_text(policy)?;
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, "kms:PutKeyPolicy", &BTreeMap::new())
+        let (location, _) = self
+            .authorized_key(caller, key_ref, "kms:PutKeyPolicy")
             .await?;
         if !bypass_lockout_check {
             let arn = self.key_arn(&location);
@@ -712,9 +713,7 @@ impl Kms {
         caller: &Caller,
         key_ref: &str,
     ) -> Result<Vec<String>, KmsError> {
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, "kms:ListKeyPolicies", &BTreeMap::new())
+        self.authorized_key(caller, key_ref, "kms:ListKeyPolicies")
             .await?;
         Ok(vec!["default".to_owned()])
     }
@@ -839,9 +838,8 @@ impl Kms {
     ) -> Result<Page<AliasListEntry>, KmsError> {
         let only = match key_ref {
             Some(key_ref) => {
-                let location = self.resolve(caller, key_ref).await?;
-                let key = self.load(&location).await?;
-                self.authorize(caller, &key, "kms:ListAliases", &BTreeMap::new())
+                let (location, _) = self
+                    .authorized_key(caller, key_ref, "kms:ListAliases")
                     .await?;
                 Some(location.key_id)
             }

@@ -295,6 +295,20 @@ impl Kms {
         }
     }
 
+    /// Resolves, loads and authorizes a key for an action that carries no encryption context.
+    pub(crate) async fn authorized_key(
+        &self,
+        caller: &Caller,
+        key_ref: &str,
+        action: &str,
+    ) -> Result<(KeyLocation, Arc<LoadedKey>), KmsError> {
+        let location = self.resolve(caller, key_ref).await?;
+        let key = self.load(&location).await?;
+        self.authorize(caller, &key, action, &BTreeMap::new())
+            .await?;
+        Ok((location, key))
+    }
+
     /// Checks an action that names no key (CreateKey, ListKeys, ...) against the account authority.
     pub(crate) async fn authorize_account(
         &self,

@@ -527,9 +527,8 @@ impl Kms {
         caller: &Caller,
         key_ref: &str,
     ) -> Result<PublicKeyInfo, KmsError> {
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, "kms:GetPublicKey", &BTreeMap::new())
+        let (location, key) = self
+            .authorized_key(caller, key_ref, "kms:GetPublicKey")
             .await?;
         let arn = self.key_arn(&location);
         require_enabled(&key, &arn)?;
@@ -622,9 +621,8 @@ impl Kms {
         caller: &Caller,
         key_ref: &str,
     ) -> Result<RotationStatus, KmsError> {
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, "kms:GetKeyRotationStatus", &BTreeMap::new())
+        let (location, key) = self
+            .authorized_key(caller, key_ref, "kms:GetKeyRotationStatus")
             .await?;
         refuse_unrotatable(&key.record)?;
         Ok(RotationStatus {
@@ -640,9 +638,8 @@ impl Kms {
         caller: &Caller,
         key_ref: &str,
     ) -> Result<String, KmsError> {
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, "kms:RotateKeyOnDemand", &BTreeMap::new())
+        let (location, key) = self
+            .authorized_key(caller, key_ref, "kms:RotateKeyOnDemand")
             .await?;
         let arn = self.key_arn(&location);
         refuse_unrotatable(&key.record)?;
@@ -706,9 +703,8 @@ impl Kms {
         limit: Option<i64>,
         marker: Option<&str>,
     ) -> Result<Page<RotationEntry>, KmsError> {
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, "kms:ListKeyRotations", &BTreeMap::new())
+        let (location, key) = self
+            .authorized_key(caller, key_ref, "kms:ListKeyRotations")
             .await?;
         refuse_unrotatable(&key.record)?;
         let arn = self.key_arn(&location);
@@ -755,9 +751,8 @@ impl Kms {
                 truncate(wrapping_key_spec)
             ))
         })?;
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, "kms:GetParametersForImport", &BTreeMap::new())
+        let (location, key) = self
+            .authorized_key(caller, key_ref, "kms:GetParametersForImport")
             .await?;
         refuse_not_external(&key.record)?;
         refuse_deleted(&key.record)?;
@@ -824,9 +819,8 @@ impl Kms {
             }
             _ => {}
         }
-        let location = self.resolve(caller, key_ref).await?;
-        let key = self.load(&location).await?;
-        self.authorize(caller, &key, "kms:ImportKeyMaterial", &BTreeMap::new())
+        let (location, key) = self
+            .authorized_key(caller, key_ref, "kms:ImportKeyMaterial")
             .await?;
         refuse_not_external(&key.record)?;
         refuse_deleted(&key.record)?;
