@@ -14,7 +14,7 @@ build:
 ## Format check, clippy with warnings as errors, every Rust test, then the end-to-end suites
 ## (the AWS CLI and boto3 against a real `coffer server`; `pip install -r e2e/requirements.txt`).
 test: lint
-	$(CARGO) test --all-targets
+	$(CARGO) test --lib --bins --tests
 	$(CARGO) test --doc
 	$(CARGO) build --bin coffer
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-kms.sh
