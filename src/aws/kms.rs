@@ -190,7 +190,11 @@ pub(super) async fn dispatch(
     body: Value,
     facts: &mut CallFacts,
 ) -> Result<Value, AwsError> {
-    facts.resource = body.get("KeyId").and_then(Value::as_str).map(str::to_owned);
+    // Until the engine names the key, the audit line carries what the caller asked for, cut short.
+    facts.resource = body
+        .get("KeyId")
+        .and_then(Value::as_str)
+        .map(super::truncate_for_message);
     match operation {
         "CreateKey" => {
             let input: CreateKeyInput = input(body)?;
@@ -300,7 +304,7 @@ pub(super) async fn dispatch(
                 target_key_id: String,
             }
             let input: Input = input(body)?;
-            facts.resource = Some(input.alias_name.clone());
+            facts.resource = Some(super::truncate_for_message(&input.alias_name));
             if operation == "CreateAlias" {
                 kms.create_alias(caller, &input.alias_name, &input.target_key_id)
                     .await?;
@@ -317,7 +321,7 @@ pub(super) async fn dispatch(
                 alias_name: String,
             }
             let input: Input = input(body)?;
-            facts.resource = Some(input.alias_name.clone());
+            facts.resource = Some(super::truncate_for_message(&input.alias_name));
             kms.delete_alias(caller, &input.alias_name).await?;
             Ok(json!({}))
         }
