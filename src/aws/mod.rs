@@ -132,19 +132,8 @@ async fn handle(State(api): State<Arc<AwsApi>>, request: Request<Body>) -> Respo
         let caller = authenticate(&api, &parts, &body, service).await?;
         principal = Some(caller.principal.arn.clone());
         api.throttle.check(&caller.principal.arn)?;
-        let input: serde_json::Value = if body.is_empty() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            serde_json::from_slice(&body)
-                .map_err(|_| AwsError::serialization("The request body is not valid JSON."))?
-        };
-        if !input.is_object() {
-            return Err(AwsError::serialization(
-                "The request body must be a JSON object.",
-            ));
-        }
         match service {
-            Service::Kms => kms::dispatch(&api.kms, &caller, operation, input, &mut facts).await,
+            Service::Kms => kms::dispatch(&api.kms, &caller, operation, &body, &mut facts).await,
             Service::SecretsManager | Service::Ssm => Err(AwsError::client(
                 "UnknownOperationException",
                 format!("{} is not served yet.", service.signing_name()),
@@ -154,7 +143,7 @@ async fn handle(State(api): State<Arc<AwsApi>>, request: Request<Body>) -> Respo
     .await;
 
     let (status, body, error_code) = match outcome {
-        Ok(value) => (StatusCode::OK, value.to_string(), None),
+        Ok(body) => (StatusCode::OK, body, None),
         Err(error) => {
             if error.status.is_server_error() {
                 tracing::error!(request_id = %request_id, code = error.code, "request failed with a fault");
@@ -243,6 +232,22 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned)
+}
+
+/// A request body as a JSON object (`{}` when empty).
+pub(crate) fn json_object(body: &[u8]) -> Result<serde_json::Value, AwsError> {
+    let input: serde_json::Value = if body.is_empty() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|_| AwsError::serialization("The request body is not valid JSON."))?
+    };
+    if !input.is_object() {
+        return Err(AwsError::serialization(
+            "The request body must be a JSON object.",
+        ));
+    }
+    Ok(input)
 }
 
 /// Serializes an output shape.
