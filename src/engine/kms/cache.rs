@@ -20,6 +20,10 @@ const CACHE_CAPACITY: usize = 10_000;
 /// A key with its material unwrapped and its policy parsed.
 pub struct LoadedKey {
     pub location: KeyLocation,
+    /// The key's ARN and its account id, computed once per load: the hot path names them on
+    /// every call.
+    pub arn: String,
+    pub account_id: String,
     pub record: KeyRecord,
     pub policy: KeyPolicy,
     /// Symmetric material by version.
@@ -32,6 +36,7 @@ impl LoadedKey {
     pub fn unwrap(
         keyring: &RootKeyring,
         location: &KeyLocation,
+        arn: String,
         value: RecordValue,
     ) -> Result<Self, KmsError> {
         let record: KeyRecord = serde_json::from_value(value.meta)
@@ -58,6 +63,8 @@ impl LoadedKey {
         }
         Ok(Self {
             location: location.clone(),
+            arn,
+            account_id: crate::engine::account::account_id(&location.namespace),
             record,
             policy,
             symmetric,

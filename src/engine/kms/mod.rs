@@ -226,7 +226,12 @@ impl Kms {
             .ok_or_else(|| {
                 KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(location)))
             })?;
-        let loaded = Arc::new(LoadedKey::unwrap(&self.keyring, location, record.value)?);
+        let loaded = Arc::new(LoadedKey::unwrap(
+            &self.keyring,
+            location,
+            self.key_arn(location),
+            record.value,
+        )?);
         self.cache.insert(location.clone(), Arc::clone(&loaded));
         Ok(loaded)
     }
@@ -272,15 +277,14 @@ impl Kms {
     ) -> Result<(), KmsError> {
         let action = operations::effective_action(action);
         let action = action.as_str();
-        let arn = self.key_arn(&key.location);
-        let delegated = self.authority.allows(caller, action, &arn).await;
-        let key_account = account_id(&key.location.namespace);
+        let arn = &key.arn;
+        let delegated = self.authority.allows(caller, action, arn).await;
         let request = AccessRequest {
             principal: &caller.principal,
             action,
-            resource_arn: &arn,
+            resource_arn: arn,
             encryption_context: context,
-            key_account_id: &key_account,
+            key_account_id: &key.account_id,
         };
         match key.policy.evaluate(&request, &|_| delegated) {
             Decision::Allow => Ok(()),

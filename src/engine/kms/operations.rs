@@ -210,7 +210,7 @@ impl Kms {
         let location = self.resolve(caller, key_ref).await?;
         let key = self.load(&location).await?;
         self.authorize(caller, &key, action, context).await?;
-        let arn = self.key_arn(&location);
+        let arn = key.arn.clone();
         require_enabled(&key, &arn)?;
         require_usage(&key, usage, &arn)?;
         Ok((key, arn))
@@ -343,7 +343,7 @@ impl Kms {
             other => other,
         })?;
         self.authorize(caller, &key, "kms:Decrypt", context).await?;
-        let arn = self.key_arn(&location);
+        let arn = key.arn.clone();
         require_enabled(&key, &arn)?;
         let material = key
             .symmetric
@@ -367,7 +367,7 @@ impl Kms {
         algorithm: Option<&str>,
     ) -> Result<(SecretBytes, String, &'static str), KmsError> {
         self.authorize(caller, key, "kms:Decrypt", context).await?;
-        let arn = self.key_arn(&key.location);
+        let arn = key.arn.clone();
         require_enabled(key, &arn)?;
         require_usage(key, KeyUsage::EncryptDecrypt, &arn)?;
         let algorithm = encryption_algorithm(algorithm, key.record.key_spec)?
