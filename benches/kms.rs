@@ -7,7 +7,10 @@
 //!    own process as a user would run it (audit log on, throttling off). Requests are SigV4-signed
 //!    before the clock starts and replayed round-robin, because signing is client work and not
 //!    what is being measured. Each of C clients owns one keep-alive connection and sends its next
-//!    request as soon as the previous answer is read (a closed loop).
+//!    request as soon as the previous answer is read (a closed loop). As in wrk, each request
+//!    is written to the socket as bytes serialised before the run, and of each answer only the
+//!    head is parsed before the body is read, so the load generator takes as little as it can of
+//!    the cores it shares with the server.
 //! 2. `crypto::seal` and `crypto::open` in process on one thread, in MB/s.
 //! 3. `openssl speed` for AES-256-CBC and AES-256-CTR as a hardware reference. AES-SIV makes one
 //!    CMAC pass (serial, like CBC) and one CTR pass over the data, so those two bound it.
@@ -34,15 +37,13 @@ use aws_sigv4::http_request::{
 use aws_sigv4::sign::v4;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
 use coffer::crypto::{Binding, KeyMaterial, KeyRef, open, seal};
 use hdrhistogram::Histogram;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Version};
 use rand::Rng as _;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// Plaintext size of the API calls: the largest a KMS `Encrypt` accepts.
@@ -501,22 +502,42 @@ struct Signer {
     authority: String,
 }
 
-/// A request signed ahead of time: its headers (signature included) and its body.
+/// A request signed ahead of time, serialised once into the exact bytes that go on the wire:
+/// request line, headers (`Host` with port, the SigV4 headers, `Content-Length`) and body.
 struct Presigned {
-    headers: HeaderMap,
-    body: Bytes,
+    wire: Box<[u8]>,
 }
 
 impl Presigned {
-    /// A fresh request to send; cloning headers and body is cheap (reference counted bytes).
-    fn to_request(&self) -> Request<Full<Bytes>> {
-        let mut request = Request::builder()
-            .method(Method::POST)
-            .uri("/")
-            .body(Full::new(self.body.clone()))
-            .expect("a POST / request is valid");
-        *request.headers_mut() = self.headers.clone();
-        request
+    /// Serialises a signed request as HTTP/1.1, adding the `Content-Length` of its body.
+    fn from_request(request: &Request<Vec<u8>>) -> Self {
+        assert_eq!(
+            request.version(),
+            Version::HTTP_11,
+            "requests are sent as HTTP/1.1"
+        );
+        assert!(
+            !request.headers().contains_key(CONTENT_LENGTH),
+            "Content-Length is added from the body"
+        );
+        let body = request.body();
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
+        let mut wire = Vec::with_capacity(1024 + body.len());
+        wire.extend_from_slice(format!("{} {target} HTTP/1.1\r\n", request.method()).as_bytes());
+        for (name, value) in request.headers() {
+            wire.extend_from_slice(name.as_str().as_bytes());
+            wire.extend_from_slice(b": ");
+            wire.extend_from_slice(value.as_bytes());
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(format!("{CONTENT_LENGTH}: {}\r\n\r\n", body.len()).as_bytes());
+        wire.extend_from_slice(body);
+        Self {
+            wire: wire.into_boxed_slice(),
+        }
     }
 }
 
@@ -531,7 +552,7 @@ impl Signer {
     /// Signs `POST /` as the AWS SDKs do for AWS JSON 1.1, plus `x-amz-content-sha256`, so that
     /// host (with port), content-type, x-amz-target, x-amz-date and the body hash are all signed.
     fn sign(&self, target: &str, body: String) -> Presigned {
-        let body = Bytes::from(body);
+        let body = body.into_bytes();
         let unsigned = [
             ("host", self.authority.as_str()),
             ("content-type", JSON_CONTENT_TYPE),
@@ -562,7 +583,13 @@ impl Signer {
             .into_parts();
         let (signature_headers, _query) = instructions.into_parts();
 
-        let mut headers = HeaderMap::new();
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .version(Version::HTTP_11)
+            .body(body)
+            .expect("a POST / request is valid");
+        let headers = request.headers_mut();
         let all = unsigned
             .iter()
             .map(|&(name, value)| (name, value.to_owned()))
@@ -587,65 +614,202 @@ impl Signer {
             ),
             "unexpected signed header list: {authorization}"
         );
-        Presigned { headers, body }
+        Presigned::from_request(&request)
     }
 }
 
-/// One keep-alive HTTP/1.1 connection.
-async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|err| format!("connect to {addr}: {err}"))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|err| format!("set TCP_NODELAY: {err}"))?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|err| format!("HTTP handshake: {err}"))?;
-    tokio::spawn(async move {
-        // Ends when the sender is dropped or the server closes; errors surface on the sender.
-        let _ = connection.await;
-    });
-    Ok(sender)
+/// Initial size of a connection's receive buffer: every KMS answer here fits, so it never grows.
+const RECEIVE_BUFFER: usize = 64 * 1024;
+/// Response headers parsed per answer; the server sends far fewer.
+const MAX_RESPONSE_HEADERS: usize = 32;
+/// Largest response head accepted before the answer is called malformed.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Largest response body accepted.
+const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+
+/// One keep-alive HTTP/1.1 connection, driven directly as wrk does: each request goes out as
+/// one pre-serialised write, and of each answer only the head is parsed (status and
+/// `Content-Length`) before exactly the body is read. One request is in flight at a time.
+struct Connection {
+    stream: TcpStream,
+    /// Receives every answer on this connection; reused, grown only for an unusually large one.
+    buffer: Vec<u8>,
 }
 
-/// Sends one request and reads the whole answer.
-async fn send(
-    sender: &mut SendRequest<Full<Bytes>>,
-    request: Request<Full<Bytes>>,
-) -> Result<(StatusCode, Bytes), String> {
-    sender
-        .ready()
-        .await
-        .map_err(|err| format!("connection not ready: {err}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|err| format!("request failed: {err}"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|err| format!("reading the response body: {err}"))?
-        .to_bytes();
-    Ok((status, body))
+/// A complete answer; the body borrows the connection's buffer until the next request.
+struct Answer<'a> {
+    status: u16,
+    /// The server said it will close the connection after this answer.
+    closing: bool,
+    body: &'a [u8],
+}
+
+impl Answer<'_> {
+    /// Whether the answer is a success on a connection that stays open.
+    fn is_ok(&self) -> bool {
+        self.status == 200 && !self.closing
+    }
+
+    /// Why the answer counts as an error, with its body.
+    fn error(&self) -> String {
+        let status = StatusCode::from_u16(self.status)
+            .map_or_else(|_| self.status.to_string(), |status| status.to_string());
+        let closing = if self.closing {
+            " (Connection: close)"
+        } else {
+            ""
+        };
+        format!(
+            "HTTP {status}{closing}: {}",
+            String::from_utf8_lossy(self.body)
+        )
+    }
+}
+
+/// What the head of an answer says.
+struct Head {
+    status: u16,
+    closing: bool,
+    length: usize,
+    content_length: usize,
+}
+
+impl Connection {
+    async fn open(addr: &str) -> Result<Self, String> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|err| format!("connect to {addr}: {err}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|err| format!("set TCP_NODELAY: {err}"))?;
+        Ok(Self {
+            stream,
+            buffer: vec![0; RECEIVE_BUFFER],
+        })
+    }
+
+    /// Sends one pre-serialised request and reads its whole answer. An `Err` (a failed write, a
+    /// short read, a malformed answer) leaves the connection unusable.
+    async fn exchange(&mut self, request: &[u8]) -> Result<Answer<'_>, String> {
+        self.stream
+            .write_all(request)
+            .await
+            .map_err(|err| format!("sending the request: {err}"))?;
+        let mut filled = 0;
+        let head = loop {
+            filled += self.read_more(filled).await?;
+            if let Some(head) = parse_head(&self.buffer[..filled])? {
+                break head;
+            }
+            if filled >= MAX_RESPONSE_HEAD {
+                return Err(format!(
+                    "no end of the response head in the first {filled} bytes"
+                ));
+            }
+        };
+        let end = head.length + head.content_length;
+        if self.buffer.len() < end {
+            self.buffer.resize(end, 0);
+        }
+        while filled < end {
+            filled += self.read_more(filled).await?;
+        }
+        if filled > end {
+            return Err(format!(
+                "{} bytes after the {end}-byte answer, with no request outstanding",
+                filled - end
+            ));
+        }
+        Ok(Answer {
+            status: head.status,
+            closing: head.closing,
+            body: &self.buffer[head.length..end],
+        })
+    }
+
+    /// Reads what has arrived into the buffer after its first `filled` bytes, growing it if full.
+    async fn read_more(&mut self, filled: usize) -> Result<usize, String> {
+        if filled == self.buffer.len() {
+            self.buffer.resize(filled * 2, 0);
+        }
+        match self.stream.read(&mut self.buffer[filled..]).await {
+            Ok(0) => Err(format!(
+                "short read: the server closed the connection after {filled} bytes of the answer"
+            )),
+            Ok(read) => Ok(read),
+            Err(err) => Err(format!("reading the answer: {err}")),
+        }
+    }
+}
+
+/// Parses the response head at the start of `received`: `Ok(None)` until all of it has arrived.
+fn parse_head(received: &[u8]) -> Result<Option<Head>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let length = match response.parse(received) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(err) => return Err(format!("malformed response head: {err}")),
+    };
+    let status = response.code.ok_or("response head without a status")?;
+    // HTTP/1.0 closes after each answer unless told otherwise; the server speaks HTTP/1.1.
+    let mut closing = response.version != Some(1);
+    let mut content_length = None;
+    for header in response.headers.iter() {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|text| text.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "bad Content-Length: {:?}",
+                        String::from_utf8_lossy(header.value)
+                    )
+                })?;
+            if content_length.is_some_and(|earlier| earlier != value) {
+                return Err("conflicting Content-Length headers".to_owned());
+            }
+            content_length = Some(value);
+        } else if header.name.eq_ignore_ascii_case("connection") {
+            closing |= header
+                .value
+                .split(|&byte| byte == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(format!(
+                "HTTP {status} with Transfer-Encoding {:?}: only Content-Length bodies are read",
+                String::from_utf8_lossy(header.value)
+            ));
+        }
+    }
+    let content_length =
+        content_length.ok_or_else(|| format!("HTTP {status} without a Content-Length"))?;
+    if content_length > MAX_RESPONSE_BODY {
+        return Err(format!(
+            "HTTP {status} with a {content_length}-byte body, over the {MAX_RESPONSE_BODY}-byte limit"
+        ));
+    }
+    Ok(Some(Head {
+        status,
+        closing,
+        length,
+        content_length,
+    }))
 }
 
 /// Creates the symmetric key every request of the run uses.
 async fn create_key(addr: &str, signer: &Signer) -> String {
-    let mut sender = connect(addr).await.expect("cannot connect to the server");
+    let mut connection = Connection::open(addr)
+        .await
+        .expect("cannot connect to the server");
     let request = signer.sign("TrentService.CreateKey", "{}".to_owned());
-    let (status, body) = send(&mut sender, request.to_request())
+    let answer = connection
+        .exchange(&request.wire)
         .await
         .expect("CreateKey failed");
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "CreateKey answered {status}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    let answer: Value = serde_json::from_slice(&body).expect("CreateKey answered invalid JSON");
+    assert!(answer.is_ok(), "CreateKey answered {}", answer.error());
+    let answer: Value =
+        serde_json::from_slice(answer.body).expect("CreateKey answered invalid JSON");
     answer["KeyMetadata"]["KeyId"]
         .as_str()
         .expect("CreateKey answered no KeyMetadata.KeyId")
@@ -654,29 +818,35 @@ async fn create_key(addr: &str, signer: &Signer) -> String {
 
 /// Sends every request once over `connections` connections; returns the bodies in pool order.
 /// Not timed: this prepares and checks the Decrypt pool.
-async fn send_each_once(addr: &str, pool: &Arc<Vec<Presigned>>, connections: usize) -> Vec<Bytes> {
+async fn send_each_once(
+    addr: &str,
+    pool: &Arc<Vec<Presigned>>,
+    connections: usize,
+) -> Vec<Vec<u8>> {
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..connections.min(pool.len()))
         .map(|_| {
             let (addr, pool, next) = (addr.to_owned(), Arc::clone(pool), Arc::clone(&next));
             tokio::spawn(async move {
-                let mut sender = connect(&addr).await.expect("cannot connect to the server");
+                let mut connection = Connection::open(&addr)
+                    .await
+                    .expect("cannot connect to the server");
                 let mut answers = Vec::new();
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(request) = pool.get(index) else {
                         break;
                     };
-                    let (status, body) = send(&mut sender, request.to_request())
+                    let answer = connection
+                        .exchange(&request.wire)
                         .await
                         .expect("a preparation request failed");
-                    assert_eq!(
-                        status,
-                        StatusCode::OK,
-                        "a preparation request answered {status}: {}",
-                        String::from_utf8_lossy(&body)
+                    assert!(
+                        answer.is_ok(),
+                        "a preparation request answered {}",
+                        answer.error()
                     );
-                    answers.push((index, body));
+                    answers.push((index, answer.body.to_vec()));
                 }
                 answers
             })
@@ -901,19 +1071,19 @@ async fn client_loop(
         finished: stop_at,
         latency_us: new_histogram(),
     };
-    let mut connection: Option<SendRequest<Full<Bytes>>> = None;
+    let mut connection: Option<Connection> = None;
     loop {
         let sent_at = Instant::now();
         if sent_at >= stop_at {
             break;
         }
         let measured = sent_at >= measure_from;
-        let sender = match connection.as_mut() {
-            Some(sender) => sender,
-            None => match connect(addr).await {
-                Ok(sender) => {
+        let open = match connection.as_mut() {
+            Some(open) => open,
+            None => match Connection::open(addr).await {
+                Ok(open) => {
                     worker.connections_opened += 1;
-                    connection.insert(sender)
+                    connection.insert(open)
                 }
                 Err(message) => {
                     worker.note_error(measured, message);
@@ -922,22 +1092,24 @@ async fn client_loop(
                 }
             },
         };
-        let request = pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()].to_request();
+        let request = &pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()];
         let sent_at = Instant::now();
-        match send(sender, request).await {
-            Ok((StatusCode::OK, _)) => {
+        let outcome = match open.exchange(&request.wire).await {
+            Ok(answer) if answer.is_ok() => Ok(()),
+            Ok(answer) => Err(answer.error()),
+            Err(message) => Err(message),
+        };
+        match outcome {
+            Ok(()) => {
                 if measured {
                     let micros = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
                     worker.latency_us.saturating_record(micros.max(1));
                     worker.ok += 1;
                 }
             }
-            Ok((status, body)) => {
-                let message = format!("HTTP {status}: {}", String::from_utf8_lossy(&body));
-                worker.note_error(measured, message);
-            }
             Err(message) => {
-                // The connection is no longer usable; open a new one next time round.
+                // An error answer, a closing server or a broken transfer: start afresh on a new
+                // connection next time round.
                 connection = None;
                 worker.note_error(measured, message);
             }
