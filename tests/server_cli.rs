@@ -105,6 +105,31 @@ async fn first_start_writes_credentials_and_restart_reuses_them() {
         data_dir.join("credentials").to_str().unwrap()
     );
     assert_eq!(healthz(&first.address).await, (200, "ok\n".to_owned()));
+    // An unsigned call is refused, and counted.
+    let refused = reqwest::Client::new()
+        .post(format!("{}/", first.address))
+        .header("x-amz-target", "TrentService.ListKeys")
+        .header("content-type", "application/x-amz-json-1.1")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", first.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status().as_u16(), 200);
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("# TYPE coffer_api_calls counter"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE coffer_api_call_duration_seconds histogram"),
+        "{metrics}"
+    );
 
     let credentials = std::fs::read_to_string(data_dir.join("credentials")).unwrap();
     assert!(credentials.contains("[coffer]"));

@@ -12,6 +12,47 @@ use super::{AwsError, CallFacts, to_output};
 use crate::engine::Caller;
 use crate::engine::kms::{CreateKeyRequest, DataKeySize, Kms, KmsError};
 
+/// Every KMS operation Coffer serves, as `X-Amz-Target` names it.
+pub(super) const OPERATIONS: &[&str] = &[
+    "TrentService.CancelKeyDeletion",
+    "TrentService.CreateAlias",
+    "TrentService.CreateKey",
+    "TrentService.Decrypt",
+    "TrentService.DeleteAlias",
+    "TrentService.DeleteImportedKeyMaterial",
+    "TrentService.DescribeKey",
+    "TrentService.DisableKey",
+    "TrentService.DisableKeyRotation",
+    "TrentService.EnableKey",
+    "TrentService.EnableKeyRotation",
+    "TrentService.Encrypt",
+    "TrentService.GenerateDataKey",
+    "TrentService.GenerateDataKeyPair",
+    "TrentService.GenerateDataKeyPairWithoutPlaintext",
+    "TrentService.GenerateDataKeyWithoutPlaintext",
+    "TrentService.GenerateRandom",
+    "TrentService.GetKeyPolicy",
+    "TrentService.GetKeyRotationStatus",
+    "TrentService.GetParametersForImport",
+    "TrentService.GetPublicKey",
+    "TrentService.ImportKeyMaterial",
+    "TrentService.ListAliases",
+    "TrentService.ListKeyPolicies",
+    "TrentService.ListKeyRotations",
+    "TrentService.ListKeys",
+    "TrentService.ListResourceTags",
+    "TrentService.PutKeyPolicy",
+    "TrentService.ReEncrypt",
+    "TrentService.RotateKeyOnDemand",
+    "TrentService.ScheduleKeyDeletion",
+    "TrentService.Sign",
+    "TrentService.TagResource",
+    "TrentService.UntagResource",
+    "TrentService.UpdateAlias",
+    "TrentService.UpdateKeyDescription",
+    "TrentService.Verify",
+];
+
 impl From<KmsError> for AwsError {
     fn from(err: KmsError) -> Self {
         if let KmsError::Internal(detail) = &err {
@@ -801,5 +842,54 @@ mod tests {
             panic!("a bad blob must be refused")
         };
         assert_eq!(bad_blob.code, "SerializationException");
+    }
+
+    #[tokio::test]
+    async fn every_listed_operation_is_dispatched() {
+        use std::sync::Arc;
+
+        use crate::aws::identity::AccessKeyDirectory;
+        use crate::crypto::RootKeyring;
+        use crate::engine::{Principal, SystemClock};
+        use crate::store::{EmbeddedStore, Store};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("db")).unwrap());
+        let keyring = Arc::new(RootKeyring::generate());
+        let directory = Arc::new(AccessKeyDirectory::new(
+            store.clone(),
+            keyring.clone(),
+            "default",
+        ));
+        let kms = Kms::new(
+            store,
+            keyring,
+            directory,
+            Arc::new(SystemClock),
+            "us-east-1",
+        );
+        let caller = Caller {
+            namespace: "default".into(),
+            principal: Principal {
+                arn: "arn:aws:iam::000000000000:user/nobody".into(),
+                account_id: "000000000000".into(),
+            },
+        };
+        for target in OPERATIONS {
+            let operation = target.strip_prefix("TrentService.").unwrap();
+            let mut facts = CallFacts::default();
+            let outcome = dispatch(&kms, &caller, operation, b"{}", &mut facts).await;
+            if let Err(error) = outcome {
+                assert_ne!(
+                    error.code, "UnknownOperationException",
+                    "{target} is listed but not served"
+                );
+            }
+        }
+        let mut facts = CallFacts::default();
+        let Err(unknown) = dispatch(&kms, &caller, "CreateGrant", b"{}", &mut facts).await else {
+            panic!("an unlisted operation must be refused")
+        };
+        assert_eq!(unknown.code, "UnknownOperationException");
     }
 }

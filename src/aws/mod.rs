@@ -8,6 +8,7 @@ pub mod credentials_endpoint;
 pub mod identity;
 mod kms;
 pub mod kube_identity;
+pub mod metrics;
 pub mod sigv4;
 pub mod throttle;
 
@@ -40,6 +41,7 @@ pub struct AwsApi {
     pub authenticator: Arc<dyn Authenticator>,
     pub throttle: Throttle,
     pub audit: AuditSink,
+    pub metrics: metrics::ApiMetrics,
 }
 
 /// An error as the AWS SDKs expect it.
@@ -107,9 +109,23 @@ pub(crate) struct CallFacts {
     pub resource: Option<String>,
 }
 
-/// The routes of the AWS front end.
+/// The routes of the AWS front end, and `/metrics` for Prometheus.
 pub fn router(api: Arc<AwsApi>) -> Router {
-    Router::new().route("/", post(handle)).with_state(api)
+    Router::new()
+        .route("/", post(handle))
+        .route("/metrics", axum::routing::get(render_metrics))
+        .with_state(api)
+}
+
+async fn render_metrics(State(api): State<Arc<AwsApi>>) -> Response {
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        api.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn handle(State(api): State<Arc<AwsApi>>, request: Request<Body>) -> Response {
@@ -153,6 +169,11 @@ async fn handle(State(api): State<Arc<AwsApi>>, request: Request<Body>) -> Respo
             (error.status, body, Some(error.code))
         }
     };
+    api.metrics.record(
+        metrics::known_operation(&target, kms::OPERATIONS),
+        error_code,
+        started.elapsed(),
+    );
     api.audit.record(AuditEvent {
         time: SystemTime::now(),
         request_id: request_id.clone(),

@@ -134,6 +134,7 @@ pub async fn run(
         authenticator: directory,
         throttle: Throttle::new(config.throttle_per_second, config.throttle_burst),
         audit: audit.clone(),
+        metrics: aws::metrics::ApiMetrics::new(),
     });
 
     let listener =
