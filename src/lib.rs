@@ -14,6 +14,7 @@ pub mod aws;
 pub mod crypto;
 pub mod engine;
 pub mod fsutil;
+pub mod leader;
 pub mod resources;
 pub mod server;
 pub mod store;
