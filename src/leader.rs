@@ -272,9 +272,13 @@ fn expired(spec: &LeaseSpec, now: Timestamp, default_seconds: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{Method, Request, Response};
-    use kube::client::Body;
-    use tower_test::mock::{Handle, SendResponse};
+    use http::Method;
+
+    use crate::mock_api::{ApiServer, expect, respond};
+
+    fn status(code: u16, reason: &str) -> Vec<u8> {
+        crate::mock_api::status(code, reason, &format!("leases \"{NAME}\""))
+    }
 
     const NS: &str = "coffer-system";
     const NAME: &str = "coffer-leader";
@@ -283,11 +287,8 @@ mod tests {
     const ITEM: &str = "/apis/coordination.k8s.io/v1/namespaces/coffer-system/leases/coffer-leader";
     const COLLECTION: &str = "/apis/coordination.k8s.io/v1/namespaces/coffer-system/leases";
 
-    type ApiServer = Handle<Request<Body>, Response<Body>>;
-
     fn election() -> (LeaderElection, ApiServer) {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = kube::Client::new(service, "default");
+        let (client, handle) = crate::mock_api::client();
         (LeaderElection::new(client, NS, NAME, ME), handle)
     }
 
@@ -296,40 +297,6 @@ mod tests {
     }
 
     const NOW: i64 = 1_700_000_000;
-
-    async fn expect(
-        server: &mut ApiServer,
-        method: Method,
-        path: &str,
-    ) -> (Vec<u8>, SendResponse<Response<Body>>) {
-        let (request, send) = server.next_request().await.expect("a request");
-        assert_eq!(request.method(), method);
-        assert_eq!(request.uri().path(), path);
-        let body = request.into_body().collect_bytes().await.unwrap().to_vec();
-        (body, send)
-    }
-
-    fn respond(send: SendResponse<Response<Body>>, code: u16, body: Vec<u8>) {
-        let response = Response::builder()
-            .status(code)
-            .header("content-type", "application/json")
-            .body(Body::from(body))
-            .unwrap();
-        send.send_response(response);
-    }
-
-    fn status(code: u16, reason: &str) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": format!("leases \"{NAME}\": {reason}"),
-            "reason": reason,
-            "code": code,
-        }))
-        .unwrap()
-    }
 
     fn stored(
         holder: Option<&str>,

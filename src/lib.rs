@@ -15,6 +15,8 @@ pub mod crypto;
 pub mod engine;
 pub mod fsutil;
 pub mod leader;
+#[cfg(test)]
+mod mock_api;
 pub mod resources;
 pub mod server;
 pub mod store;

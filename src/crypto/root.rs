@@ -850,55 +850,22 @@ mod tests {
     /// A mocked API server, the way kube-rs tests controllers.
     mod kubernetes {
         use super::*;
-        use http::{Method, Request, Response};
-        use kube::client::Body;
-        use tower_test::mock::{Handle, SendResponse};
+        use http::Method;
+
+        use crate::mock_api::{ApiServer, expect, respond};
+
+        fn status(code: u16, reason: &str) -> Vec<u8> {
+            crate::mock_api::status(code, reason, &format!("secrets \"{NAME}\""))
+        }
 
         const NS: &str = "coffer-system";
         const NAME: &str = "coffer-root-key";
         const ITEM: &str = "/api/v1/namespaces/coffer-system/secrets/coffer-root-key";
         const COLLECTION: &str = "/api/v1/namespaces/coffer-system/secrets";
 
-        type ApiServer = Handle<Request<Body>, Response<Body>>;
-
         fn provider() -> (KubernetesRootKeyProvider, ApiServer) {
-            let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-            let client = Client::new(service, "default");
+            let (client, handle) = crate::mock_api::client();
             (KubernetesRootKeyProvider::new(client, NS, NAME), handle)
-        }
-
-        async fn expect(
-            server: &mut ApiServer,
-            method: Method,
-            path: &str,
-        ) -> (Vec<u8>, SendResponse<Response<Body>>) {
-            let (request, send) = server.next_request().await.expect("a request");
-            assert_eq!(request.method(), method);
-            assert_eq!(request.uri().path(), path);
-            let body = request.into_body().collect_bytes().await.unwrap().to_vec();
-            (body, send)
-        }
-
-        fn respond(send: SendResponse<Response<Body>>, code: u16, body: Vec<u8>) {
-            let response = Response::builder()
-                .status(code)
-                .header("content-type", "application/json")
-                .body(Body::from(body))
-                .unwrap();
-            send.send_response(response);
-        }
-
-        fn status(code: u16, reason: &str) -> Vec<u8> {
-            serde_json::to_vec(&serde_json::json!({
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Failure",
-                "message": format!("secrets \"{NAME}\": {reason}"),
-                "reason": reason,
-                "code": code,
-            }))
-            .unwrap()
         }
 
         fn stored(ring: &RootKeyring, resource_version: &str) -> Vec<u8> {
