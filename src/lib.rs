@@ -11,10 +11,13 @@
 #![forbid(unsafe_code)]
 
 pub mod aws;
+pub mod controller;
 pub mod crypto;
 pub mod engine;
 pub mod fsutil;
 pub mod leader;
+#[cfg(test)]
+mod fake_api;
 #[cfg(test)]
 mod mock_api;
 pub mod resources;

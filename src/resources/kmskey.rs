@@ -80,6 +80,7 @@ const ACTION_PATTERN: &str = r"^(\*|kms:[a-zA-Z*]+)$";
 #[x_kube(validation = Rule::new("!self.keySpec.startsWith('ECC_') || self.keyUsage == 'SIGN_VERIFY'").message("ECC key specs support only keyUsage SIGN_VERIFY"))]
 #[x_kube(validation = Rule::new("self.keySpec != 'SYMMETRIC_DEFAULT' || self.keyUsage == 'ENCRYPT_DECRYPT'").message("SYMMETRIC_DEFAULT keys support only keyUsage ENCRYPT_DECRYPT"))]
 #[x_kube(validation = Rule::new("!has(self.rotation) || !self.rotation.enabled || (self.keySpec == 'SYMMETRIC_DEFAULT' && self.origin == 'COFFER')").message("automatic rotation is available only for SYMMETRIC_DEFAULT keys with origin COFFER"))]
+#[x_kube(validation = Rule::new("!has(self.policy) || !has(self.policyDocument)").message("set at most one of policy and policyDocument"))]
 #[serde(rename_all = "camelCase")]
 pub struct KmsKeySpec {
     /// Free text about the key and what it protects.
@@ -126,6 +127,13 @@ pub struct KmsKeySpec {
     /// (verbs such as `encrypt` and `decrypt` on the `kmskeys` resource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<KeyPolicy>,
+
+    /// Key policy as an AWS KMS JSON policy document, for policies `policy` cannot express.
+    /// Coffer writes it here when the policy is changed through the API (PutKeyPolicy). At most
+    /// one of `policy` and `policyDocument` may be set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32768))]
+    pub policy_document: Option<String>,
 
     /// Alias names of the key, without the `alias/` prefix (so `app/db` is called `alias/app/db`
     /// in the AWS API). Each is unique within the namespace, at most 250 characters of letters,
@@ -392,6 +400,7 @@ impl Default for KmsKeySpec {
             rotation: None,
             deletion_window_days: MAX_DELETION_WINDOW_DAYS,
             policy: None,
+            policy_document: None,
             aliases: Vec::new(),
         }
     }

@@ -8,10 +8,11 @@
 //! stale one fails with [`StoreError::Conflict`], so that two writers never silently overwrite
 //! each other. [`modify`] is the read, change, write-back loop that callers use to retry.
 //!
-//! Backends: [`embedded`] (one redb file, standalone mode). The Kubernetes backend maps a record
-//! onto a custom resource plus its companion Secret.
+//! Backends: [`embedded`] (one redb file, standalone mode) and [`kubernetes`] (a custom resource
+//! plus its companion Secret).
 
 pub mod embedded;
+pub mod kubernetes;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
+pub use kubernetes::KubernetesStore;
 
 /// What kind of thing a record describes. The Kubernetes backend maps each to a resource type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -82,7 +84,7 @@ impl RecordKey {
     }
 
     /// Names and namespaces become storage keys, so they must not carry the separator or be empty.
-    fn validate(&self) -> Result<(), StoreError> {
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
         for part in [&self.namespace, &self.name] {
             if part.is_empty() || part.len() > 2048 || part.contains('\0') {
                 return Err(StoreError::InvalidKey);
@@ -150,6 +152,10 @@ pub enum StoreError {
     TooManyConflicts(String, usize),
     #[error("stored record is malformed: {0}")]
     Corrupt(String),
+    /// The backend cannot hold this change (for instance an alias on a key that has no
+    /// resource); the message is safe to show the caller.
+    #[error("{0}")]
+    Refused(String),
     #[error("storage backend failed: {0}")]
     Backend(String),
 }

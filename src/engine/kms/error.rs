@@ -88,7 +88,10 @@ impl KmsError {
 
 impl From<StoreError> for KmsError {
     fn from(err: StoreError) -> Self {
-        KmsError::Internal(format!("store: {err}"))
+        match err {
+            StoreError::Refused(message) => KmsError::InvalidState(message),
+            other => KmsError::Internal(format!("store: {other}")),
+        }
     }
 }
 

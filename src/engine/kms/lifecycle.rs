@@ -183,7 +183,34 @@ pub(crate) fn validate_alias_name(name: &str) -> Result<(), KmsError> {
     Ok(())
 }
 
-fn check_policy_text(policy: &str) -> Result<KeyPolicy, KmsError> {
+/// Refuses combinations of spec, usage and origin that no key can have.
+pub(crate) fn validate_kind(
+    key_spec: KeySpec,
+    key_usage: KeyUsage,
+    origin: Origin,
+) -> Result<(), KmsError> {
+        match (key_spec, key_usage) {
+            (KeySpec::SymmetricDefault, KeyUsage::SignVerify) => {
+                return Err(KmsError::Validation(
+                    "SYMMETRIC_DEFAULT keys support only ENCRYPT_DECRYPT.".into(),
+                ));
+            }
+            (KeySpec::EccNistP256 | KeySpec::EccNistP384, KeyUsage::EncryptDecrypt) => {
+                return Err(KmsError::Validation(
+                    "ECC keys support only SIGN_VERIFY.".into(),
+                ));
+            }
+            _ => {}
+        }
+        if origin == Origin::External && key_spec != KeySpec::SymmetricDefault {
+            return Err(KmsError::UnsupportedOperation(
+                "Imported key material is supported for SYMMETRIC_DEFAULT keys only.".into(),
+            ));
+        }
+    Ok(())
+}
+
+pub(crate) fn check_policy_text(policy: &str) -> Result<KeyPolicy, KmsError> {
     if policy.is_empty() || policy.len() > MAX_POLICY_LEN {
         return Err(KmsError::Validation(format!(
             "Policy must be between 1 and {MAX_POLICY_LEN} characters."
@@ -203,6 +230,93 @@ fn refuse_pending(record: &KeyRecord) -> Result<(), KmsError> {
             "{key_id} is pending import."
         ))),
         KeyState::Enabled | KeyState::Disabled => Ok(()),
+    }
+}
+
+
+/// What a new key is made of, once its inputs are validated.
+pub(crate) struct NewKey {
+    pub description: String,
+    pub key_spec: KeySpec,
+    pub key_usage: KeyUsage,
+    pub origin: Origin,
+    pub policy: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Kms {
+    /// A new key's record and its first version's wrapped material (none for EXTERNAL keys,
+    /// which wait in PendingImport).
+    pub(crate) async fn new_key(
+        &self,
+        location: &KeyLocation,
+        key: NewKey,
+    ) -> Result<(KeyRecord, BTreeMap<String, Vec<u8>>), KmsError> {
+        let NewKey {
+            description,
+            key_spec,
+            key_usage,
+            origin,
+            policy,
+            tags,
+        } = key;
+        let now = self.now();
+        let mut sealed = BTreeMap::new();
+        let mut versions = Vec::new();
+        let mut public_key = None;
+        let state = if origin == Origin::External {
+            KeyState::PendingImport
+        } else {
+            match key_spec.asymmetric() {
+                None => {
+                    let material = KeyMaterial::generate();
+                    sealed.insert(
+                        KeyRecord::material_slot(1),
+                        self.wrap_material(location, 1, material.expose())?,
+                    );
+                }
+                Some(spec) => {
+                    let pair = tokio::task::spawn_blocking(move || asymmetric::generate(spec))
+                        .await
+                        .map_err(|err| {
+                            KmsError::Internal(format!("key generation task: {err}"))
+                        })??;
+                    sealed.insert(
+                        KeyRecord::material_slot(1),
+                        self.wrap_material(location, 1, &pair.private_pkcs8_der)?,
+                    );
+                    public_key = Some(STANDARD.encode(&pair.public_spki_der));
+                }
+            }
+            versions.push(KeyVersion {
+                id: 1,
+                created: now,
+                rotation: None,
+            });
+            KeyState::Enabled
+        };
+        let record = KeyRecord {
+            key_id: location.key_id.clone(),
+            description,
+            key_spec,
+            key_usage,
+            origin,
+            state,
+            created: now,
+            versions,
+            rotation_enabled: false,
+            rotation_period_days: None,
+            next_rotation: None,
+            deletion_date: None,
+            pending_window_days: None,
+            tags,
+            policy,
+            public_key,
+            pending_import: None,
+            expiration_model: None,
+            valid_to: None,
+        };
+        Ok((record, sealed))
     }
 }
 
@@ -284,24 +398,7 @@ impl Kms {
                 ))
             })?,
         };
-        match (key_spec, key_usage) {
-            (KeySpec::SymmetricDefault, KeyUsage::SignVerify) => {
-                return Err(KmsError::Validation(
-                    "SYMMETRIC_DEFAULT keys support only ENCRYPT_DECRYPT.".into(),
-                ));
-            }
-            (KeySpec::EccNistP256 | KeySpec::EccNistP384, KeyUsage::EncryptDecrypt) => {
-                return Err(KmsError::Validation(
-                    "ECC keys support only SIGN_VERIFY.".into(),
-                ));
-            }
-            _ => {}
-        }
-        if origin == Origin::External && key_spec != KeySpec::SymmetricDefault {
-            return Err(KmsError::UnsupportedOperation(
-                "Imported key material is supported for SYMMETRIC_DEFAULT keys only.".into(),
-            ));
-        }
+        validate_kind(key_spec, key_usage, origin)?;
         let description = request.description.unwrap_or_default();
         validate_description(&description)?;
         validate_tags(&request.tags)?;
@@ -327,62 +424,19 @@ impl Kms {
             None => KeyPolicy::default_document(&key_account),
         };
 
-        let now = self.now();
-        let mut sealed = BTreeMap::new();
-        let mut versions = Vec::new();
-        let mut public_key = None;
-        let state = if origin == Origin::External {
-            KeyState::PendingImport
-        } else {
-            match key_spec.asymmetric() {
-                None => {
-                    let material = KeyMaterial::generate();
-                    sealed.insert(
-                        KeyRecord::material_slot(1),
-                        self.wrap_material(&location, 1, material.expose())?,
-                    );
-                }
-                Some(spec) => {
-                    let pair = tokio::task::spawn_blocking(move || asymmetric::generate(spec))
-                        .await
-                        .map_err(|err| {
-                            KmsError::Internal(format!("key generation task: {err}"))
-                        })??;
-                    sealed.insert(
-                        KeyRecord::material_slot(1),
-                        self.wrap_material(&location, 1, &pair.private_pkcs8_der)?,
-                    );
-                    public_key = Some(STANDARD.encode(&pair.public_spki_der));
-                }
-            }
-            versions.push(KeyVersion {
-                id: 1,
-                created: now,
-                rotation: None,
-            });
-            KeyState::Enabled
-        };
-        let record = KeyRecord {
-            key_id: location.key_id.clone(),
-            description,
-            key_spec,
-            key_usage,
-            origin,
-            state,
-            created: now,
-            versions,
-            rotation_enabled: false,
-            rotation_period_days: None,
-            next_rotation: None,
-            deletion_date: None,
-            pending_window_days: None,
-            tags: request.tags.into_iter().collect(),
-            policy: policy_text,
-            public_key,
-            pending_import: None,
-            expiration_model: None,
-            valid_to: None,
-        };
+        let (record, sealed) = self
+            .new_key(
+                &location,
+                NewKey {
+                    description,
+                    key_spec,
+                    key_usage,
+                    origin,
+                    policy: policy_text,
+                    tags: request.tags.into_iter().collect(),
+                },
+            )
+            .await?;
         let meta = serde_json::to_value(&record)
             .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
         self.store

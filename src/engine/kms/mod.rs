@@ -7,6 +7,7 @@
 //! dropped (so zeroized) on expiry or on any write to the key.
 
 mod cache;
+mod declared;
 mod error;
 mod lifecycle;
 pub mod model;
@@ -28,6 +29,7 @@ use crate::engine::{AccountAuthority, Caller, Clock};
 use crate::store::{Change, RecordKey, RecordKind, RecordValue, Store, modify};
 
 pub use cache::CACHE_TTL;
+pub use declared::{DeclaredKey, DeclaredRotation, KeyEvent};
 pub use error::KmsError;
 pub use lifecycle::{CreateKeyRequest, KeyListEntry, KeyMetadata, Page};
 pub use model::{

@@ -61,44 +61,64 @@ impl Kms {
                     continue;
                 }
             };
-            let (work, mut later) = due(&parsed, now);
-            let outcome = match work {
-                None => Ok(None),
-                Some(Due::Rotate) => self
-                    .add_version(&location, RotationType::Automatic)
-                    .await
-                    .map(|record| {
-                        tracing::info!(key = %self.key_arn(&location), version = ?record.current_version(), "rotated key on schedule");
-                        Some(record)
-                    }),
-                Some(Due::Delete) => self.delete_key_now(&location, now).await.map(|()| None),
-                Some(Due::ExpireMaterial) => self
-                    .update_key(&location, |record, sealed| {
-                        if record.valid_to.is_some_and(|at| at <= now) {
-                            remove_imported_material(record, sealed);
-                        }
-                        Ok(())
-                    })
-                    .await
-                    .map(|record| {
-                        tracing::info!(key = %self.key_arn(&location), "imported key material expired");
-                        Some(record)
-                    }),
-            };
-            match outcome {
-                // The work moved the key's next due time.
-                Ok(Some(record)) => later = due(&record, now).1,
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::error!(key = %self.key_arn(&location), error = %err, "scheduled key work failed; retrying in a minute");
-                    next = Some(next.map_or(now + 60, |at| at.min(now + 60)));
-                }
-            }
+            let later = self.do_due(&location, &parsed, now).await;
             if let Some(later) = later {
                 next = Some(next.map_or(later, |at| at.min(later)));
             }
         }
         Ok(next)
+    }
+
+    /// Does what is due now for one key. Returns when its next work falls due.
+    pub async fn run_due_key(&self, namespace: &str, key_id: &str) -> Result<Option<i64>, KmsError> {
+        let location = KeyLocation {
+            namespace: namespace.to_owned(),
+            key_id: key_id.to_owned(),
+        };
+        let Some(record) = self.store.get(&super::key_record_key(&location)).await? else {
+            return Ok(None);
+        };
+        let parsed: KeyRecord = serde_json::from_value(record.value.meta)
+            .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+        Ok(self.do_due(&location, &parsed, self.now()).await)
+    }
+
+    /// Does the work due for one key; on failure, tries again in a minute.
+    async fn do_due(&self, location: &KeyLocation, parsed: &KeyRecord, now: i64) -> Option<i64> {
+            let (work, mut later) = due(parsed, now);
+        let outcome = match work {
+            None => Ok(None),
+            Some(Due::Rotate) => self
+                .add_version(location, RotationType::Automatic)
+                .await
+                .map(|record| {
+                    tracing::info!(key = %self.key_arn(location), version = ?record.current_version(), "rotated key on schedule");
+                    Some(record)
+                }),
+            Some(Due::Delete) => self.delete_key_now(location, now).await.map(|()| None),
+            Some(Due::ExpireMaterial) => self
+                .update_key(location, |record, sealed| {
+                    if record.valid_to.is_some_and(|at| at <= now) {
+                        remove_imported_material(record, sealed);
+                    }
+                    Ok(())
+                })
+                .await
+                .map(|record| {
+                    tracing::info!(key = %self.key_arn(location), "imported key material expired");
+                    Some(record)
+                }),
+        };
+        match outcome {
+            // The work moved the key's next due time.
+            Ok(Some(record)) => later = due(&record, now).1,
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(key = %self.key_arn(location), error = %err, "scheduled key work failed; retrying in a minute");
+                later = Some(later.map_or(now + 60, |at| at.min(now + 60)));
+            }
+        }
+        later
     }
 
     /// Destroys a key whose deletion window has passed: its record (with all wrapped material)

@@ -1,0 +1,345 @@
+//! The KmsKey reconciler: a resource's spec becomes a key, its status shows the key.
+//!
+//! - A new resource claims a key id (its uid, or the id of the key pending deletion that a
+//!   resource of the same name left), then the engine creates the material.
+//! - The spec's description, `enabled`, rotation and policy are applied to the key; work that
+//!   falls due (rotation) is done when the resource is requeued at its due time.
+//! - Deleting the resource starts the key's deletion window (`deletionWindowDays`): the
+//!   finalizer holds the resource until the key is pending deletion and its companion Secret no
+//!   longer belongs to the resource, so garbage collection cannot take the material early.
+//!   Re-applying a resource of the same name within the window cancels the deletion and takes the
+//!   key back; so does `CancelKeyDeletion` through the API, which re-creates the resource.
+//! - Status is computed from the key record alone, and written only when it differs, so the
+//!   controller never wakes itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::{Api, Resource as _, ResourceExt as _};
+use serde_json::json;
+
+use crate::engine::Clock;
+use crate::engine::kms::model::{KeyRecord, KeyState as EngineState};
+use crate::engine::kms::{KeyEvent, Kms, KmsError};
+use crate::resources::common::CONDITION_READY;
+use crate::resources::kmskey::{KeyState, KeyVersion, KmsKey, KmsKeyStatus};
+use crate::store::kubernetes::{self, FIELD_MANAGER, KubernetesStore, mapping};
+use crate::store::StoreError;
+
+/// Finalizer that holds a deleted KmsKey until its key is safely pending deletion.
+pub const FINALIZER: &str = "coffer.dev/key-deletion";
+
+/// Longest wait before a resource is looked at again when nothing is due.
+const RESYNC: Duration = Duration::from_secs(3600);
+
+/// What the reconciler works with.
+pub struct Context {
+    pub kms: Arc<Kms>,
+    pub store: Arc<KubernetesStore>,
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("KMS engine: {0}")]
+    Kms(#[from] KmsError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("Kubernetes API: {0}")]
+    Api(String),
+    #[error("resource has no namespace")]
+    NoNamespace,
+    #[error("the companion Secret still belongs to the resource; retrying")]
+    StillOwned,
+}
+
+impl ReconcileError {
+    /// A fixed name per kind of failure, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReconcileError::Kms(_) => "engine",
+            ReconcileError::Store(_) => "store",
+            ReconcileError::Api(_) => "api",
+            ReconcileError::NoNamespace => "invalid",
+            ReconcileError::StillOwned => "pending",
+        }
+    }
+}
+
+fn api_error(err: kube::Error) -> ReconcileError {
+    ReconcileError::Api(match err {
+        kube::Error::Api(status) => format!("{} {}", status.code, status.reason),
+        other => other.to_string(),
+    })
+}
+
+/// Reconciles one KmsKey.
+pub async fn reconcile(resource: Arc<KmsKey>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = resource.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let api = Api::<KmsKey>::namespaced(ctx.client.clone(), &namespace);
+    let outcome = finalizer(&api, FINALIZER, resource, |event| async {
+        match event {
+            Finalized::Apply(resource) => apply(&resource, &namespace, &ctx).await,
+            Finalized::Cleanup(resource) => cleanup(&resource, &namespace, &ctx).await,
+        }
+    })
+    .await;
+    outcome.map_err(|err| match err {
+        kube::runtime::finalizer::Error::ApplyFailed(inner)
+        | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner,
+        other => ReconcileError::Api(other.to_string()),
+    })
+}
+
+/// How long to wait after a failure.
+pub fn error_policy(_resource: Arc<KmsKey>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %error, "KmsKey reconcile failed; retrying");
+    let _ = &ctx;
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// The key id a resource stands for: the one it claimed, else the key pending deletion that a
+/// resource of its name left, else its own uid.
+fn key_id_for(resource: &KmsKey, namespace: &str, store: &KubernetesStore) -> Option<String> {
+    if let Some(key_id) = kubernetes::key_id_of(resource) {
+        return Some(key_id.to_owned());
+    }
+    store
+        .orphan_named(namespace, &resource.name_any())
+        .or_else(|| resource.uid())
+}
+
+async fn apply(resource: &KmsKey, namespace: &str, ctx: &Context) -> Result<Action, ReconcileError> {
+    let key_id = key_id_for(resource, namespace, &ctx.store)
+        .ok_or_else(|| ReconcileError::Api("resource has no uid".into()))?;
+    let resource = match kubernetes::key_id_of(resource) {
+        Some(_) => Arc::new(resource.clone()),
+        None => ctx.store.claim(resource, &key_id).await?,
+    };
+    let declared = mapping::declared_key(namespace, &resource.spec);
+    let previous = ctx.kms.key_record(namespace, &key_id).await?;
+    let (record, events) = match ctx.kms.apply_declared(namespace, &key_id, &declared).await {
+        Ok(applied) => applied,
+        Err(err) if is_spec_error(&err) => {
+            // The spec cannot be applied as written: say so and wait for it to change.
+            let status = refused_status(&resource, previous.as_ref(), &ctx.kms, namespace, &err.to_string(), ctx.clock.now());
+            write_status(ctx, &resource, status).await?;
+            return Ok(Action::await_change());
+        }
+        Err(err) => return Err(err.into()),
+    };
+    for event in events {
+        publish(ctx, &resource, event.reason(), note(event)).await;
+    }
+    // Work that fell due while nobody looked (the scheduler usually did it already).
+    let next_due = ctx.kms.run_due_key(namespace, &key_id).await?;
+    let record = ctx.kms.key_record(namespace, &key_id).await?.unwrap_or(record);
+    let rotated_from = previous
+        .as_ref()
+        .map(|before| before.versions.len())
+        .or_else(|| resource.status.as_ref().map(|status| status.versions.len()))
+        .filter(|count| *count > 0);
+    if let Some(before) = rotated_from
+        && record.versions.len() > before
+    {
+        publish(ctx, &resource, "Rotated", "A new key version now encrypts; older versions keep decrypting.").await;
+    }
+    let status = key_status(&resource, &record, &ctx.kms, namespace, ctx.clock.now(), None);
+    write_status(ctx, &resource, status).await?;
+    let wait = next_due
+        .map(|at| Duration::from_secs(u64::try_from(at.saturating_sub(ctx.clock.now())).unwrap_or(0) + 1))
+        .map_or(RESYNC, |wait| wait.min(RESYNC));
+    Ok(Action::requeue(wait))
+}
+
+async fn cleanup(resource: &KmsKey, namespace: &str, ctx: &Context) -> Result<Action, ReconcileError> {
+    let Some(key_id) = kubernetes::key_id_of(resource) else {
+        return Ok(Action::await_change());
+    };
+    let window = u32::try_from(resource.spec.deletion_window_days).unwrap_or(30);
+    if let Some((record, event)) = ctx
+        .kms
+        .schedule_declared_deletion(namespace, key_id, window)
+        .await?
+    {
+        if event.is_some() {
+            let note = match record.deletion_date.and_then(|at| k8s_openapi::jiff::Timestamp::from_second(at).ok()) {
+                Some(at) => format!(
+                    "The key material will be destroyed at {at}. Re-apply this KmsKey, or call CancelKeyDeletion, to keep it."
+                ),
+                None => "The key is pending deletion.".to_owned(),
+            };
+            publish(ctx, resource, "DeletionScheduled", &note).await;
+        }
+        // Never let garbage collection take material the window still protects.
+        if ctx.store.ensure_orphaned(namespace, key_id).await? {
+            return Err(ReconcileError::StillOwned);
+        }
+    }
+    Ok(Action::await_change())
+}
+
+fn is_spec_error(err: &KmsError) -> bool {
+    matches!(
+        err,
+        KmsError::Validation(_)
+            | KmsError::MalformedPolicyDocument(_)
+            | KmsError::UnsupportedOperation(_)
+    )
+}
+
+fn note(event: KeyEvent) -> &'static str {
+    match event {
+        KeyEvent::Created => "Key material was created.",
+        KeyEvent::Enabled => "The key is enabled.",
+        KeyEvent::Disabled => "The key is disabled; it refuses every cryptographic operation.",
+        KeyEvent::DeletionScheduled => "The key is pending deletion.",
+        KeyEvent::DeletionCancelled => "The deletion was cancelled; the key is back.",
+    }
+}
+
+async fn publish(ctx: &Context, resource: &KmsKey, reason: &str, note: &str) {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: reason.to_owned(),
+        note: Some(note.to_owned()),
+        action: reason.to_owned(),
+        secondary: None,
+    };
+    if let Err(err) = ctx
+        .recorder
+        .publish(&event, &resource.object_ref(&()))
+        .await
+    {
+        tracing::warn!(reason, error = %api_error(err), "could not publish an Event");
+    }
+}
+
+fn time(seconds: i64) -> Option<Time> {
+    k8s_openapi::jiff::Timestamp::from_second(seconds).ok().map(Time)
+}
+
+fn resource_state(state: EngineState) -> KeyState {
+    match state {
+        EngineState::Enabled => KeyState::Enabled,
+        EngineState::Disabled => KeyState::Disabled,
+        EngineState::PendingDeletion => KeyState::PendingDeletion,
+        EngineState::PendingImport => KeyState::PendingImport,
+    }
+}
+
+/// The Ready condition, keeping the previous transition time when its status is unchanged.
+fn ready_condition(resource: &KmsKey, ready: bool, reason: &str, message: String, now: i64) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let previous = resource
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.iter().find(|c| c.type_ == CONDITION_READY));
+    let last_transition_time = match previous {
+        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+        _ => time(now).unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+    };
+    Condition {
+        type_: CONDITION_READY.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: resource.metadata.generation,
+        last_transition_time,
+    }
+}
+
+/// The status a key record shows as. Deterministic: the same record gives the same status.
+pub fn key_status(
+    resource: &KmsKey,
+    record: &KeyRecord,
+    kms: &Kms,
+    namespace: &str,
+    now: i64,
+    refused: Option<&str>,
+) -> KmsKeyStatus {
+    let state = resource_state(record.state);
+    let ready = match refused {
+        Some(message) => ready_condition(resource, false, "SpecRefused", message.to_owned(), now),
+        None => ready_condition(
+            resource,
+            true,
+            record.state.as_str(),
+            format!("The key is {}.", record.state.as_str()),
+            now,
+        ),
+    };
+    KmsKeyStatus {
+        key_id: Some(record.key_id.clone()),
+        arn: Some(kms.arn_of(namespace, &record.key_id)),
+        key_state: Some(state),
+        key_spec: Some(mapping::resource_spec(record.key_spec)),
+        key_usage: Some(mapping::resource_usage(record.key_usage)),
+        versions: record
+            .versions
+            .iter()
+            .filter_map(|version| {
+                Some(KeyVersion {
+                    id: version.id.to_string(),
+                    creation_time: time(version.created)?,
+                })
+            })
+            .collect(),
+        current_version: record.current_version().map(|id| id.to_string()),
+        next_rotation: record
+            .rotation_enabled
+            .then_some(record.next_rotation)
+            .flatten()
+            .and_then(time),
+        deletion_date: record.deletion_date.and_then(time),
+        public_key: record.public_key.clone(),
+        conditions: vec![ready],
+        observed_generation: resource.metadata.generation,
+    }
+}
+
+fn refused_status(
+    resource: &KmsKey,
+    record: Option<&KeyRecord>,
+    kms: &Kms,
+    namespace: &str,
+    message: &str,
+    now: i64,
+) -> KmsKeyStatus {
+    match record {
+        Some(record) => key_status(resource, record, kms, namespace, now, Some(message)),
+        None => KmsKeyStatus {
+            conditions: vec![ready_condition(resource, false, "SpecRefused", message.to_owned(), now)],
+            observed_generation: resource.metadata.generation,
+            ..KmsKeyStatus::default()
+        },
+    }
+}
+
+async fn write_status(ctx: &Context, resource: &KmsKey, status: KmsKeyStatus) -> Result<(), ReconcileError> {
+    if resource.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let namespace = resource.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let patch = json!({
+        "apiVersion": KmsKey::api_version(&()),
+        "kind": KmsKey::kind(&()),
+        "status": status,
+    });
+    Api::<KmsKey>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(
+            &resource.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(api_error)?;
+    Ok(())
+}

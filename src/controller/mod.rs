@@ -1,0 +1,4 @@
+//! `coffer controller`: Kubernetes mode.
+pub mod kmskey;
+#[cfg(test)]
+mod tests;

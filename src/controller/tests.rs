@@ -1,0 +1,415 @@
+//! The KmsKey reconciler against an in-memory API server (tower-test), with the real engine and
+//! the real Kubernetes store on top.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kube::ResourceExt as _;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+
+use super::kmskey::{Context, FINALIZER, reconcile};
+use crate::crypto::RootKeyring;
+use crate::engine::account::account_id;
+use crate::engine::kms::{CreateKeyRequest, KeyState, Kms, KmsError};
+use crate::engine::{AccountAuthority, Caller, Clock, Principal};
+use crate::fake_api::FakeApi;
+use crate::resources::kmskey::KmsKey;
+use crate::store::kubernetes::{KEY_ID_LABEL, KubernetesStore, RESOURCE_NAME_ANNOTATION, StoreChange};
+
+const KEYS: &str = "/apis/coffer.dev/v1alpha1/namespaces/app/kmskeys";
+const SECRETS: &str = "/api/v1/namespaces/app/secrets";
+const DAY: i64 = 86_400;
+
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct AllowAll;
+
+#[async_trait]
+impl AccountAuthority for AllowAll {
+    async fn allows(&self, _: &Caller, _: &str, _: &str) -> bool {
+        true
+    }
+}
+
+struct Harness {
+    fake: FakeApi,
+    store: Arc<KubernetesStore>,
+    kms: Arc<Kms>,
+    clock: Arc<ManualClock>,
+    ctx: Arc<Context>,
+}
+
+fn harness() -> Harness {
+    let (client, fake) = FakeApi::start();
+    let store = KubernetesStore::new(client.clone());
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_800_000_000)));
+    let kms = Arc::new(Kms::new(
+        store.clone(),
+        Arc::new(RootKeyring::generate()),
+        Arc::new(AllowAll),
+        clock.clone(),
+        "us-east-1",
+    ));
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "coffer".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        kms: Arc::clone(&kms),
+        store: Arc::clone(&store),
+        client,
+        recorder,
+        clock: clock.clone(),
+    });
+    Harness {
+        fake,
+        store,
+        kms,
+        clock,
+        ctx,
+    }
+}
+
+fn caller() -> Caller {
+    Caller {
+        namespace: "app".into(),
+        principal: Principal {
+            arn: format!("arn:aws:iam::{}:role/serviceaccount/api", account_id("app")),
+            account_id: account_id("app"),
+        },
+    }
+}
+
+impl Harness {
+    /// `kubectl apply` of a new KmsKey.
+    fn apply(&self, name: &str, spec: Value) {
+        let object = self.fake.insert(
+            KEYS,
+            json!({
+                "apiVersion": "coffer.dev/v1alpha1",
+                "kind": "KmsKey",
+                "metadata": {"name": name, "namespace": "app"},
+                "spec": spec,
+            }),
+        );
+        self.store.remember(serde_json::from_value(object).unwrap());
+    }
+
+    fn resource(&self, name: &str) -> Option<KmsKey> {
+        self.fake
+            .object(&format!("{KEYS}/{name}"))
+            .map(|object| serde_json::from_value(object).unwrap())
+    }
+
+    /// `kubectl patch --type merge` of the spec: the generation moves.
+    fn edit_spec(&self, name: &str, spec: Value) {
+        let mut object = self.fake.object(&format!("{KEYS}/{name}")).unwrap();
+        json_patch::merge(&mut object["spec"], &spec);
+        let generation = object["metadata"]["generation"].as_i64().unwrap();
+        object["metadata"]["generation"] = json!(generation + 1);
+        self.fake.insert_raw(&format!("{KEYS}/{name}"), object.clone());
+        self.store.remember(serde_json::from_value(object).unwrap());
+    }
+
+    /// `kubectl delete`: the finalizer holds the object, marked for deletion.
+    fn delete(&self, name: &str) {
+        let mut object = self.fake.object(&format!("{KEYS}/{name}")).unwrap();
+        object["metadata"]["deletionTimestamp"] = json!("2026-01-02T00:00:00Z");
+        self.fake.insert_raw(&format!("{KEYS}/{name}"), object.clone());
+        self.store.remember(serde_json::from_value(object).unwrap());
+    }
+
+    /// One reconcile of the resource as the API server has it now.
+    async fn reconcile(&self, name: &str) -> Result<Action, super::kmskey::ReconcileError> {
+        let resource = self.resource(name).expect("the resource exists");
+        self.store.remember(resource.clone());
+        reconcile(Arc::new(resource), Arc::clone(&self.ctx)).await
+    }
+
+    /// Reconciles until the resource carries the finalizer and a key.
+    async fn settle(&self, name: &str) -> KmsKey {
+        for _ in 0..3 {
+            self.reconcile(name).await.expect("reconciles");
+        }
+        self.resource(name).unwrap()
+    }
+
+    fn secret(&self, key_id: &str) -> Option<Value> {
+        self.fake.object(&format!("{SECRETS}/kmskey-{key_id}"))
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.clock.0.fetch_add(seconds, Ordering::SeqCst);
+    }
+}
+
+fn key_id(resource: &KmsKey) -> String {
+    resource.status.as_ref().unwrap().key_id.clone().unwrap()
+}
+
+async fn encrypt(kms: &Kms, key: &str, plaintext: &[u8]) -> Result<Vec<u8>, KmsError> {
+    kms.encrypt(&caller(), key, plaintext, &BTreeMap::new(), None)
+        .await
+        .map(|(blob, _, _)| blob)
+}
+
+async fn decrypt(kms: &Kms, blob: &[u8]) -> Result<Vec<u8>, KmsError> {
+    kms.decrypt(&caller(), blob, &BTreeMap::new(), None, None)
+        .await
+        .map(|(plain, _, _)| plain.expose().to_vec())
+}
+
+#[tokio::test]
+async fn a_new_kmskey_gets_material_status_and_events() {
+    let h = harness();
+    h.apply("app", json!({"aliases": ["app/db"], "description": "orders"}));
+    let resource = h.settle("app").await;
+
+    let uid = resource.metadata.uid.clone().unwrap();
+    assert!(resource.metadata.finalizers.as_ref().unwrap().contains(&FINALIZER.to_owned()));
+    assert_eq!(resource.labels().get(KEY_ID_LABEL), Some(&uid));
+    let status = resource.status.clone().unwrap();
+    assert_eq!(status.key_id.as_deref(), Some(uid.as_str()));
+    assert_eq!(
+        status.arn.as_deref(),
+        Some(format!("arn:aws:kms:us-east-1:{}:key/{uid}", account_id("app")).as_str())
+    );
+    assert_eq!(
+        serde_json::to_value(status.key_state).unwrap(),
+        json!("Enabled")
+    );
+    assert_eq!(status.versions.len(), 1);
+    assert_eq!(status.current_version.as_deref(), Some("1"));
+    assert_eq!(status.observed_generation, Some(1));
+    let ready = &status.conditions[0];
+    assert_eq!((ready.type_.as_str(), ready.status.as_str()), ("Ready", "True"));
+    assert_eq!(ready.observed_generation, Some(1));
+
+    // The companion Secret: owned by the resource, wrapped material only.
+    let secret = h.secret(&uid).expect("a companion Secret");
+    assert_eq!(secret["type"], "coffer.dev/kmskey");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], json!(uid));
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["controller"], json!(true));
+    let data = secret["data"].as_object().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["v1"]);
+    use base64::Engine as _;
+    let wrapped = base64::engine::general_purpose::STANDARD
+        .decode(data["v1"].as_str().unwrap())
+        .unwrap();
+    assert!(wrapped.len() > 64, "material is wrapped, not raw");
+    assert!(h.fake.event_reasons().contains(&"Created".to_owned()));
+
+    // The key works through its alias, and what it encrypts is nowhere in the objects.
+    let blob = encrypt(&h.kms, "alias/app/db", b"card 4111").await.unwrap();
+    assert_eq!(decrypt(&h.kms, &blob).await.unwrap(), b"card 4111");
+    let everything = serde_json::to_string(&h.fake.objects_under("/")).unwrap();
+    assert!(!everything.contains("card 4111"));
+
+    // Status is deterministic: another pass writes nothing.
+    let before = h.fake.requests().len();
+    h.reconcile("app").await.unwrap();
+    let writes: Vec<String> = h.fake.requests()[before..]
+        .iter()
+        .filter(|r| !r.starts_with("GET"))
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "a settled key is left alone: {writes:?}");
+}
+
+#[tokio::test]
+async fn rotation_happens_at_the_due_time_and_is_requeued_for_it() {
+    let h = harness();
+    h.apply("app", json!({"rotation": {"periodDays": 90}}));
+    let resource = h.settle("app").await;
+    let id = key_id(&resource);
+    let blob = encrypt(&h.kms, &id, b"before").await.unwrap();
+    let next = resource.status.unwrap().next_rotation.unwrap();
+    assert_eq!(next.0.as_second(), h.clock.now() + 90 * DAY);
+
+    // Ten seconds before it is due, the reconciler asks to be woken just after.
+    h.advance(90 * DAY - 10);
+    let action = h.reconcile("app").await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(11)));
+    assert_eq!(h.resource("app").unwrap().status.unwrap().versions.len(), 1);
+
+    h.advance(11);
+    h.reconcile("app").await.unwrap();
+    let status = h.resource("app").unwrap().status.unwrap();
+    assert_eq!(status.versions.len(), 2);
+    assert_eq!(status.current_version.as_deref(), Some("2"));
+    assert_eq!(
+        status.next_rotation.unwrap().0.as_second(),
+        h.clock.now() + 90 * DAY
+    );
+    assert!(h.fake.event_reasons().contains(&"Rotated".to_owned()));
+    assert_eq!(decrypt(&h.kms, &blob).await.unwrap(), b"before");
+    let secret = h.secret(&id).unwrap();
+    assert!(secret["data"].get("v2").is_some());
+}
+
+#[tokio::test]
+async fn disabling_in_the_spec_disables_the_key() {
+    let h = harness();
+    h.apply("app", json!({}));
+    let id = key_id(&h.settle("app").await);
+
+    h.edit_spec("app", json!({"enabled": false}));
+    h.reconcile("app").await.unwrap();
+    let status = h.resource("app").unwrap().status.unwrap();
+    assert_eq!(serde_json::to_value(status.key_state).unwrap(), json!("Disabled"));
+    assert_eq!(status.observed_generation, Some(2));
+    assert!(h.fake.event_reasons().contains(&"Disabled".to_owned()));
+    assert!(matches!(
+        encrypt(&h.kms, &id, b"x").await,
+        Err(KmsError::Disabled(_))
+    ));
+
+    h.edit_spec("app", json!({"enabled": true}));
+    h.reconcile("app").await.unwrap();
+    assert!(encrypt(&h.kms, &id, b"x").await.is_ok());
+}
+
+#[tokio::test]
+async fn deletion_keeps_the_material_for_the_window_and_reapplying_cancels_it() {
+    let h = harness();
+    h.apply("app", json!({"deletionWindowDays": 7}));
+    let id = key_id(&h.settle("app").await);
+    let blob = encrypt(&h.kms, &id, b"keep me").await.unwrap();
+
+    h.delete("app");
+    h.reconcile("app").await.unwrap();
+    // The finalizer let go only after the Secret stopped belonging to the resource.
+    assert!(h.resource("app").is_none(), "the resource is gone");
+    h.store.forget_resource("app", "app");
+    let secret = h.secret(&id).expect("the material outlives the resource");
+    assert!(secret["metadata"].get("ownerReferences").is_none_or(|refs| refs.as_array().is_some_and(|r| r.is_empty())));
+    assert_eq!(secret["metadata"]["annotations"][RESOURCE_NAME_ANNOTATION], "app");
+    let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
+    assert_eq!(record.state, KeyState::PendingDeletion);
+    assert_eq!(record.deletion_date, Some(h.clock.now() + 7 * DAY));
+    assert!(h.fake.event_reasons().contains(&"DeletionScheduled".to_owned()));
+    assert!(matches!(
+        decrypt(&h.kms, &blob).await,
+        Err(KmsError::InvalidState(_))
+    ));
+
+    // Re-applying the same manifest takes the key back.
+    h.apply("app", json!({"deletionWindowDays": 7}));
+    let again = h.settle("app").await;
+    assert_eq!(key_id(&again), id);
+    assert_ne!(again.metadata.uid.clone().unwrap(), id, "a new object, the old key");
+    assert_eq!(decrypt(&h.kms, &blob).await.unwrap(), b"keep me");
+    assert!(h.fake.event_reasons().contains(&"DeletionCancelled".to_owned()));
+    let secret = h.secret(&id).unwrap();
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], json!(again.metadata.uid));
+
+    // Deleted for good: the material lasts until the window ends, then goes.
+    let mut changes = h.store.changes();
+    h.delete("app");
+    h.reconcile("app").await.unwrap();
+    h.store.forget_resource("app", "app");
+    h.advance(7 * DAY - 1);
+    h.kms.run_due().await.unwrap();
+    assert!(h.secret(&id).is_some());
+    h.advance(1);
+    h.kms.run_due().await.unwrap();
+    assert!(h.secret(&id).is_none(), "the material is destroyed");
+    let mut destroyed = false;
+    while let Ok(change) = changes.try_recv() {
+        destroyed |= change
+            == StoreChange::KeyDestroyed {
+                namespace: "app".into(),
+                key_id: id.clone(),
+                resource_name: Some("app".into()),
+            };
+    }
+    assert!(destroyed);
+}
+
+#[tokio::test]
+async fn cancel_key_deletion_through_the_api_brings_the_resource_back() {
+    let h = harness();
+    h.apply("app", json!({}));
+    let id = key_id(&h.settle("app").await);
+    h.delete("app");
+    h.reconcile("app").await.unwrap();
+    h.store.forget_resource("app", "app");
+    assert!(h.resource("app").is_none());
+
+    h.kms.cancel_key_deletion(&caller(), &id).await.unwrap();
+    let back = h.resource("app").expect("the resource is re-created under its name");
+    assert_eq!(back.labels().get(KEY_ID_LABEL), Some(&id));
+    assert!(!back.spec.enabled, "a cancelled key comes back disabled, as in AWS");
+    let secret = h.secret(&id).unwrap();
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], json!(back.metadata.uid));
+}
+
+#[tokio::test]
+async fn a_conflicting_write_is_retried() {
+    let h = harness();
+    h.apply("app", json!({}));
+    let id = key_id(&h.settle("app").await);
+
+    // Another writer gets in first: the record write is retried from a fresh read.
+    h.fake.conflict_next_write(&format!("{SECRETS}/kmskey-{id}"));
+    h.edit_spec("app", json!({"description": "after a conflict"}));
+    h.reconcile("app").await.unwrap();
+    let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
+    assert_eq!(record.description, "after a conflict");
+
+    // A failed status write fails the pass, and the next one succeeds.
+    h.fake.conflict_next_write(&format!("{KEYS}/app"));
+    h.edit_spec("app", json!({"description": "again"}));
+    assert!(h.reconcile("app").await.is_err());
+    h.reconcile("app").await.unwrap();
+    assert_eq!(h.resource("app").unwrap().status.unwrap().observed_generation, Some(3));
+}
+
+#[tokio::test]
+async fn keys_made_through_the_api_appear_as_resources_and_api_changes_reach_the_spec() {
+    let h = harness();
+    let created = h
+        .kms
+        .create_key(
+            &caller(),
+            CreateKeyRequest {
+                description: Some("made by the API".into()),
+                ..CreateKeyRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let resource = h.resource(&created.key_id).expect("a KmsKey named after the key id");
+    assert_eq!(resource.labels().get(KEY_ID_LABEL), Some(&created.key_id));
+    assert_eq!(resource.spec.description.as_deref(), Some("made by the API"));
+    let resource = h.settle(&created.key_id).await;
+    assert_eq!(key_id(&resource), created.key_id);
+
+    // A kubectl key is listed by the API too; disabling it there writes the spec.
+    h.apply("app", json!({}));
+    let id = key_id(&h.settle("app").await);
+    let listed = h.kms.list_keys(&caller(), None, None).await.unwrap();
+    let ids: Vec<&str> = listed.items.iter().map(|k| k.key_id.as_str()).collect();
+    assert!(ids.contains(&id.as_str()) && ids.contains(&created.key_id.as_str()));
+    h.kms.disable_key(&caller(), &id).await.unwrap();
+    let resource = h.resource("app").unwrap();
+    assert!(!resource.spec.enabled);
+    // The reconciler agrees with the API rather than undoing it.
+    h.reconcile("app").await.unwrap();
+    let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
+    assert_eq!(record.state, KeyState::Disabled);
+}

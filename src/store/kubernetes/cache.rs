@@ -1,0 +1,215 @@
+//! Watch-fed, in-memory copies of the objects the Kubernetes store reads on the hot path.
+//!
+//! The API's calls read here instead of asking the API server. The store's own writes go in at
+//! once (read-your-writes), and a watch event never replaces a newer copy with an older one, so a
+//! write's echo arriving after a later write changes nothing.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt as _;
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Resource, ResourceExt as _};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+type ObjectKey = (String, String);
+
+/// One kind of object, by namespace and name.
+pub struct ObjectCache<K> {
+    objects: RwLock<BTreeMap<ObjectKey, Arc<K>>>,
+    synced: watch::Sender<bool>,
+}
+
+impl<K: Resource + Clone> Default for ObjectCache<K> {
+    fn default() -> Self {
+        Self {
+            objects: RwLock::new(BTreeMap::new()),
+            synced: watch::Sender::new(false),
+        }
+    }
+}
+
+/// A resourceVersion as a number, when it is one (etcd's always are); others never compare.
+fn version_number<K: Resource>(object: &K) -> Option<u64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
+}
+
+fn key_of<K: Resource>(object: &K) -> ObjectKey {
+    (object.namespace().unwrap_or_default(), object.name_any())
+}
+
+impl<K: Resource + Clone> ObjectCache<K> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        let objects = self.objects.read().ok()?;
+        objects
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// The objects of one namespace, or of all, ordered by namespace and name.
+    pub fn list(&self, namespace: Option<&str>) -> Vec<Arc<K>> {
+        let Ok(objects) = self.objects.read() else {
+            return Vec::new();
+        };
+        match namespace {
+            None => objects.values().cloned().collect(),
+            Some(namespace) => objects
+                .range((namespace.to_owned(), String::new())..)
+                .take_while(|((ns, _), _)| ns == namespace)
+                .map(|(_, object)| Arc::clone(object))
+                .collect(),
+        }
+    }
+
+    /// Stores `object` unless the copy held is newer. Returns whether it was stored.
+    pub fn put(&self, object: K) -> bool {
+        let Ok(mut objects) = self.objects.write() else {
+            return false;
+        };
+        let key = key_of(&object);
+        if let Some(held) = objects.get(&key)
+            && let (Some(held), Some(new)) = (version_number(held.as_ref()), version_number(&object))
+            && held > new
+        {
+            return false;
+        }
+        objects.insert(key, Arc::new(object));
+        true
+    }
+
+    /// Forgets an object, unless the copy held is newer than the deleted one.
+    pub fn remove(&self, object: &K) {
+        let Ok(mut objects) = self.objects.write() else {
+            return;
+        };
+        let key = key_of(object);
+        if let Some(held) = objects.get(&key)
+            && let (Some(held), Some(gone)) = (version_number(held.as_ref()), version_number(object))
+            && held > gone
+        {
+            return;
+        }
+        objects.remove(&key);
+    }
+
+    /// Forgets an object by name (after the store deleted it).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        if let Ok(mut objects) = self.objects.write() {
+            objects.remove(&(namespace.to_owned(), name.to_owned()));
+        }
+    }
+
+    fn replace_all(&self, listed: Vec<K>) {
+        if let Ok(mut objects) = self.objects.write() {
+            *objects = listed
+                .into_iter()
+                .map(|object| (key_of(&object), Arc::new(object)))
+                .collect();
+        }
+        self.synced.send_replace(true);
+    }
+
+    /// Whether the first full list has arrived.
+    pub fn synced(&self) -> watch::Receiver<bool> {
+        self.synced.subscribe()
+    }
+}
+
+/// What a watch reported, for whoever keeps derived state.
+pub enum Observed<K> {
+    Changed(Arc<K>),
+    Deleted(K),
+    Relisted,
+}
+
+/// Feeds `cache` from a watch on `api` until the task is dropped, with backoff on errors.
+/// `observe` hears of every change after it is applied.
+pub async fn feed<K, F>(api: Api<K>, config: watcher::Config, cache: Arc<ObjectCache<K>>, observe: F)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+    F: Fn(Observed<K>),
+{
+    let mut buffer = Vec::new();
+    let mut events = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Init) => buffer.clear(),
+            Ok(watcher::Event::InitApply(object)) => buffer.push(object),
+            Ok(watcher::Event::InitDone) => {
+                cache.replace_all(std::mem::take(&mut buffer));
+                observe(Observed::Relisted);
+            }
+            Ok(watcher::Event::Apply(object)) => {
+                if cache.put(object.clone()) {
+                    observe(Observed::Changed(Arc::new(object)));
+                }
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                cache.remove(&object);
+                observe(Observed::Deleted(object));
+            }
+            Err(err) => {
+                tracing::warn!(kind = %K::kind(&Default::default()), error = %err, "watch failed; retrying with backoff");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn object(name: &str, version: &str, value: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(version.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some([("v".to_owned(), value.to_owned())].into()),
+            ..ConfigMap::default()
+        }
+    }
+
+    fn value(cache: &ObjectCache<ConfigMap>, name: &str) -> Option<String> {
+        cache
+            .get("ns", name)
+            .and_then(|map| map.data.as_ref()?.get("v").cloned())
+    }
+
+    #[test]
+    fn an_older_copy_never_replaces_a_newer_one() {
+        let cache = ObjectCache::default();
+        assert!(cache.put(object("a", "10", "new")));
+        assert!(!cache.put(object("a", "9", "old")));
+        assert_eq!(value(&cache, "a").as_deref(), Some("new"));
+        assert!(cache.put(object("a", "11", "newer")));
+        assert_eq!(value(&cache, "a").as_deref(), Some("newer"));
+        // A deletion seen for an older version leaves the newer copy.
+        cache.remove(&object("a", "10", "new"));
+        assert_eq!(value(&cache, "a").as_deref(), Some("newer"));
+        cache.remove(&object("a", "12", "gone"));
+        assert_eq!(value(&cache, "a"), None);
+    }
+
+    #[test]
+    fn lists_one_namespace_in_name_order() {
+        let cache = ObjectCache::default();
+        cache.put(object("b", "1", "x"));
+        cache.put(object("a", "1", "x"));
+        let mut other = object("c", "1", "x");
+        other.metadata.namespace = Some("nt".into());
+        cache.put(other);
+        let names: Vec<String> = cache.list(Some("ns")).iter().map(|m| m.name_any()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(cache.list(None).len(), 3);
+        assert!(cache.list(Some("n")).is_empty());
+    }
+}
