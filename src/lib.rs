@@ -8,6 +8,7 @@
 //! - [`aws`]: the AWS JSON 1.1 front end (SigV4, exceptions, throttling, audit).
 //! - [`resources`]: the custom resource types and their CRDs.
 //! - [`server`]: the standalone `coffer server`.
+//! - [`metrics`]: one Prometheus registry for the API's and the controller's metrics.
 #![forbid(unsafe_code)]
 
 pub mod aws;
@@ -15,6 +16,7 @@ pub mod crypto;
 pub mod engine;
 pub mod fsutil;
 pub mod leader;
+pub mod metrics;
 #[cfg(test)]
 mod mock_api;
 pub mod resources;
