@@ -8,6 +8,8 @@
 //! - [`aws`]: the AWS JSON 1.1 front end (SigV4, exceptions, throttling, audit).
 //! - [`resources`]: the custom resource types and their CRDs.
 //! - [`server`]: the standalone `coffer server`.
+//! - [`serve`]: HTTP and HTTPS serving (certificates reloaded on change) and health routes.
+//! - [`metrics`]: one Prometheus registry for the API's and the controller's metrics.
 #![forbid(unsafe_code)]
 
 pub mod aws;
@@ -16,10 +18,12 @@ pub mod crypto;
 pub mod engine;
 pub mod fsutil;
 pub mod leader;
+pub mod metrics;
 #[cfg(test)]
 mod fake_api;
 #[cfg(test)]
 mod mock_api;
 pub mod resources;
+pub mod serve;
 pub mod server;
 pub mod store;

@@ -26,6 +26,15 @@ pub trait Authenticator: Send + Sync + 'static {
     ) -> Result<Option<(SecretBytes, Caller)>, AwsError>;
 }
 
+/// Resolves a bearer token (`Authorization: Bearer TOKEN`) to its caller, for front ends that
+/// accept tokens in place of SigV4 (Kubernetes mode's ServiceAccount tokens).
+#[async_trait]
+pub trait BearerAuthenticator: Send + Sync + 'static {
+    /// The caller `token` authenticates. A refused token is `UnrecognizedClientException`; an
+    /// error must never carry the token.
+    async fn authenticate(&self, token: &str) -> Result<Caller, AwsError>;
+}
+
 /// An access key id and its secret, in memory.
 pub struct AccessKey {
     pub id: String,

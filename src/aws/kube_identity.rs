@@ -5,6 +5,7 @@
 //! - [`TokenReviewer`] turns a ServiceAccount token (audience `coffer`) into a
 //!   [`ServiceAccountIdentity`]. Only tokens the API server authenticates, for Coffer's audience,
 //!   and that name a ServiceAccount are accepted.
+//!   It is also the AWS front end's [`BearerAuthenticator`].
 //! - [`KubernetesAuthority`] is the [`AccountAuthority`] of Kubernetes mode: a key policy statement
 //!   that names the caller's account delegates to RBAC on the `kmskeys` resource of group
 //!   `coffer.dev`, so `kubectl auth can-i decrypt kmskeys/ID --as system:serviceaccount:NS:SA`
@@ -34,6 +35,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 use zeroize::{Zeroize as _, Zeroizing};
 
+use crate::aws::AwsError;
+use crate::aws::identity::BearerAuthenticator;
 use crate::engine::account::{Arn, account_id};
 use crate::engine::{AccountAuthority, Caller, Clock as _, Principal, SystemClock};
 
@@ -444,6 +447,30 @@ impl TokenReviewer {
         };
         self.cache.insert(cache_key, identity.clone(), ttl);
         Ok(identity)
+    }
+}
+
+/// Bearer callers of the AWS front end: a refused token is `UnrecognizedClientException` (400),
+/// an API server that cannot answer is a retryable 503. Neither error nor log carries the token.
+#[async_trait]
+impl BearerAuthenticator for TokenReviewer {
+    async fn authenticate(&self, token: &str) -> Result<Caller, AwsError> {
+        match self.review(token).await {
+            Ok(identity) => Ok(identity.to_caller()),
+            Err(err) if err.is_unavailable() => {
+                tracing::warn!(error = %err, "a bearer token could not be reviewed");
+                Err(AwsError::unavailable(
+                    "The security token could not be checked; try again.",
+                ))
+            }
+            Err(err) => {
+                tracing::info!(reason = %err, "a bearer token was refused");
+                Err(AwsError::client(
+                    "UnrecognizedClientException",
+                    "The security token included in the request is invalid.",
+                ))
+            }
+        }
     }
 }
 

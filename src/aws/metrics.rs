@@ -41,9 +41,15 @@ impl Default for ApiMetrics {
     }
 }
 
-impl ApiMetrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("coffer_api");
+/// The API's metric families, registered but not yet tied to the registry that renders them.
+pub(crate) struct ApiFamilies {
+    calls: Family<CallLabels, Counter>,
+    latency: Family<OperationLabels, Histogram>,
+}
+
+impl ApiFamilies {
+    /// Registers the families in `registry`, which should carry the `coffer_api` prefix.
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "calls",
@@ -59,10 +65,24 @@ impl ApiMetrics {
             "API call latency by operation, from request to response",
             latency.clone(),
         );
+        Self { calls, latency }
+    }
+}
+
+impl ApiMetrics {
+    /// The API's metrics in a registry of their own.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("coffer_api");
+        let families = ApiFamilies::register(&mut registry);
+        Self::with_registry(families, Arc::new(registry))
+    }
+
+    /// The API's metrics rendered from `registry`, which holds `families` and perhaps others.
+    pub(crate) fn with_registry(families: ApiFamilies, registry: Arc<Registry>) -> Self {
         Self {
-            registry: Arc::new(registry),
-            calls,
-            latency,
+            registry,
+            calls: families.calls,
+            latency: families.latency,
         }
     }
 
@@ -84,7 +104,7 @@ impl ApiMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The metrics in Prometheus' text exposition format.
+    /// Every metric of the registry these belong to, in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut text = String::new();
         if encode(&mut text, &self.registry).is_err() {

@@ -1,7 +1,7 @@
 //! The AWS JSON 1.1 front end: `POST /` with the operation in `X-Amz-Target`, SigV4 on every
-//! call, AWS exception names in every error, a request id on every response, throttling per
-//! principal and one audit line per call. Thin: it authenticates, decodes, calls the engine and
-//! encodes.
+//! call (or, in Kubernetes mode, a ServiceAccount token as `Authorization: Bearer`), AWS
+//! exception names in every error, a request id on every response, throttling per principal and
+//! one audit line per call. Thin: it authenticates, decodes, calls the engine and encodes.
 
 pub mod audit;
 pub mod credentials_endpoint;
@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::engine::Caller;
 use crate::engine::kms::Kms;
 use audit::{AuditEvent, AuditSink};
-use identity::Authenticator;
+use identity::{Authenticator, BearerAuthenticator};
 use sigv4::SignedRequest;
 use throttle::Throttle;
 
@@ -42,6 +42,8 @@ pub struct AwsApi {
     pub throttle: Throttle,
     pub audit: AuditSink,
     pub metrics: metrics::ApiMetrics,
+    /// Accepts `Authorization: Bearer TOKEN` in place of SigV4 when set (Kubernetes mode).
+    pub bearer: Option<Arc<dyn BearerAuthenticator>>,
 }
 
 /// An error as the AWS SDKs expect it.
@@ -66,6 +68,15 @@ impl AwsError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code,
             message: "We encountered an internal error. Please try again.".into(),
+        }
+    }
+
+    /// A dependency (such as the Kubernetes API) could not answer: 503, which the SDKs retry.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "ServiceUnavailableException",
+            message: message.into(),
         }
     }
 
@@ -208,6 +219,12 @@ async fn authenticate(
     body: &[u8],
     service: Service,
 ) -> Result<Caller, AwsError> {
+    if let Some(bearer) = &api.bearer
+        && let Some(token) = bearer_token(&parts.headers)
+    {
+        // A token names no signing scope, so the service scope check does not apply.
+        return bearer.authenticate(token).await;
+    }
     let signed = SignedRequest::parse(parts).map_err(sigv4_error)?;
     let (secret, caller) = api
         .authenticator
@@ -232,6 +249,22 @@ async fn authenticate(
         ));
     }
     Ok(caller)
+}
+
+/// The token of a single `Authorization: Bearer TOKEN` header, or `None` for anything else
+/// (which is then parsed as SigV4).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let value = value.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
 }
 
 fn sigv4_error(err: sigv4::SigV4Error) -> AwsError {
@@ -279,4 +312,288 @@ pub(crate) fn to_output<T: Serialize>(value: &T) -> Result<serde_json::Value, Aw
 /// Caller-supplied text echoed in an error message, cut short.
 pub(crate) fn truncate_for_message(text: &str) -> String {
     crate::engine::kms::truncate_text(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::kube_identity::{ServiceAccountIdentity, TokenReviewer};
+    use crate::crypto::{RootKeyring, SecretBytes};
+    use crate::engine::account::account_id;
+    use crate::engine::{AccountAuthority, SystemClock};
+    use crate::mock_api::{ApiServer, client, expect, respond, status};
+    use crate::store::{EmbeddedStore, Store};
+    use async_trait::async_trait;
+    use http::Method;
+
+    const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.c2VydmljZS1hY2NvdW50LXRva2Vu.c2lnbmF0dXJl";
+    const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+    fn service_account() -> ServiceAccountIdentity {
+        ServiceAccountIdentity {
+            namespace: "team-a".into(),
+            name: "app".into(),
+            uid: String::new(),
+        }
+    }
+
+    /// Only the `team-a/app` ServiceAccount may do anything.
+    struct OnlyTheServiceAccount;
+
+    #[async_trait]
+    impl AccountAuthority for OnlyTheServiceAccount {
+        async fn allows(&self, caller: &Caller, _action: &str, _resource: &str) -> bool {
+            caller.principal.arn == service_account().principal_arn()
+        }
+    }
+
+    /// Knows no access key, so SigV4 callers are all unknown.
+    struct NoAccessKeys;
+
+    #[async_trait]
+    impl Authenticator for NoAccessKeys {
+        async fn lookup(
+            &self,
+            _access_key_id: &str,
+            _session_token: Option<&str>,
+        ) -> Result<Option<(SecretBytes, Caller)>, AwsError> {
+            Ok(None)
+        }
+    }
+
+    /// The front end served on a loopback port, with bearer tokens reviewed by a mocked API
+    /// server (or not accepted at all, with `bearer` false).
+    async fn serve_api(bearer: bool) -> (String, ApiServer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("db")).unwrap());
+        let kms = Arc::new(Kms::new(
+            store,
+            Arc::new(RootKeyring::generate()),
+            Arc::new(OnlyTheServiceAccount),
+            Arc::new(SystemClock),
+            "us-east-1",
+        ));
+        let (kube, server) = client();
+        let api = Arc::new(AwsApi {
+            kms,
+            authenticator: Arc::new(NoAccessKeys),
+            throttle: Throttle::disabled(),
+            audit: AuditSink::off(),
+            metrics: metrics::ApiMetrics::new(),
+            bearer: bearer
+                .then(|| Arc::new(TokenReviewer::new(kube)) as Arc<dyn BearerAuthenticator>),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, router(api)).await.unwrap();
+        });
+        (format!("http://{address}/"), server, dir)
+    }
+
+    async fn call(
+        url: &str,
+        target: &str,
+        authorization: Option<String>,
+    ) -> (u16, Option<String>, serde_json::Value, String) {
+        let mut request = reqwest::Client::new()
+            .post(url)
+            .header("x-amz-target", target)
+            .header("content-type", JSON_CONTENT_TYPE)
+            .body("{}");
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let error_type = response
+            .headers()
+            .get("x-amzn-errortype")
+            .map(|value| value.to_str().unwrap().to_owned());
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap();
+        (status, error_type, body, text)
+    }
+
+    /// Answers the next TokenReview with `status`, after checking it asks about [`TOKEN`] for
+    /// Coffer's audience.
+    async fn answer_token_review(server: &mut ApiServer, status: serde_json::Value) {
+        let (body, send) = expect(server, Method::POST, TOKEN_REVIEWS).await;
+        let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(request["spec"]["token"], TOKEN);
+        assert_eq!(request["spec"]["audiences"], serde_json::json!(["coffer"]));
+        let answer = serde_json::json!({
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "spec": request["spec"],
+            "status": status,
+        });
+        respond(send, 201, serde_json::to_vec(&answer).unwrap());
+    }
+
+    /// Whether the mocked API server gets no request for a while (or its client is gone).
+    async fn no_request_within_200ms(server: &mut ApiServer) -> bool {
+        !matches!(
+            tokio::time::timeout(std::time::Duration::from_millis(200), server.next_request())
+                .await,
+            Ok(Some(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_reviewed_service_account_token_reaches_kms_as_that_service_account() {
+        let (url, mut server, _dir) = serve_api(true).await;
+        let api_server = tokio::spawn(async move {
+            answer_token_review(
+                &mut server,
+                serde_json::json!({
+                    "authenticated": true,
+                    "audiences": ["coffer"],
+                    "user": {"username": "system:serviceaccount:team-a:app", "uid": "u-1"},
+                }),
+            )
+            .await;
+            server
+        });
+        let (code, error_type, body, _) = call(
+            &url,
+            "TrentService.CreateKey",
+            Some(format!("Bearer {TOKEN}")),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(error_type, None);
+        // The key was made in the ServiceAccount's namespace, its account.
+        assert_eq!(body["KeyMetadata"]["AWSAccountId"], account_id("team-a"));
+        let mut server = api_server.await.unwrap();
+
+        // The review is cached: the same token lists the key without asking again.
+        let (code, _, body, _) = call(
+            &url,
+            "TrentService.ListKeys",
+            Some(format!("bearer {TOKEN}")),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["Keys"].as_array().unwrap().len(), 1, "{body}");
+        assert!(
+            no_request_within_200ms(&mut server).await,
+            "no second TokenReview"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_unrecognized_and_never_echoed() {
+        for refusal in [
+            serde_json::json!({"authenticated": false, "error": "invalid bearer token"}),
+            // Authenticated, but for another audience.
+            serde_json::json!({
+                "authenticated": true,
+                "audiences": ["https://kubernetes.default.svc"],
+                "user": {"username": "system:serviceaccount:team-a:app"},
+            }),
+            // Authenticated, but not a ServiceAccount.
+            serde_json::json!({
+                "authenticated": true,
+                "audiences": ["coffer"],
+                "user": {"username": "alice"},
+            }),
+        ] {
+            let (url, mut server, _dir) = serve_api(true).await;
+            let api_server = tokio::spawn(async move {
+                answer_token_review(&mut server, refusal).await;
+            });
+            let (code, error_type, body, text) = call(
+                &url,
+                "TrentService.ListKeys",
+                Some(format!("Bearer {TOKEN}")),
+            )
+            .await;
+            api_server.await.unwrap();
+            assert_eq!(code, 400, "{body}");
+            assert_eq!(body["__type"], "UnrecognizedClientException");
+            assert_eq!(
+                body["message"],
+                "The security token included in the request is invalid."
+            );
+            assert_eq!(error_type.as_deref(), Some("UnrecognizedClientException"));
+            assert!(!text.contains(TOKEN), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_api_server_failure_is_a_retryable_503() {
+        let (url, mut server, _dir) = serve_api(true).await;
+        let api_server = tokio::spawn(async move {
+            let (_, send) = expect(&mut server, Method::POST, TOKEN_REVIEWS).await;
+            respond(
+                send,
+                500,
+                status(500, "InternalError", "tokenreviews.authentication.k8s.io"),
+            );
+        });
+        let (code, error_type, body, text) = call(
+            &url,
+            "TrentService.GenerateRandom",
+            Some(format!("Bearer {TOKEN}")),
+        )
+        .await;
+        api_server.await.unwrap();
+        assert_eq!(code, 503, "{body}");
+        assert_eq!(body["__type"], "ServiceUnavailableException");
+        assert_eq!(error_type.as_deref(), Some("ServiceUnavailableException"));
+        assert!(!text.contains(TOKEN), "{text}");
+    }
+
+    #[tokio::test]
+    async fn without_a_bearer_authenticator_tokens_are_not_sigv4() {
+        let (url, mut server, _dir) = serve_api(false).await;
+        let (code, _, body, text) = call(
+            &url,
+            "TrentService.ListKeys",
+            Some(format!("Bearer {TOKEN}")),
+        )
+        .await;
+        assert_eq!(code, 400, "{body}");
+        assert_eq!(body["__type"], "IncompleteSignatureException");
+        assert!(!text.contains(TOKEN), "{text}");
+        assert!(
+            no_request_within_200ms(&mut server).await,
+            "no TokenReview without a bearer authenticator"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_a_bearer_authenticator_other_requests_still_need_sigv4() {
+        let (url, mut server, _dir) = serve_api(true).await;
+        let (code, _, body, _) = call(&url, "TrentService.ListKeys", None).await;
+        assert_eq!(code, 403, "{body}");
+        assert_eq!(body["__type"], "MissingAuthenticationTokenException");
+        // An empty bearer token is not a token.
+        let (code, _, body, _) =
+            call(&url, "TrentService.ListKeys", Some("Bearer ".to_owned())).await;
+        assert_eq!(code, 400, "{body}");
+        assert_eq!(body["__type"], "IncompleteSignatureException");
+        // A SigV4 header goes to the access key authenticator, which knows no keys.
+        let sigv4 = "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20260101/us-east-1/kms/aws4_request, \
+                     SignedHeaders=host;x-amz-date, Signature=00";
+        let response = reqwest::Client::new()
+            .post(&url)
+            .header("x-amz-target", "TrentService.ListKeys")
+            .header("content-type", JSON_CONTENT_TYPE)
+            .header("x-amz-date", "20260101T000000Z")
+            .header("authorization", sigv4)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let body: serde_json::Value =
+            serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert_eq!(body["__type"], "UnrecognizedClientException");
+        assert!(
+            no_request_within_200ms(&mut server).await,
+            "no TokenReview for SigV4 or unauthenticated requests"
+        );
+    }
 }

@@ -135,6 +135,7 @@ pub async fn run(
         throttle: Throttle::new(config.throttle_per_second, config.throttle_burst),
         audit: audit.clone(),
         metrics: aws::metrics::ApiMetrics::new(),
+        bearer: None,
     });
 
     let listener =
