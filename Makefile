@@ -2,11 +2,21 @@
 
 CARGO ?= cargo
 
-.PHONY: run build test lint crds fuzz bench
+.PHONY: run run-controller build test lint crds fuzz bench
 
 ## Run the standalone server on its embedded default (data in ~/.local/share/coffer).
 run:
 	$(CARGO) run --release --bin coffer -- server
+
+## Run `coffer controller` against the current kubeconfig (plain HTTP on 127.0.0.1:8443, probes and
+## metrics on 127.0.0.1:8080), after creating its namespace and applying the CRDs.
+CONTROLLER_NAMESPACE ?= coffer-system
+run-controller:
+	$(CARGO) build --release --bin coffer
+	kubectl create namespace $(CONTROLLER_NAMESPACE) --dry-run=client -o yaml | kubectl apply -f -
+	kubectl apply --server-side -f crds/
+	target/release/coffer controller --insecure-http --listen 127.0.0.1:8443 \
+		--probe-listen 127.0.0.1:8080 --namespace $(CONTROLLER_NAMESPACE)
 
 build:
 	$(CARGO) build --release

@@ -150,8 +150,7 @@ impl FakeApi {
             None => (path.to_owned(), false),
         };
         let writes = matches!(*method, Method::PUT | Method::PATCH | Method::DELETE);
-        if writes
-            && let Some(index) = state.fail_next_write.iter().position(|p| *p == object_path)
+        if writes && let Some(index) = state.fail_next_write.iter().position(|p| *p == object_path)
         {
             state.fail_next_write.remove(index);
             return (409, status(409, "Conflict", &object_path));
@@ -169,7 +168,8 @@ impl FakeApi {
                             .objects
                             .iter()
                             .filter(|(p, _)| {
-                                p.rsplit_once('/').is_some_and(|(dir, _)| dir == object_path)
+                                p.rsplit_once('/')
+                                    .is_some_and(|(dir, _)| dir == object_path)
                             })
                             .map(|(_, o)| o.clone())
                             .collect();
@@ -209,7 +209,13 @@ impl FakeApi {
                         return (409, status(409, "Conflict", &object_path));
                     }
                     // What the API server keeps whatever a replace says.
-                    for field in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "finalizers"] {
+                    for field in [
+                        "uid",
+                        "creationTimestamp",
+                        "generation",
+                        "deletionTimestamp",
+                        "finalizers",
+                    ] {
                         if let Some(value) = current["metadata"].get(field) {
                             next["metadata"][field] = value.clone();
                         }
@@ -220,9 +226,12 @@ impl FakeApi {
                     operations.retain(|op| {
                         !(op["op"] == "test"
                             && op["value"].is_null()
-                            && op["path"].as_str().is_some_and(|p| next.pointer(p).is_none()))
+                            && op["path"]
+                                .as_str()
+                                .is_some_and(|p| next.pointer(p).is_none()))
                     });
-                    let patch: json_patch::Patch = serde_json::from_value(Value::Array(operations)).unwrap();
+                    let patch: json_patch::Patch =
+                        serde_json::from_value(Value::Array(operations)).unwrap();
                     if json_patch::patch(&mut next, &patch).is_err() {
                         return (422, status(422, "Invalid", &object_path));
                     }

@@ -16,11 +16,11 @@ pub mod aws;
 pub mod controller;
 pub mod crypto;
 pub mod engine;
+#[cfg(test)]
+mod fake_api;
 pub mod fsutil;
 pub mod leader;
 pub mod metrics;
-#[cfg(test)]
-mod fake_api;
 #[cfg(test)]
 mod mock_api;
 pub mod resources;

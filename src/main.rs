@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use coffer::controller::{self, ControllerConfig, RootKeySource};
+use coffer::serve::TlsFiles;
 use coffer::server::{self, ServerConfig};
 
 #[derive(Parser)]
@@ -60,6 +62,11 @@ enum Command {
         #[arg(long, env = "COFFER_AUDIT_LOG")]
         audit_log: Option<String>,
     },
+    /// Run in Kubernetes mode: reconcile KmsKey resources and serve the AWS APIs and the
+    /// container-credentials endpoint, with ServiceAccount identities and RBAC. Uses the current
+    /// kubeconfig, or the in-cluster ServiceAccount. Every replica serves; the one holding the
+    /// Lease reconciles.
+    Controller(Box<ControllerArgs>),
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crd,
     /// Administer a standalone data directory (while its server is stopped).
@@ -67,6 +74,102 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Address and port of the AWS APIs and of the credentials endpoint (`/v1/credentials`).
+    #[arg(long, env = "COFFER_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+
+    /// Address and port of `/healthz`, `/readyz` and Prometheus `/metrics` (plain HTTP).
+    #[arg(long, env = "COFFER_PROBE_LISTEN", default_value = "0.0.0.0:8080")]
+    probe_listen: SocketAddr,
+
+    /// PEM certificate chain for HTTPS on --listen; re-read when the file changes.
+    #[arg(
+        long,
+        env = "COFFER_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "insecure_http"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for HTTPS on --listen; re-read when the file changes.
+    #[arg(long, env = "COFFER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve the API over plain HTTP, for development only: tokens and credentials then cross
+    /// the network in the clear.
+    #[arg(long, env = "COFFER_INSECURE_HTTP")]
+    insecure_http: bool,
+
+    /// The controller's own namespace: where the root key Secret and the Lease live.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "coffer-system")]
+    namespace: String,
+
+    /// Where the root key comes from: `kubernetes` (a Secret in --namespace, created on first
+    /// start) or `file` (--root-key-file).
+    #[arg(long, env = "COFFER_ROOT_KEY_PROVIDER", value_enum, default_value_t = RootKeyProvider::Kubernetes)]
+    root_key_provider: RootKeyProvider,
+
+    /// Name of the root key Secret, for the `kubernetes` provider.
+    #[arg(
+        long,
+        env = "COFFER_ROOT_KEY_SECRET",
+        default_value = "coffer-root-key"
+    )]
+    root_key_secret: String,
+
+    /// Path of the root key file, for the `file` provider (created on first start if absent).
+    #[arg(
+        long,
+        env = "COFFER_ROOT_KEY_FILE",
+        required_if_eq("root_key_provider", "file")
+    )]
+    root_key_file: Option<PathBuf>,
+
+    /// Region named in ARNs.
+    #[arg(long, env = "COFFER_REGION", default_value = server::DEFAULT_REGION)]
+    region: String,
+
+    /// Name of the Lease (in --namespace) that elects the replica that reconciles.
+    #[arg(long, env = "COFFER_LEASE_NAME", default_value = "coffer-controller")]
+    lease_name: String,
+
+    /// This replica's name in the Lease [default: the pod name, else the host name and a random
+    /// suffix].
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// Audience that ServiceAccount tokens must be issued for.
+    #[arg(long, env = "COFFER_AUDIENCE", default_value = "coffer")]
+    audience: String,
+
+    /// Lifetime of the temporary credentials the credentials endpoint issues, in seconds (900 to
+    /// 43200; never past the ServiceAccount token's own expiry).
+    #[arg(long, env = "COFFER_CREDENTIALS_LIFETIME", default_value_t = 3600)]
+    credentials_lifetime_seconds: u64,
+
+    /// API calls per second allowed per principal (a token bucket); 0 turns throttling off.
+    #[arg(long, env = "COFFER_THROTTLE_RPS", default_value_t = 50_000)]
+    throttle_rps: u32,
+
+    /// Calls a principal may make in one burst [default: the rate].
+    #[arg(long, env = "COFFER_THROTTLE_BURST")]
+    throttle_burst: Option<u32>,
+
+    /// Audit trail: `off`, `stderr`, or a file path.
+    #[arg(long, env = "COFFER_AUDIT_LOG", default_value = "stderr")]
+    audit_log: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RootKeyProvider {
+    /// A core Secret in the controller's namespace.
+    Kubernetes,
+    /// A mounted file.
+    File,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +227,7 @@ fn main() -> ExitCode {
             throttle_burst: throttle_burst.unwrap_or(throttle_rps),
             audit_log,
         }),
+        Command::Controller(args) => controller_config(*args).and_then(run_controller),
         Command::Crd => print_crds(),
         Command::Admin {
             command:
@@ -166,6 +270,57 @@ fn run_server(config: ServerConfig) -> Result<(), String> {
         let shutdown = server::shutdown_signal()
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         server::run(config, shutdown)
+            .await
+            .map_err(|err| err.to_string())
+    })
+}
+
+fn controller_config(args: ControllerArgs) -> Result<ControllerConfig, String> {
+    let tls = match (args.tls_cert, args.tls_key, args.insecure_http) {
+        (Some(cert), Some(key), false) => Some(TlsFiles::new(cert, key)),
+        (None, None, true) => None,
+        _ => {
+            return Err(
+                "give --tls-cert and --tls-key, or --insecure-http for plain HTTP in development"
+                    .into(),
+            );
+        }
+    };
+    let root_key = match (args.root_key_provider, args.root_key_file) {
+        (RootKeyProvider::Kubernetes, _) => RootKeySource::Kubernetes {
+            secret: args.root_key_secret,
+        },
+        (RootKeyProvider::File, Some(path)) => RootKeySource::File { path },
+        (RootKeyProvider::File, None) => {
+            return Err("--root-key-provider file needs --root-key-file".into());
+        }
+    };
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "coffer".into());
+        format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    });
+    Ok(ControllerConfig {
+        listen: args.listen,
+        probe_listen: args.probe_listen,
+        tls,
+        namespace: args.namespace,
+        root_key,
+        region: args.region,
+        lease_name: args.lease_name,
+        identity,
+        audience: args.audience,
+        credentials_lifetime: std::time::Duration::from_secs(args.credentials_lifetime_seconds),
+        throttle_per_second: args.throttle_rps,
+        throttle_burst: args.throttle_burst.unwrap_or(args.throttle_rps),
+        audit_log: args.audit_log,
+    })
+}
+
+fn run_controller(config: ControllerConfig) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let shutdown = server::shutdown_signal()
+            .map_err(|err| format!("cannot install signal handlers: {err}"))?;
+        controller::run(config, shutdown)
             .await
             .map_err(|err| err.to_string())
     })

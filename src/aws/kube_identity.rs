@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -547,6 +547,12 @@ struct DecisionKey {
 pub struct KubernetesAuthority {
     client: Client,
     cache: TtlCache<DecisionKey, bool>,
+    names: Option<Arc<dyn KeyNames>>,
+}
+
+/// The object name RBAC knows a key by (the KmsKey resource's name), given its namespace and id.
+pub trait KeyNames: Send + Sync + 'static {
+    fn rbac_name(&self, namespace: &str, key_id: &str) -> String;
 }
 
 impl fmt::Debug for KubernetesAuthority {
@@ -561,7 +567,15 @@ impl KubernetesAuthority {
         Self {
             client,
             cache: TtlCache::new(ACCESS_REVIEW_CACHE_CAPACITY),
+            names: None,
         }
+    }
+
+    /// Asks RBAC about keys by their KmsKey resource's name rather than their key id, so that
+    /// `kubectl auth can-i decrypt kmskeys/NAME` matches.
+    pub fn with_key_names(mut self, names: Arc<dyn KeyNames>) -> Self {
+        self.names = Some(names);
+        self
     }
 
     async fn review(&self, key: &DecisionKey) -> Result<bool, KubeIdentityError> {
@@ -612,6 +626,10 @@ impl AccountAuthority for KubernetesAuthority {
         };
         let (Some(verb), Some(name)) = (rbac_verb(action), rbac_resource_name(resource_arn)) else {
             return false;
+        };
+        let name = match &self.names {
+            Some(names) if !name.is_empty() => names.rbac_name(namespace, &name),
+            _ => name,
         };
         let key = DecisionKey {
             namespace: namespace.to_owned(),

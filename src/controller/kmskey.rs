@@ -28,8 +28,8 @@ use crate::engine::kms::model::{KeyRecord, KeyState as EngineState};
 use crate::engine::kms::{KeyEvent, Kms, KmsError};
 use crate::resources::common::CONDITION_READY;
 use crate::resources::kmskey::{KeyState, KeyVersion, KmsKey, KmsKeyStatus};
-use crate::store::kubernetes::{self, FIELD_MANAGER, KubernetesStore, mapping};
 use crate::store::StoreError;
+use crate::store::kubernetes::{self, FIELD_MANAGER, KubernetesStore, mapping};
 
 /// Finalizer that holds a deleted KmsKey until its key is safely pending deletion.
 pub const FINALIZER: &str = "coffer.dev/key-deletion";
@@ -44,6 +44,7 @@ pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
     pub clock: Arc<dyn Clock>,
+    pub metrics: Option<crate::metrics::ReconcileMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +100,8 @@ pub async fn reconcile(resource: Arc<KmsKey>, ctx: Arc<Context>) -> Result<Actio
 }
 
 /// How long to wait after a failure.
-pub fn error_policy(_resource: Arc<KmsKey>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(_resource: Arc<KmsKey>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(error = %error, "KmsKey reconcile failed; retrying");
-    let _ = &ctx;
     Action::requeue(Duration::from_secs(15))
 }
 
@@ -116,7 +116,11 @@ fn key_id_for(resource: &KmsKey, namespace: &str, store: &KubernetesStore) -> Op
         .or_else(|| resource.uid())
 }
 
-async fn apply(resource: &KmsKey, namespace: &str, ctx: &Context) -> Result<Action, ReconcileError> {
+async fn apply(
+    resource: &KmsKey,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
     let key_id = key_id_for(resource, namespace, &ctx.store)
         .ok_or_else(|| ReconcileError::Api("resource has no uid".into()))?;
     let resource = match kubernetes::key_id_of(resource) {
@@ -129,7 +133,14 @@ async fn apply(resource: &KmsKey, namespace: &str, ctx: &Context) -> Result<Acti
         Ok(applied) => applied,
         Err(err) if is_spec_error(&err) => {
             // The spec cannot be applied as written: say so and wait for it to change.
-            let status = refused_status(&resource, previous.as_ref(), &ctx.kms, namespace, &err.to_string(), ctx.clock.now());
+            let status = refused_status(
+                &resource,
+                previous.as_ref(),
+                &ctx.kms,
+                namespace,
+                &err.to_string(),
+                ctx.clock.now(),
+            );
             write_status(ctx, &resource, status).await?;
             return Ok(Action::await_change());
         }
@@ -140,7 +151,11 @@ async fn apply(resource: &KmsKey, namespace: &str, ctx: &Context) -> Result<Acti
     }
     // Work that fell due while nobody looked (the scheduler usually did it already).
     let next_due = ctx.kms.run_due_key(namespace, &key_id).await?;
-    let record = ctx.kms.key_record(namespace, &key_id).await?.unwrap_or(record);
+    let record = ctx
+        .kms
+        .key_record(namespace, &key_id)
+        .await?
+        .unwrap_or(record);
     let rotated_from = previous
         .as_ref()
         .map(|before| before.versions.len())
@@ -149,17 +164,36 @@ async fn apply(resource: &KmsKey, namespace: &str, ctx: &Context) -> Result<Acti
     if let Some(before) = rotated_from
         && record.versions.len() > before
     {
-        publish(ctx, &resource, "Rotated", "A new key version now encrypts; older versions keep decrypting.").await;
+        publish(
+            ctx,
+            &resource,
+            "Rotated",
+            "A new key version now encrypts; older versions keep decrypting.",
+        )
+        .await;
     }
-    let status = key_status(&resource, &record, &ctx.kms, namespace, ctx.clock.now(), None);
+    let status = key_status(
+        &resource,
+        &record,
+        &ctx.kms,
+        namespace,
+        ctx.clock.now(),
+        None,
+    );
     write_status(ctx, &resource, status).await?;
     let wait = next_due
-        .map(|at| Duration::from_secs(u64::try_from(at.saturating_sub(ctx.clock.now())).unwrap_or(0) + 1))
+        .map(|at| {
+            Duration::from_secs(u64::try_from(at.saturating_sub(ctx.clock.now())).unwrap_or(0) + 1)
+        })
         .map_or(RESYNC, |wait| wait.min(RESYNC));
     Ok(Action::requeue(wait))
 }
 
-async fn cleanup(resource: &KmsKey, namespace: &str, ctx: &Context) -> Result<Action, ReconcileError> {
+async fn cleanup(
+    resource: &KmsKey,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
     let Some(key_id) = kubernetes::key_id_of(resource) else {
         return Ok(Action::await_change());
     };
@@ -170,7 +204,10 @@ async fn cleanup(resource: &KmsKey, namespace: &str, ctx: &Context) -> Result<Ac
         .await?
     {
         if event.is_some() {
-            let note = match record.deletion_date.and_then(|at| k8s_openapi::jiff::Timestamp::from_second(at).ok()) {
+            let note = match record
+                .deletion_date
+                .and_then(|at| k8s_openapi::jiff::Timestamp::from_second(at).ok())
+            {
                 Some(at) => format!(
                     "The key material will be destroyed at {at}. Re-apply this KmsKey, or call CancelKeyDeletion, to keep it."
                 ),
@@ -223,7 +260,9 @@ async fn publish(ctx: &Context, resource: &KmsKey, reason: &str, note: &str) {
 }
 
 fn time(seconds: i64) -> Option<Time> {
-    k8s_openapi::jiff::Timestamp::from_second(seconds).ok().map(Time)
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .ok()
+        .map(Time)
 }
 
 fn resource_state(state: EngineState) -> KeyState {
@@ -236,15 +275,23 @@ fn resource_state(state: EngineState) -> KeyState {
 }
 
 /// The Ready condition, keeping the previous transition time when its status is unchanged.
-fn ready_condition(resource: &KmsKey, ready: bool, reason: &str, message: String, now: i64) -> Condition {
+fn ready_condition(
+    resource: &KmsKey,
+    ready: bool,
+    reason: &str,
+    message: String,
+    now: i64,
+) -> Condition {
     let status = if ready { "True" } else { "False" };
-    let previous = resource
-        .status
-        .as_ref()
-        .and_then(|status| status.conditions.iter().find(|c| c.type_ == CONDITION_READY));
+    let previous = resource.status.as_ref().and_then(|status| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_READY)
+    });
     let last_transition_time = match previous {
         Some(previous) if previous.status == status => previous.last_transition_time.clone(),
-        _ => time(now).unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+        _ => time(now).unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
     };
     Condition {
         type_: CONDITION_READY.to_owned(),
@@ -316,14 +363,24 @@ fn refused_status(
     match record {
         Some(record) => key_status(resource, record, kms, namespace, now, Some(message)),
         None => KmsKeyStatus {
-            conditions: vec![ready_condition(resource, false, "SpecRefused", message.to_owned(), now)],
+            conditions: vec![ready_condition(
+                resource,
+                false,
+                "SpecRefused",
+                message.to_owned(),
+                now,
+            )],
             observed_generation: resource.metadata.generation,
             ..KmsKeyStatus::default()
         },
     }
 }
 
-async fn write_status(ctx: &Context, resource: &KmsKey, status: KmsKeyStatus) -> Result<(), ReconcileError> {
+async fn write_status(
+    ctx: &Context,
+    resource: &KmsKey,
+    status: KmsKeyStatus,
+) -> Result<(), ReconcileError> {
     if resource.status.as_ref() == Some(&status) {
         return Ok(());
     }

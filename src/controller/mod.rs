@@ -1,4 +1,427 @@
-//! `coffer controller`: Kubernetes mode.
+//! `coffer controller`: Kubernetes mode. Every replica serves the AWS API and the
+//! container-credentials endpoint; the one holding the Lease also reconciles KmsKeys and runs the
+//! key scheduler (rotation, end of deletion windows).
+//!
+//! Start-up: connect with the current kubeconfig (or the in-cluster account), refuse to go on
+//! when the CRDs are missing, load the root key, start the store's watches, bind, and report ready
+//! once the caches hold a full list.
+
 pub mod kmskey;
 #[cfg(test)]
 mod tests;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::api::ListParams;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::aws::audit::AuditSink;
+use crate::aws::credentials_endpoint::{
+    self, CredentialsEndpoint, TemporaryCredentialAuthenticator, TemporaryCredentials,
+};
+use crate::aws::kube_identity::{KubernetesAuthority, TokenReviewer};
+use crate::aws::throttle::Throttle;
+use crate::aws::{self, AwsApi};
+use crate::crypto::{
+    CryptoError, FileRootKeyProvider, KubernetesRootKeyProvider, RootKeyProvider as _,
+};
+use crate::engine::SystemClock;
+use crate::engine::kms::Kms;
+use crate::leader::LeaderElection;
+use crate::metrics::Metrics;
+use crate::resources::kmskey::KmsKey;
+use crate::serve::{self, ServeError, TlsFiles};
+use crate::store::kubernetes::{KubernetesStore, StoreChange};
+use kmskey::Context;
+
+/// Where the root key comes from.
+#[derive(Clone, Debug)]
+pub enum RootKeySource {
+    /// A core Secret in the controller's namespace, created on first start.
+    Kubernetes { secret: String },
+    /// A mounted file.
+    File { path: PathBuf },
+}
+
+/// What `coffer controller` needs to start.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    pub listen: SocketAddr,
+    pub probe_listen: SocketAddr,
+    /// `None` serves plain HTTP (development only).
+    pub tls: Option<TlsFiles>,
+    pub namespace: String,
+    pub root_key: RootKeySource,
+    pub region: String,
+    pub lease_name: String,
+    pub identity: String,
+    pub audience: String,
+    pub credentials_lifetime: Duration,
+    pub throttle_per_second: u32,
+    pub throttle_burst: u32,
+    pub audit_log: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("cannot reach Kubernetes (kubeconfig or in-cluster account): {0}")]
+    Connect(String),
+    #[error(
+        "the Coffer CRDs are not installed (kmskeys.coffer.dev not found): run `coffer crd | kubectl apply --server-side -f -` or install the Helm chart"
+    )]
+    CrdsMissing,
+    #[error("cannot check for the Coffer CRDs: {0}")]
+    CrdCheck(String),
+    #[error("root key: {0}")]
+    RootKey(#[from] CryptoError),
+    #[error("credentials endpoint: {0}")]
+    Credentials(String),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(ServeError),
+    #[error("cannot open the audit log {path}: {source}")]
+    AuditLog {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("serving failed: {0}")]
+    Serve(ServeError),
+}
+
+/// Fails clearly when the CRDs are absent: listing KmsKeys answers 404 then.
+async fn check_crds(client: &Client) -> Result<(), ControllerError> {
+    match Api::<KmsKey>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Err(ControllerError::CrdsMissing),
+        Err(kube::Error::Api(status)) => Err(ControllerError::CrdCheck(format!(
+            "API server answered {} {}",
+            status.code, status.reason
+        ))),
+        Err(other) => Err(ControllerError::CrdCheck(other.to_string())),
+    }
+}
+
+async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), ControllerError> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| ControllerError::Listen { address, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ControllerError::Listen { address, source })?;
+    Ok((listener, bound))
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
+    if let Some(files) = &config.tls {
+        files.load_check().map_err(ControllerError::Tls)?;
+    }
+    let client = Client::try_default()
+        .await
+        .map_err(|err| ControllerError::Connect(err.to_string()))?;
+    check_crds(&client).await?;
+
+    let keyring = Arc::new(match &config.root_key {
+        RootKeySource::Kubernetes { secret } => {
+            KubernetesRootKeyProvider::new(client.clone(), &config.namespace, secret)
+                .load()
+                .await?
+        }
+        RootKeySource::File { path } => FileRootKeyProvider::new(path).load().await?,
+    });
+    let store = KubernetesStore::new(client.clone());
+    let feeding = tokio::spawn(Arc::clone(&store).run());
+    let authority =
+        Arc::new(KubernetesAuthority::new(client.clone()).with_key_names(store.clone()));
+    let kms = Arc::new(Kms::new(
+        store.clone(),
+        Arc::clone(&keyring),
+        authority,
+        Arc::new(SystemClock),
+        config.region.clone(),
+    ));
+
+    let metrics = Metrics::new();
+    let audit =
+        AuditSink::from_setting(&config.audit_log).map_err(|source| ControllerError::AuditLog {
+            path: config.audit_log.clone(),
+            source,
+        })?;
+    let reviewer = Arc::new(TokenReviewer::with_audience(
+        client.clone(),
+        &config.audience,
+    ));
+    let temporary = Arc::new(
+        TemporaryCredentials::new(Arc::clone(&keyring))
+            .with_lifetime(config.credentials_lifetime)
+            .map_err(|err| ControllerError::Credentials(err.to_string()))?,
+    );
+    let api = Arc::new(AwsApi {
+        kms: Arc::clone(&kms),
+        authenticator: Arc::new(TemporaryCredentialAuthenticator::new(Arc::clone(
+            &temporary,
+        ))),
+        bearer: Some(reviewer.clone()),
+        throttle: Throttle::new(config.throttle_per_second, config.throttle_burst),
+        audit: audit.clone(),
+        metrics: metrics.api(),
+    });
+    let api_routes = aws::router(api).merge(credentials_endpoint::router(Arc::new(
+        CredentialsEndpoint::new(reviewer, temporary),
+    )));
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let probe_routes: Router = serve::health_router(ready_rx).merge(metrics_router(metrics.api()));
+
+    let (api_listener, api_address) = bind(config.listen).await?;
+    let (probe_listener, probe_address) = bind(config.probe_listen).await?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(
+        address = %format!("{scheme}://{api_address}"),
+        probe_address = %format!("http://{probe_address}"),
+        namespace = %config.namespace,
+        identity = %config.identity,
+        "coffer controller listening"
+    );
+    audit.spawn_flusher();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        stop_tx.send_replace(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        // A dropped sender also means stop.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store.synced().await;
+            ready_tx.send_replace(true);
+            tracing::info!("caches synced; ready");
+        });
+    }
+    let forwarding = tokio::spawn(forward_changes(store.changes(), Arc::clone(&kms)));
+
+    let election = LeaderElection::new(
+        client.clone(),
+        &config.namespace,
+        &config.lease_name,
+        &config.identity,
+    );
+    let leading = election.clone().spawn();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "coffer".into(),
+            instance: Some(config.identity.clone()),
+        },
+    );
+    let context = Arc::new(Context {
+        kms: Arc::clone(&kms),
+        store: Arc::clone(&store),
+        client: client.clone(),
+        recorder: recorder.clone(),
+        clock: Arc::new(SystemClock),
+        metrics: Some(metrics.reconcile()),
+    });
+    let leader_work = tokio::spawn(lead(
+        leading,
+        context,
+        client.clone(),
+        store.changes(),
+        recorder,
+        stopped(stop_rx.clone()),
+    ));
+
+    let api_server = serve::serve(
+        api_listener,
+        api_routes,
+        config.tls.clone(),
+        stopped(stop_rx.clone()),
+    );
+    let probe_server = serve::serve(probe_listener, probe_routes, None, stopped(stop_rx.clone()));
+    let (api_outcome, probe_outcome) = tokio::join!(api_server, probe_server);
+
+    let _ = leader_work.await;
+    if let Err(err) = election.release().await {
+        tracing::warn!(error = %err, "could not release the lease");
+    }
+    forwarding.abort();
+    feeding.abort();
+    audit.flush();
+    api_outcome.map_err(ControllerError::Serve)?;
+    probe_outcome.map_err(ControllerError::Serve)?;
+    tracing::info!("coffer controller stopped");
+    Ok(())
+}
+
+/// `/metrics` on the probe port: the whole registry (API and controller).
+fn metrics_router(metrics: crate::aws::metrics::ApiMetrics) -> Router {
+    Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    )
+}
+
+/// Drops the engine's cached copy of a key another replica changed.
+async fn forward_changes(
+    mut changes: tokio::sync::broadcast::Receiver<StoreChange>,
+    kms: Arc<Kms>,
+) {
+    loop {
+        match changes.recv().await {
+            Ok(StoreChange::KeyChanged { namespace, key_id })
+            | Ok(StoreChange::KeyDestroyed {
+                namespace, key_id, ..
+            }) => kms.forget(&namespace, &key_id),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                // Some changes went unseen: cached keys may be stale, so drop them all.
+                tracing::warn!(missed, "missed key changes; dropping every cached key");
+                kms.forget_all();
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// While this replica leads: reconcile KmsKeys, run the key scheduler, and tell of destroyed
+/// keys. Stops all of it when leadership is lost, and returns on shutdown.
+async fn lead(
+    mut leading: watch::Receiver<bool>,
+    context: Arc<Context>,
+    client: Client,
+    mut changes: tokio::sync::broadcast::Receiver<StoreChange>,
+    recorder: Recorder,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            acquired = leading.wait_for(|leading| *leading) => {
+                if acquired.is_err() { return; }
+            }
+        }
+        tracing::info!("leading: reconciling KmsKeys and running the key scheduler");
+        let reconciler = Controller::new(
+            Api::<KmsKey>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().labels(crate::store::kubernetes::KEY_ID_LABEL),
+        )
+        .run(
+            |resource, ctx: Arc<Context>| async move {
+                let started = Instant::now();
+                let outcome = kmskey::reconcile(resource, Arc::clone(&ctx)).await;
+                if let Some(metrics) = &ctx.metrics {
+                    match &outcome {
+                        Ok(_) => metrics.success("kmskey", started.elapsed()),
+                        Err(err) => metrics.error("kmskey", err.kind(), started.elapsed()),
+                    }
+                }
+                outcome
+            },
+            kmskey::error_policy,
+            Arc::clone(&context),
+        )
+        .for_each(|_| async {});
+        let scheduler = Arc::clone(&context.kms).run_scheduler();
+        let announcing = announce_destroyed(&mut changes, &recorder);
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = leading.wait_for(|leading| !*leading) => {
+                tracing::warn!("lost leadership: reconciling stops");
+            }
+            () = reconciler => {}
+            () = scheduler => {}
+            () = announcing => {}
+        }
+    }
+}
+
+/// Publishes a `Deleted` Event for each key whose material was destroyed.
+async fn announce_destroyed(
+    changes: &mut tokio::sync::broadcast::Receiver<StoreChange>,
+    recorder: &Recorder,
+) {
+    loop {
+        let change = match changes.recv().await {
+            Ok(change) => change,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if let StoreChange::KeyDestroyed {
+            namespace,
+            key_id,
+            resource_name,
+        } = change
+        {
+            let reference = ObjectReference {
+                api_version: Some("coffer.dev/v1alpha1".into()),
+                kind: Some("KmsKey".into()),
+                namespace: Some(namespace),
+                name: Some(resource_name.unwrap_or_else(|| key_id.clone())),
+                ..ObjectReference::default()
+            };
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "Deleted".into(),
+                note: Some(format!(
+                    "The deletion window of key {key_id} ended; its material is destroyed."
+                )),
+                action: "Deleted".into(),
+                secondary: None,
+            };
+            if let Err(err) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %err, "could not publish an Event");
+            }
+        }
+    }
+}
+
+impl crate::aws::kube_identity::KeyNames for KubernetesStore {
+    fn rbac_name(&self, namespace: &str, key_id: &str) -> String {
+        KubernetesStore::rbac_name(self, namespace, key_id)
+    }
+}

@@ -19,7 +19,9 @@ use crate::engine::kms::{CreateKeyRequest, KeyState, Kms, KmsError};
 use crate::engine::{AccountAuthority, Caller, Clock, Principal};
 use crate::fake_api::FakeApi;
 use crate::resources::kmskey::KmsKey;
-use crate::store::kubernetes::{KEY_ID_LABEL, KubernetesStore, RESOURCE_NAME_ANNOTATION, StoreChange};
+use crate::store::kubernetes::{
+    KEY_ID_LABEL, KubernetesStore, RESOURCE_NAME_ANNOTATION, StoreChange,
+};
 
 const KEYS: &str = "/apis/coffer.dev/v1alpha1/namespaces/app/kmskeys";
 const SECRETS: &str = "/api/v1/namespaces/app/secrets";
@@ -74,6 +76,7 @@ fn harness() -> Harness {
         client,
         recorder,
         clock: clock.clone(),
+        metrics: None,
     });
     Harness {
         fake,
@@ -121,7 +124,8 @@ impl Harness {
         json_patch::merge(&mut object["spec"], &spec);
         let generation = object["metadata"]["generation"].as_i64().unwrap();
         object["metadata"]["generation"] = json!(generation + 1);
-        self.fake.insert_raw(&format!("{KEYS}/{name}"), object.clone());
+        self.fake
+            .insert_raw(&format!("{KEYS}/{name}"), object.clone());
         self.store.remember(serde_json::from_value(object).unwrap());
     }
 
@@ -129,7 +133,8 @@ impl Harness {
     fn delete(&self, name: &str) {
         let mut object = self.fake.object(&format!("{KEYS}/{name}")).unwrap();
         object["metadata"]["deletionTimestamp"] = json!("2026-01-02T00:00:00Z");
-        self.fake.insert_raw(&format!("{KEYS}/{name}"), object.clone());
+        self.fake
+            .insert_raw(&format!("{KEYS}/{name}"), object.clone());
         self.store.remember(serde_json::from_value(object).unwrap());
     }
 
@@ -176,11 +181,21 @@ async fn decrypt(kms: &Kms, blob: &[u8]) -> Result<Vec<u8>, KmsError> {
 #[tokio::test]
 async fn a_new_kmskey_gets_material_status_and_events() {
     let h = harness();
-    h.apply("app", json!({"aliases": ["app/db"], "description": "orders"}));
+    h.apply(
+        "app",
+        json!({"aliases": ["app/db"], "description": "orders"}),
+    );
     let resource = h.settle("app").await;
 
     let uid = resource.metadata.uid.clone().unwrap();
-    assert!(resource.metadata.finalizers.as_ref().unwrap().contains(&FINALIZER.to_owned()));
+    assert!(
+        resource
+            .metadata
+            .finalizers
+            .as_ref()
+            .unwrap()
+            .contains(&FINALIZER.to_owned())
+    );
     assert_eq!(resource.labels().get(KEY_ID_LABEL), Some(&uid));
     let status = resource.status.clone().unwrap();
     assert_eq!(status.key_id.as_deref(), Some(uid.as_str()));
@@ -196,14 +211,20 @@ async fn a_new_kmskey_gets_material_status_and_events() {
     assert_eq!(status.current_version.as_deref(), Some("1"));
     assert_eq!(status.observed_generation, Some(1));
     let ready = &status.conditions[0];
-    assert_eq!((ready.type_.as_str(), ready.status.as_str()), ("Ready", "True"));
+    assert_eq!(
+        (ready.type_.as_str(), ready.status.as_str()),
+        ("Ready", "True")
+    );
     assert_eq!(ready.observed_generation, Some(1));
 
     // The companion Secret: owned by the resource, wrapped material only.
     let secret = h.secret(&uid).expect("a companion Secret");
     assert_eq!(secret["type"], "coffer.dev/kmskey");
     assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], json!(uid));
-    assert_eq!(secret["metadata"]["ownerReferences"][0]["controller"], json!(true));
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["controller"],
+        json!(true)
+    );
     let data = secret["data"].as_object().unwrap();
     assert_eq!(data.keys().collect::<Vec<_>>(), ["v1"]);
     use base64::Engine as _;
@@ -270,7 +291,10 @@ async fn disabling_in_the_spec_disables_the_key() {
     h.edit_spec("app", json!({"enabled": false}));
     h.reconcile("app").await.unwrap();
     let status = h.resource("app").unwrap().status.unwrap();
-    assert_eq!(serde_json::to_value(status.key_state).unwrap(), json!("Disabled"));
+    assert_eq!(
+        serde_json::to_value(status.key_state).unwrap(),
+        json!("Disabled")
+    );
     assert_eq!(status.observed_generation, Some(2));
     assert!(h.fake.event_reasons().contains(&"Disabled".to_owned()));
     assert!(matches!(
@@ -296,12 +320,23 @@ async fn deletion_keeps_the_material_for_the_window_and_reapplying_cancels_it() 
     assert!(h.resource("app").is_none(), "the resource is gone");
     h.store.forget_resource("app", "app");
     let secret = h.secret(&id).expect("the material outlives the resource");
-    assert!(secret["metadata"].get("ownerReferences").is_none_or(|refs| refs.as_array().is_some_and(|r| r.is_empty())));
-    assert_eq!(secret["metadata"]["annotations"][RESOURCE_NAME_ANNOTATION], "app");
+    assert!(
+        secret["metadata"]
+            .get("ownerReferences")
+            .is_none_or(|refs| refs.as_array().is_some_and(|r| r.is_empty()))
+    );
+    assert_eq!(
+        secret["metadata"]["annotations"][RESOURCE_NAME_ANNOTATION],
+        "app"
+    );
     let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
     assert_eq!(record.state, KeyState::PendingDeletion);
     assert_eq!(record.deletion_date, Some(h.clock.now() + 7 * DAY));
-    assert!(h.fake.event_reasons().contains(&"DeletionScheduled".to_owned()));
+    assert!(
+        h.fake
+            .event_reasons()
+            .contains(&"DeletionScheduled".to_owned())
+    );
     assert!(matches!(
         decrypt(&h.kms, &blob).await,
         Err(KmsError::InvalidState(_))
@@ -311,11 +346,22 @@ async fn deletion_keeps_the_material_for_the_window_and_reapplying_cancels_it() 
     h.apply("app", json!({"deletionWindowDays": 7}));
     let again = h.settle("app").await;
     assert_eq!(key_id(&again), id);
-    assert_ne!(again.metadata.uid.clone().unwrap(), id, "a new object, the old key");
+    assert_ne!(
+        again.metadata.uid.clone().unwrap(),
+        id,
+        "a new object, the old key"
+    );
     assert_eq!(decrypt(&h.kms, &blob).await.unwrap(), b"keep me");
-    assert!(h.fake.event_reasons().contains(&"DeletionCancelled".to_owned()));
+    assert!(
+        h.fake
+            .event_reasons()
+            .contains(&"DeletionCancelled".to_owned())
+    );
     let secret = h.secret(&id).unwrap();
-    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], json!(again.metadata.uid));
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        json!(again.metadata.uid)
+    );
 
     // Deleted for good: the material lasts until the window ends, then goes.
     let mut changes = h.store.changes();
@@ -351,11 +397,19 @@ async fn cancel_key_deletion_through_the_api_brings_the_resource_back() {
     assert!(h.resource("app").is_none());
 
     h.kms.cancel_key_deletion(&caller(), &id).await.unwrap();
-    let back = h.resource("app").expect("the resource is re-created under its name");
+    let back = h
+        .resource("app")
+        .expect("the resource is re-created under its name");
     assert_eq!(back.labels().get(KEY_ID_LABEL), Some(&id));
-    assert!(!back.spec.enabled, "a cancelled key comes back disabled, as in AWS");
+    assert!(
+        !back.spec.enabled,
+        "a cancelled key comes back disabled, as in AWS"
+    );
     let secret = h.secret(&id).unwrap();
-    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], json!(back.metadata.uid));
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        json!(back.metadata.uid)
+    );
 }
 
 #[tokio::test]
@@ -365,7 +419,8 @@ async fn a_conflicting_write_is_retried() {
     let id = key_id(&h.settle("app").await);
 
     // Another writer gets in first: the record write is retried from a fresh read.
-    h.fake.conflict_next_write(&format!("{SECRETS}/kmskey-{id}"));
+    h.fake
+        .conflict_next_write(&format!("{SECRETS}/kmskey-{id}"));
     h.edit_spec("app", json!({"description": "after a conflict"}));
     h.reconcile("app").await.unwrap();
     let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
@@ -376,7 +431,14 @@ async fn a_conflicting_write_is_retried() {
     h.edit_spec("app", json!({"description": "again"}));
     assert!(h.reconcile("app").await.is_err());
     h.reconcile("app").await.unwrap();
-    assert_eq!(h.resource("app").unwrap().status.unwrap().observed_generation, Some(3));
+    assert_eq!(
+        h.resource("app")
+            .unwrap()
+            .status
+            .unwrap()
+            .observed_generation,
+        Some(3)
+    );
 }
 
 #[tokio::test]
@@ -393,9 +455,14 @@ async fn keys_made_through_the_api_appear_as_resources_and_api_changes_reach_the
         )
         .await
         .unwrap();
-    let resource = h.resource(&created.key_id).expect("a KmsKey named after the key id");
+    let resource = h
+        .resource(&created.key_id)
+        .expect("a KmsKey named after the key id");
     assert_eq!(resource.labels().get(KEY_ID_LABEL), Some(&created.key_id));
-    assert_eq!(resource.spec.description.as_deref(), Some("made by the API"));
+    assert_eq!(
+        resource.spec.description.as_deref(),
+        Some("made by the API")
+    );
     let resource = h.settle(&created.key_id).await;
     assert_eq!(key_id(&resource), created.key_id);
 

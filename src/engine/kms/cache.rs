@@ -122,6 +122,12 @@ impl KeyCache {
         );
     }
 
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+
     pub fn remove(&self, location: &KeyLocation) {
         if let Ok(mut entries) = self.entries.write() {
             entries.remove(location);

@@ -85,6 +85,12 @@ impl Kms {
         self.schedule_changed.notify_one();
     }
 
+    /// Drops every cached key (after changes may have been missed).
+    pub fn forget_all(&self) {
+        self.cache.clear();
+        self.schedule_changed.notify_one();
+    }
+
     /// Brings the key to its declaration: creates it when absent (material included), cancels a
     /// pending deletion (the resource is back), and sets state, description, rotation and policy.
     /// Writes nothing when the record already matches.
@@ -148,36 +154,32 @@ impl Kms {
         let mut outcome = None;
         let not_found =
             || KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&location)));
-        modify::<_, _, KmsError>(
-            self.store.as_ref(),
-            &key_record_key(&location),
-            |current| {
-                let current = current.ok_or_else(not_found)?;
-                let before: KeyRecord = serde_json::from_value(current.value.meta.clone())
+        modify::<_, _, KmsError>(self.store.as_ref(), &key_record_key(&location), |current| {
+            let current = current.ok_or_else(not_found)?;
+            let before: KeyRecord = serde_json::from_value(current.value.meta.clone())
+                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+            if (before.key_spec, before.key_usage, before.origin)
+                != (declared.key_spec, declared.key_usage, declared.origin)
+            {
+                return Err(KmsError::Validation(
+                    "keySpec, keyUsage and origin cannot change after creation.".into(),
+                ));
+            }
+            let mut record = before.clone();
+            let events = converge(&mut record, declared, &policy, now)?;
+            let change = if record == before {
+                Change::Keep
+            } else {
+                let meta = serde_json::to_value(&record)
                     .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
-                if (before.key_spec, before.key_usage, before.origin)
-                    != (declared.key_spec, declared.key_usage, declared.origin)
-                {
-                    return Err(KmsError::Validation(
-                        "keySpec, keyUsage and origin cannot change after creation.".into(),
-                    ));
-                }
-                let mut record = before.clone();
-                let events = converge(&mut record, declared, &policy, now)?;
-                let change = if record == before {
-                    Change::Keep
-                } else {
-                    let meta = serde_json::to_value(&record)
-                        .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
-                    Change::Put(RecordValue {
-                        meta,
-                        sealed: current.value.sealed.clone(),
-                    })
-                };
-                outcome = Some((record, events));
-                Ok(change)
-            },
-        )
+                Change::Put(RecordValue {
+                    meta,
+                    sealed: current.value.sealed.clone(),
+                })
+            };
+            outcome = Some((record, events));
+            Ok(change)
+        })
         .await?;
         self.cache.remove(&location);
         self.schedule_changed.notify_one();
@@ -195,32 +197,28 @@ impl Kms {
         let location = location(namespace, key_id);
         let now = self.now();
         let mut outcome = None;
-        modify::<_, _, KmsError>(
-            self.store.as_ref(),
-            &key_record_key(&location),
-            |current| {
-                outcome = None;
-                let Some(current) = current else {
-                    return Ok(Change::Keep);
-                };
-                let mut record: KeyRecord = serde_json::from_value(current.value.meta.clone())
-                    .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
-                if record.state == KeyState::PendingDeletion {
-                    outcome = Some((record, None));
-                    return Ok(Change::Keep);
-                }
-                record.state = KeyState::PendingDeletion;
-                record.deletion_date = Some(now + i64::from(window_days) * SECONDS_PER_DAY);
-                record.pending_window_days = Some(window_days);
-                let meta = serde_json::to_value(&record)
-                    .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
-                outcome = Some((record, Some(KeyEvent::DeletionScheduled)));
-                Ok(Change::Put(RecordValue {
-                    meta,
-                    sealed: current.value.sealed.clone(),
-                }))
-            },
-        )
+        modify::<_, _, KmsError>(self.store.as_ref(), &key_record_key(&location), |current| {
+            outcome = None;
+            let Some(current) = current else {
+                return Ok(Change::Keep);
+            };
+            let mut record: KeyRecord = serde_json::from_value(current.value.meta.clone())
+                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+            if record.state == KeyState::PendingDeletion {
+                outcome = Some((record, None));
+                return Ok(Change::Keep);
+            }
+            record.state = KeyState::PendingDeletion;
+            record.deletion_date = Some(now + i64::from(window_days) * SECONDS_PER_DAY);
+            record.pending_window_days = Some(window_days);
+            let meta = serde_json::to_value(&record)
+                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+            outcome = Some((record, Some(KeyEvent::DeletionScheduled)));
+            Ok(Change::Put(RecordValue {
+                meta,
+                sealed: current.value.sealed.clone(),
+            }))
+        })
         .await?;
         self.cache.remove(&location);
         self.schedule_changed.notify_one();
@@ -266,7 +264,8 @@ fn converge(
     }
     declared.description.clone_into(&mut record.description);
     policy.clone_into(&mut record.policy);
-    let rotatable = record.key_spec == KeySpec::SymmetricDefault && record.origin == Origin::Generated;
+    let rotatable =
+        record.key_spec == KeySpec::SymmetricDefault && record.origin == Origin::Generated;
     match declared.rotation {
         Some(rotation) if rotatable => {
             let changed = record.rotation_enabled != rotation.enabled

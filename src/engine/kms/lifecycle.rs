@@ -189,24 +189,24 @@ pub(crate) fn validate_kind(
     key_usage: KeyUsage,
     origin: Origin,
 ) -> Result<(), KmsError> {
-        match (key_spec, key_usage) {
-            (KeySpec::SymmetricDefault, KeyUsage::SignVerify) => {
-                return Err(KmsError::Validation(
-                    "SYMMETRIC_DEFAULT keys support only ENCRYPT_DECRYPT.".into(),
-                ));
-            }
-            (KeySpec::EccNistP256 | KeySpec::EccNistP384, KeyUsage::EncryptDecrypt) => {
-                return Err(KmsError::Validation(
-                    "ECC keys support only SIGN_VERIFY.".into(),
-                ));
-            }
-            _ => {}
-        }
-        if origin == Origin::External && key_spec != KeySpec::SymmetricDefault {
-            return Err(KmsError::UnsupportedOperation(
-                "Imported key material is supported for SYMMETRIC_DEFAULT keys only.".into(),
+    match (key_spec, key_usage) {
+        (KeySpec::SymmetricDefault, KeyUsage::SignVerify) => {
+            return Err(KmsError::Validation(
+                "SYMMETRIC_DEFAULT keys support only ENCRYPT_DECRYPT.".into(),
             ));
         }
+        (KeySpec::EccNistP256 | KeySpec::EccNistP384, KeyUsage::EncryptDecrypt) => {
+            return Err(KmsError::Validation(
+                "ECC keys support only SIGN_VERIFY.".into(),
+            ));
+        }
+        _ => {}
+    }
+    if origin == Origin::External && key_spec != KeySpec::SymmetricDefault {
+        return Err(KmsError::UnsupportedOperation(
+            "Imported key material is supported for SYMMETRIC_DEFAULT keys only.".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -232,7 +232,6 @@ fn refuse_pending(record: &KeyRecord) -> Result<(), KmsError> {
         KeyState::Enabled | KeyState::Disabled => Ok(()),
     }
 }
-
 
 /// What a new key is made of, once its inputs are validated.
 pub(crate) struct NewKey {

@@ -70,7 +70,11 @@ impl Kms {
     }
 
     /// Does what is due now for one key. Returns when its next work falls due.
-    pub async fn run_due_key(&self, namespace: &str, key_id: &str) -> Result<Option<i64>, KmsError> {
+    pub async fn run_due_key(
+        &self,
+        namespace: &str,
+        key_id: &str,
+    ) -> Result<Option<i64>, KmsError> {
         let location = KeyLocation {
             namespace: namespace.to_owned(),
             key_id: key_id.to_owned(),
@@ -85,7 +89,7 @@ impl Kms {
 
     /// Does the work due for one key; on failure, tries again in a minute.
     async fn do_due(&self, location: &KeyLocation, parsed: &KeyRecord, now: i64) -> Option<i64> {
-            let (work, mut later) = due(parsed, now);
+        let (work, mut later) = due(parsed, now);
         let outcome = match work {
             None => Ok(None),
             Some(Due::Rotate) => self

@@ -70,7 +70,8 @@ impl<K: Resource + Clone> ObjectCache<K> {
         };
         let key = key_of(&object);
         if let Some(held) = objects.get(&key)
-            && let (Some(held), Some(new)) = (version_number(held.as_ref()), version_number(&object))
+            && let (Some(held), Some(new)) =
+                (version_number(held.as_ref()), version_number(&object))
             && held > new
         {
             return false;
@@ -86,7 +87,8 @@ impl<K: Resource + Clone> ObjectCache<K> {
         };
         let key = key_of(object);
         if let Some(held) = objects.get(&key)
-            && let (Some(held), Some(gone)) = (version_number(held.as_ref()), version_number(object))
+            && let (Some(held), Some(gone)) =
+                (version_number(held.as_ref()), version_number(object))
             && held > gone
         {
             return;
@@ -126,8 +128,12 @@ pub enum Observed<K> {
 
 /// Feeds `cache` from a watch on `api` until the task is dropped, with backoff on errors.
 /// `observe` hears of every change after it is applied.
-pub async fn feed<K, F>(api: Api<K>, config: watcher::Config, cache: Arc<ObjectCache<K>>, observe: F)
-where
+pub async fn feed<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    cache: Arc<ObjectCache<K>>,
+    observe: F,
+) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default,
     F: Fn(Observed<K>),
@@ -207,7 +213,11 @@ mod tests {
         let mut other = object("c", "1", "x");
         other.metadata.namespace = Some("nt".into());
         cache.put(other);
-        let names: Vec<String> = cache.list(Some("ns")).iter().map(|m| m.name_any()).collect();
+        let names: Vec<String> = cache
+            .list(Some("ns"))
+            .iter()
+            .map(|m| m.name_any())
+            .collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(cache.list(None).len(), 3);
         assert!(cache.list(Some("n")).is_empty());

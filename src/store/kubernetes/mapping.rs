@@ -9,7 +9,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::engine::account::account_id;
-use crate::engine::kms::model::{KeyRecord, KeySpec as EngineSpec, KeyState, KeyUsage as EngineUsage, Origin};
+use crate::engine::kms::model::{
+    KeyRecord, KeySpec as EngineSpec, KeyState, KeyUsage as EngineUsage, Origin,
+};
 use crate::engine::kms::{DeclaredKey, DeclaredRotation};
 use crate::engine::policy::KeyPolicy as PolicyDocument;
 use crate::resources::kmskey::{

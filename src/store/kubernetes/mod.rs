@@ -136,18 +136,24 @@ impl KubernetesStore {
 
     fn observed_secret(&self, observed: Observed<Secret>) {
         let change = match observed {
-            Observed::Changed(secret) => secret.labels().get(KEY_ID_LABEL).map(|key_id| {
-                StoreChange::KeyChanged {
-                    namespace: secret.namespace().unwrap_or_default(),
-                    key_id: key_id.clone(),
-                }
-            }),
-            Observed::Deleted(secret) => secret.labels().get(KEY_ID_LABEL).map(|key_id| {
-                StoreChange::KeyChanged {
-                    namespace: secret.namespace().unwrap_or_default(),
-                    key_id: key_id.clone(),
-                }
-            }),
+            Observed::Changed(secret) => {
+                secret
+                    .labels()
+                    .get(KEY_ID_LABEL)
+                    .map(|key_id| StoreChange::KeyChanged {
+                        namespace: secret.namespace().unwrap_or_default(),
+                        key_id: key_id.clone(),
+                    })
+            }
+            Observed::Deleted(secret) => {
+                secret
+                    .labels()
+                    .get(KEY_ID_LABEL)
+                    .map(|key_id| StoreChange::KeyChanged {
+                        namespace: secret.namespace().unwrap_or_default(),
+                        key_id: key_id.clone(),
+                    })
+            }
             Observed::Relisted => None,
         };
         if let Some(change) = change {
@@ -196,7 +202,11 @@ impl KubernetesStore {
             .into_iter()
             .filter(|secret| secret.owner_references().is_empty())
             .filter(|secret| {
-                secret.annotations().get(RESOURCE_NAME_ANNOTATION).map(String::as_str) == Some(name)
+                secret
+                    .annotations()
+                    .get(RESOURCE_NAME_ANNOTATION)
+                    .map(String::as_str)
+                    == Some(name)
             })
             .find_map(|secret| {
                 let record = secret_record(&secret).ok()?;
@@ -234,7 +244,11 @@ impl KubernetesStore {
         let patch: json_patch::Patch = serde_json::from_value(patch)
             .map_err(|err| StoreError::Backend(format!("finalizer patch: {err}")))?;
         match Api::<KmsKey>::namespaced(self.client.clone(), &namespace)
-            .patch(&resource.name_any(), &patch_params(), &Patch::<()>::Json(patch))
+            .patch(
+                &resource.name_any(),
+                &patch_params(),
+                &Patch::<()>::Json(patch),
+            )
             .await
         {
             Ok(patched) => {
@@ -270,7 +284,10 @@ impl KubernetesStore {
         }
         let record = secret_record(&secret)?;
         let key = RecordKey::new(RecordKind::KmsKey, namespace, key_id);
-        match self.write_key(&key, Some(&record.revision), record.value).await {
+        match self
+            .write_key(&key, Some(&record.revision), record.value)
+            .await
+        {
             Ok(_) => Ok(self
                 .secrets
                 .get(namespace, &companion_name(key_id))
@@ -322,7 +339,9 @@ impl KubernetesStore {
                     return Ok(Arc::new(created));
                 }
                 Err(kube::Error::Api(status)) if status.is_already_exists() => {
-                    last_error = Some(StoreError::AlreadyExists(format!("kmskey {namespace}/{name}")));
+                    last_error = Some(StoreError::AlreadyExists(format!(
+                        "kmskey {namespace}/{name}"
+                    )));
                 }
                 Err(err) => return Err(api_error(err, "KmsKey")),
             }
@@ -350,18 +369,17 @@ impl KubernetesStore {
                 self.delete_resource(&resource).await?;
                 Ok(None)
             }
-            Some(resource) => {
-                match mapping::spec_mirror(namespace, record, &resource.spec) {
-                    Some(patch) => Ok(Some(
-                        self.patch_resource(namespace, &resource.name_any(), &patch)
-                            .await?,
-                    )),
-                    None => Ok(Some(resource)),
-                }
-            }
+            Some(resource) => match mapping::spec_mirror(namespace, record, &resource.spec) {
+                Some(patch) => Ok(Some(
+                    self.patch_resource(namespace, &resource.name_any(), &patch)
+                        .await?,
+                )),
+                None => Ok(Some(resource)),
+            },
             None if record.state == KeyState::PendingDeletion => Ok(None),
             None => Ok(Some(
-                self.create_resource(namespace, record, previous_name).await?,
+                self.create_resource(namespace, record, previous_name)
+                    .await?,
             )),
         }
     }
@@ -385,8 +403,17 @@ impl KubernetesStore {
         let owner = self
             .owner_for(&key.namespace, &record, previous_name.as_deref())
             .await?;
-        let resource_name = owner.as_ref().map(|owner| owner.name_any()).or(previous_name);
-        let secret = companion_secret(key, &value, owner.as_deref(), resource_name.as_deref(), expected)?;
+        let resource_name = owner
+            .as_ref()
+            .map(|owner| owner.name_any())
+            .or(previous_name);
+        let secret = companion_secret(
+            key,
+            &value,
+            owner.as_deref(),
+            resource_name.as_deref(),
+            expected,
+        )?;
         let api = Api::<Secret>::namespaced(self.client.clone(), &key.namespace);
         let written = match expected {
             None => api.create(&post_params(), &secret).await,
@@ -396,8 +423,12 @@ impl KubernetesStore {
             kube::Error::Api(status) if status.is_already_exists() => {
                 StoreError::AlreadyExists(key.to_string())
             }
-            kube::Error::Api(status) if status.is_conflict() => StoreError::Conflict(key.to_string()),
-            kube::Error::Api(status) if status.is_not_found() => StoreError::NotFound(key.to_string()),
+            kube::Error::Api(status) if status.is_conflict() => {
+                StoreError::Conflict(key.to_string())
+            }
+            kube::Error::Api(status) if status.is_not_found() => {
+                StoreError::NotFound(key.to_string())
+            }
             other => api_error(other, "Secret"),
         })?;
         let revision = Revision::new(written.resource_version().unwrap_or_default());
@@ -503,8 +534,13 @@ impl KubernetesStore {
             "spec": {"aliases": aliases},
         });
         let namespace = resource.namespace().unwrap_or_default();
-        match self.patch_resource(&namespace, &resource.name_any(), &patch).await {
-            Ok(patched) => Ok(Revision::new(patched.resource_version().unwrap_or_default())),
+        match self
+            .patch_resource(&namespace, &resource.name_any(), &patch)
+            .await
+        {
+            Ok(patched) => Ok(Revision::new(
+                patched.resource_version().unwrap_or_default(),
+            )),
             Err(StoreError::Backend(message)) if message.contains("409") => {
                 Err(StoreError::Conflict(key.to_string()))
             }
@@ -512,7 +548,11 @@ impl KubernetesStore {
         }
     }
 
-    fn alias_target(&self, key: &RecordKey, value: &RecordValue) -> Result<Arc<KmsKey>, StoreError> {
+    fn alias_target(
+        &self,
+        key: &RecordKey,
+        value: &RecordValue,
+    ) -> Result<Arc<KmsKey>, StoreError> {
         let alias: AliasRecord = serde_json::from_value(value.meta.clone())
             .map_err(|err| StoreError::Corrupt(format!("alias: {err}")))?;
         self.resource_for_key(&key.namespace, &alias.target_key_id)
@@ -525,7 +565,11 @@ impl KubernetesStore {
             })
     }
 
-    fn alias_holder(&self, key: &RecordKey, expected: &Revision) -> Result<Arc<KmsKey>, StoreError> {
+    fn alias_holder(
+        &self,
+        key: &RecordKey,
+        expected: &Revision,
+    ) -> Result<Arc<KmsKey>, StoreError> {
         let holder = self
             .aliases(&key.namespace)
             .remove(&key.name)
@@ -538,7 +582,9 @@ impl KubernetesStore {
 }
 
 fn alias_name(key: &RecordKey) -> Result<&str, StoreError> {
-    key.name.strip_prefix("alias/").ok_or(StoreError::InvalidKey)
+    key.name
+        .strip_prefix("alias/")
+        .ok_or(StoreError::InvalidKey)
 }
 
 fn unsupported(kind: RecordKind) -> StoreError {
@@ -709,9 +755,10 @@ fn api_error(err: kube::Error, what: &str) -> StoreError {
         kube::Error::Api(status) if status.is_invalid() => {
             StoreError::Refused(format!("The {what} change was refused: {}", status.message))
         }
-        kube::Error::Api(status) => {
-            StoreError::Backend(format!("{what}: API server answered {} {}", status.code, status.reason))
-        }
+        kube::Error::Api(status) => StoreError::Backend(format!(
+            "{what}: API server answered {} {}",
+            status.code, status.reason
+        )),
         other => StoreError::Backend(format!("{what}: {}", other_kind(&other))),
     }
 }
