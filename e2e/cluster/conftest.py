@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -35,7 +36,6 @@ from cluster_helpers import (
     cluster_skip_reason,
     coffer_binary,
     create_token,
-    get_kmskey,
     app_key_manifest,
     is_ready,
     kubectl,
@@ -43,7 +43,7 @@ from cluster_helpers import (
     wait_until,
 )
 
-HERE = __file__.rsplit("/", 1)[0]
+HERE = Path(__file__).resolve().parent
 E2E_LABEL = "coffer.dev/e2e"
 
 # Set once per session by pytest_configure; None when a cluster is reachable.
@@ -68,7 +68,7 @@ def pytest_configure(config) -> None:
 
 
 def _in_this_suite(item) -> bool:
-    return str(item.path).startswith(HERE + "/")
+    return HERE in Path(item.path).resolve().parents
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -250,9 +250,11 @@ def app_key(cluster) -> str:
 
 @pytest.fixture
 def app_key_ready(cluster, app_key) -> dict:
-    """The KmsKey `app` as it is now, checked Ready and Enabled (a test before may have changed it)."""
-    obj = get_kmskey(cluster.namespace, APP_KEY)
-    assert obj is not None and is_ready(obj), f"KmsKey app is not Ready:\n{json.dumps(obj, indent=2)}"
-    assert obj["status"]["keyId"] == app_key
+    """The KmsKey `app` as it is now: Ready, Enabled, same key id. A test before may have
+    disabled or deleted it and put it back, so this waits a reconcile for that to settle."""
+    obj = wait_for_kmskey(
+        cluster.namespace, APP_KEY, f"is Ready and Enabled with keyId {app_key}",
+        lambda o: is_ready(o) and o["status"].get("keyState") == "Enabled",
+    )
+    assert obj["status"]["keyId"] == app_key, f"KmsKey app changed key id: {obj['status']}"
     return obj
-

@@ -138,7 +138,8 @@ def test_credentials_endpoint(cluster, app_key_ready):
 
 @contextlib.contextmanager
 def container_credentials_env(cluster, service_account: str, directory) -> Iterator[dict[str, str]]:
-    """os.environ as a pod would have it: no AWS_* variable but the container credentials pair.
+    """os.environ as a pod would have it: no AWS_* variable but the container credentials pair,
+    and HOME pointing at an empty directory so that no ~/.aws file of this machine is read.
 
     Kept in place while the client is used, since botocore reads the token file again whenever
     it fetches credentials."""
@@ -147,6 +148,9 @@ def container_credentials_env(cluster, service_account: str, directory) -> Itera
     env = clean_environment()
     env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = cluster.controller.endpoint + "/v1/credentials"
     env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] = str(token_file)
+    home = directory / "home"
+    home.mkdir(exist_ok=True)
+    env["HOME"] = str(home)
     saved = dict(os.environ)
     try:
         os.environ.clear()

@@ -54,7 +54,7 @@ def test_status_labels_and_finalizer(cluster, app_key_ready):
     metadata, spec, status = obj["metadata"], obj["spec"], obj["status"]
     key_id = status["keyId"]
     assert str(uuid.UUID(key_id)) == key_id, f"status.keyId is not a lowercase uuid: {key_id}"
-    assert metadata.get("labels", {}).get(KEY_ID_LABEL) == key_id, metadata.get("labels")
+    assert (metadata.get("labels") or {}).get(KEY_ID_LABEL) == key_id, metadata.get("labels")
     assert FINALIZER in (metadata.get("finalizers") or []), metadata.get("finalizers")
     assert re.fullmatch(rf"arn:aws:kms:{REGION}:\d{{12}}:key/{key_id}", status.get("arn", "")), status.get("arn")
     assert status.get("keyState") == "Enabled", status
@@ -233,7 +233,7 @@ def test_delete_with_kubectl_then_cancel_by_reapplying(cluster, app_key_ready):
         lambda o: is_ready(o) and o["status"].get("keyState") == "Enabled",
     )
     assert obj["status"]["keyId"] == key_id, obj["status"]
-    assert obj["metadata"]["labels"].get(KEY_ID_LABEL) == key_id, obj["metadata"]["labels"]
+    assert (obj["metadata"].get("labels") or {}).get(KEY_ID_LABEL) == key_id, obj["metadata"]
     assert cluster.api.describe(key_id, admin)["KeyState"] == "Enabled"
     assert cluster.api.decrypt(ciphertext, admin) == b"survives a cancelled deletion"
     wait_for_event(namespace, APP_KEY, "DeletionCancelled")
@@ -266,7 +266,7 @@ def test_delete_with_kubectl_then_cancel_through_the_api(cluster):
         and (o.get("status") or {}).get("keyId") == key_id
         and o["status"].get("keyState") == "Disabled",
     )
-    assert obj["metadata"].get("labels", {}).get(KEY_ID_LABEL) == key_id, obj["metadata"]
+    assert (obj["metadata"].get("labels") or {}).get(KEY_ID_LABEL) == key_id, obj["metadata"]
     meta = cluster.api.describe(key_id, admin)
     assert meta["KeyState"] == "Disabled" and meta["Enabled"] is False, meta
 
