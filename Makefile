@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run run-controller build test lint crds fuzz bench
+.PHONY: run run-controller build test lint crds fuzz bench e2e-cluster
 
 ## Run the standalone server on its embedded default (data in ~/.local/share/coffer).
 run:
@@ -22,12 +22,19 @@ build:
 	$(CARGO) build --release
 
 ## Format check, clippy with warnings as errors, every Rust test, then the end-to-end suites
-## (the AWS CLI and boto3 against a real `coffer server`; `pip install -r e2e/requirements.txt`).
+## (the AWS CLI and boto3 against a real `coffer server`; `pip install -r e2e/requirements.txt`;
+## the cluster suite skips, with a banner, when no Kubernetes cluster is reachable).
 test: lint
 	$(CARGO) test --lib --bins --tests
 	$(CARGO) test --doc
 	$(CARGO) build --bin coffer
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-kms.sh
+	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-cluster.sh
+
+## The cluster end-to-end suite alone: `coffer controller` against the cluster in KUBECONFIG.
+e2e-cluster:
+	$(CARGO) build --bin coffer
+	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-cluster.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,260 @@
+"""Fixtures for the cluster end-to-end suite.
+
+One `coffer controller` runs on this machine for the whole session, against the cluster of the
+current kubeconfig, with the API on plain HTTP on loopback. It gets a fresh system namespace
+(`coffer-e2e-sys-<random>`, for its root key Secret and its Lease); the tests work in a fresh
+application namespace (`coffer-e2e-<random>`). Both namespaces are deleted at the end, before the
+controller stops, because the controller removes the `coffer.dev/key-deletion` finalizer of the
+KmsKeys in them.
+
+Without a reachable cluster every test is reported as skipped, with the reason, and a banner
+goes to standard error: the suite never passes without having run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from cluster_helpers import (
+    ALL_KEY_VERBS,
+    APP_KEY,
+    CRD_DIR,
+    SKIP_ENV,
+    Controller,
+    KmsApi,
+    banner,
+    can_i,
+    cluster_skip_reason,
+    coffer_binary,
+    create_token,
+    app_key_manifest,
+    is_ready,
+    kubectl,
+    wait_for_kmskey,
+    wait_until,
+)
+
+HERE = Path(__file__).resolve().parent
+E2E_LABEL = "coffer.dev/e2e"
+
+# Set once per session by pytest_configure; None when a cluster is reachable.
+SKIP_REASON: str | None = None
+# The running controller, for the log tail attached to failing tests.
+CONTROLLER: Controller | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Skipping loudly without a cluster
+# --------------------------------------------------------------------------------------------
+
+
+def pytest_configure(config) -> None:
+    global SKIP_REASON
+    SKIP_REASON = cluster_skip_reason()
+    if SKIP_REASON and SKIP_ENV not in os.environ:
+        # run-cluster.sh has printed the banner already. Otherwise print it here, straight to the
+        # real stderr, so that pytest's output capture cannot swallow it.
+        sys.__stderr__.write(banner(SKIP_REASON) + "\n")
+        sys.__stderr__.flush()
+
+
+def _in_this_suite(item) -> bool:
+    return HERE in Path(item.path).resolve().parents
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if not SKIP_REASON:
+        return
+    marker = pytest.mark.skip(reason=f"e2e/cluster: no Kubernetes cluster reachable ({SKIP_REASON})")
+    for item in items:
+        if _in_this_suite(item):
+            item.add_marker(marker)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if SKIP_REASON:
+        terminalreporter.write_sep("=", banner(SKIP_REASON), red=True, bold=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and CONTROLLER is not None and _in_this_suite(item):
+        report.sections.append(
+            (f"coffer controller log, last lines ({CONTROLLER.log_path})", CONTROLLER.log_tail())
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Session objects
+# --------------------------------------------------------------------------------------------
+
+# Service accounts of the application namespace and what they may do on kmskeys.coffer.dev.
+# `None` for resource names means every KmsKey of the namespace (and CreateKey, ListKeys).
+SERVICE_ACCOUNTS: dict[str, tuple[list[str], list[str] | None] | None] = {
+    "e2e-admin": (ALL_KEY_VERBS, None),
+    "e2e-app": (["encrypt", "decrypt", "generatedatakey", "reencrypt", "describe"], ["app"]),
+    "e2e-decrypt": (["decrypt"], ["app"]),
+    "e2e-nobody": None,
+}
+
+
+@dataclass
+class Cluster:
+    """The namespaces, the running controller and the API client handed to the tests."""
+
+    namespace: str
+    system_namespace: str
+    controller: Controller
+    api: KmsApi
+    _tokens: dict[str, str] = field(default_factory=dict)
+
+    def token(self, service_account: str) -> str:
+        """A token with audience `coffer` for a service account of the application namespace."""
+        if service_account not in self._tokens:
+            self._tokens[service_account] = create_token(self.namespace, service_account)
+        return self._tokens[service_account]
+
+    @property
+    def admin(self) -> str:
+        return self.token("e2e-admin")
+
+
+def rbac_manifests(namespace: str) -> dict:
+    items: list[dict] = []
+    for name, grant in SERVICE_ACCOUNTS.items():
+        items.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
+        if grant is None:
+            continue
+        verbs, resource_names = grant
+        rule: dict = {"apiGroups": ["coffer.dev"], "resources": ["kmskeys"], "verbs": verbs}
+        if resource_names is not None:
+            rule["resourceNames"] = resource_names
+        items.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": name},
+                "rules": [rule],
+            }
+        )
+        items.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            }
+        )
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def delete_namespaces(names: list[str]) -> list[str]:
+    """Deletes the namespaces and waits until they are gone; returns what went wrong.
+
+    A namespace stuck on KmsKey finalizers (a controller that never removes them) gets them
+    stripped after the timeout, so that a shared cluster is not left with Terminating
+    namespaces; that is still reported as a problem."""
+    problems: list[str] = []
+    for name in names:
+        kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+    deadline = time.monotonic() + 180
+    remaining = list(names)
+    while remaining and time.monotonic() < deadline:
+        remaining = [n for n in remaining if kubectl("get", "namespace", n, check=False).returncode == 0]
+        if remaining:
+            time.sleep(1)
+    for name in remaining:
+        keys = kubectl("get", "kmskeys.coffer.dev", "-n", name, "-o", "json", check=False)
+        stuck = json.loads(keys.stdout).get("items", []) if keys.returncode == 0 and keys.stdout else []
+        problems.append(
+            f"namespace {name} still exists after 180s; KmsKeys left: "
+            + ", ".join(f"{k['metadata']['name']} finalizers={k['metadata'].get('finalizers')}" for k in stuck)
+        )
+        for key in stuck:
+            kubectl(
+                "patch", "kmskeys.coffer.dev", key["metadata"]["name"], "-n", name,
+                "--type", "merge", "-p", '{"metadata":{"finalizers":null}}', check=False,
+            )
+    return problems
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    global CONTROLLER
+    if SKIP_REASON:
+        pytest.skip(banner(SKIP_REASON))
+    binary = coffer_binary()
+    kubectl("apply", "--server-side", "-f", str(CRD_DIR))
+    for crd in ("kmskeys.coffer.dev", "secrets.coffer.dev", "parameters.coffer.dev"):
+        kubectl("wait", "--for", "condition=Established", f"crd/{crd}", "--timeout=60s", timeout=90)
+
+    suffix = uuid.uuid4().hex[:8]
+    namespace = f"coffer-e2e-{suffix}"
+    system_namespace = f"coffer-e2e-sys-{suffix}"
+    base = tmp_path_factory.mktemp("cluster")
+    controller = Controller(binary, system_namespace, base / "controller.log")
+    try:
+        for name in (namespace, system_namespace):
+            manifest = {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": {E2E_LABEL: "true"}},
+            }
+            kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(rbac_manifests(namespace)))
+        try:
+            controller.start()
+        except RuntimeError as error:
+            pytest.fail(str(error), pytrace=False)
+        CONTROLLER = controller
+        instance = Cluster(namespace, system_namespace, controller, KmsApi(controller.endpoint))
+        # RoleBindings reach the authorizer through an informer: wait until they are in effect.
+        wait_until(
+            "the e2e RoleBindings are in effect (kubectl auth can-i)",
+            lambda: [can_i(namespace, "e2e-admin", "admin", "kmskeys.coffer.dev"),
+                     can_i(namespace, "e2e-app", "encrypt", "kmskeys.coffer.dev/app")],
+            all,
+        )
+        yield instance
+    finally:
+        problems = delete_namespaces([namespace, system_namespace])
+        CONTROLLER = None
+        controller.stop()
+        print(f"\ncoffer controller log: {controller.log_path}")
+        if problems:
+            pytest.fail("cleanup: " + "; ".join(problems) + "\n--- controller log ---\n"
+                        + controller.log_tail(), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def app_key(cluster) -> str:
+    """The KmsKey `app` (alias e2e/app), Ready; returns its key id (a uuid).
+
+    Tests that disable or delete it put it back as they found it."""
+    kubectl("apply", "-f", "-", input=json.dumps(app_key_manifest(cluster.namespace)))
+    obj = wait_for_kmskey(cluster.namespace, APP_KEY, "is Ready with a key id", is_ready, timeout=60)
+    return obj["status"]["keyId"]
+
+
+@pytest.fixture
+def app_key_ready(cluster, app_key) -> dict:
+    """The KmsKey `app` as it is now: Ready, Enabled, same key id. A test before may have
+    disabled or deleted it and put it back, so this waits a reconcile for that to settle."""
+    obj = wait_for_kmskey(
+        cluster.namespace, APP_KEY, f"is Ready and Enabled with keyId {app_key}",
+        lambda o: is_ready(o) and o["status"].get("keyState") == "Enabled",
+    )
+    assert obj["status"]["keyId"] == app_key, f"KmsKey app changed key id: {obj['status']}"
+    return obj
