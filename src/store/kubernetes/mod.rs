@@ -135,27 +135,18 @@ impl KubernetesStore {
     }
 
     fn observed_secret(&self, observed: Observed<Secret>) {
-        let change = match observed {
-            Observed::Changed(secret) => {
-                secret
-                    .labels()
-                    .get(KEY_ID_LABEL)
-                    .map(|key_id| StoreChange::KeyChanged {
-                        namespace: secret.namespace().unwrap_or_default(),
-                        key_id: key_id.clone(),
-                    })
-            }
-            Observed::Deleted(secret) => {
-                secret
-                    .labels()
-                    .get(KEY_ID_LABEL)
-                    .map(|key_id| StoreChange::KeyChanged {
-                        namespace: secret.namespace().unwrap_or_default(),
-                        key_id: key_id.clone(),
-                    })
-            }
-            Observed::Relisted => None,
+        let secret = match &observed {
+            Observed::Changed(secret) => secret.as_ref(),
+            Observed::Deleted(secret) => secret,
+            Observed::Relisted => return,
         };
+        let change = secret
+            .labels()
+            .get(KEY_ID_LABEL)
+            .map(|key_id| StoreChange::KeyChanged {
+                namespace: secret.namespace().unwrap_or_default(),
+                key_id: key_id.clone(),
+            });
         if let Some(change) = change {
             // Nobody listening is fine.
             let _ = self.changes.send(change);
@@ -581,6 +572,17 @@ impl KubernetesStore {
     }
 }
 
+/// A resource's aliases without `alias`.
+fn aliases_without(resource: &KmsKey, alias: &str) -> Vec<String> {
+    resource
+        .spec
+        .aliases
+        .iter()
+        .filter(|name| *name != alias)
+        .cloned()
+        .collect()
+}
+
 fn alias_name(key: &RecordKey) -> Result<&str, StoreError> {
     key.name
         .strip_prefix("alias/")
@@ -697,13 +699,7 @@ impl Store for KubernetesStore {
                 if target.uid() == holder.uid() {
                     return Ok(expected.clone());
                 }
-                let kept: Vec<String> = holder
-                    .spec
-                    .aliases
-                    .iter()
-                    .filter(|name| *name != alias)
-                    .cloned()
-                    .collect();
+                let kept = aliases_without(&holder, alias);
                 self.set_aliases(&holder, kept, key).await?;
                 let mut aliases = target.spec.aliases.clone();
                 aliases.push(alias.to_owned());
@@ -720,13 +716,7 @@ impl Store for KubernetesStore {
             RecordKind::Alias => {
                 let alias = alias_name(key)?;
                 let holder = self.alias_holder(key, expected)?;
-                let kept: Vec<String> = holder
-                    .spec
-                    .aliases
-                    .iter()
-                    .filter(|name| *name != alias)
-                    .cloned()
-                    .collect();
+                let kept = aliases_without(&holder, alias);
                 self.set_aliases(&holder, kept, key).await.map(|_| ())
             }
             other => Err(unsupported(other)),
