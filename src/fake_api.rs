@@ -99,6 +99,11 @@ impl FakeApi {
             .collect()
     }
 
+    /// The Events published so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.state.lock().unwrap().events.clone()
+    }
+
     /// "METHOD path" of every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()

@@ -172,13 +172,26 @@ async fn apply(
         )
         .await;
     }
+    let problem = alias_conflict(&resource, namespace, &ctx.store);
+    if let Some(problem) = &problem
+        && ready_reason(&resource) != Some(problem.reason)
+    {
+        publish_as(
+            ctx,
+            &resource,
+            EventType::Warning,
+            problem.reason,
+            &problem.message,
+        )
+        .await;
+    }
     let status = key_status(
         &resource,
         &record,
         &ctx.kms,
         namespace,
         ctx.clock.now(),
-        None,
+        problem,
     );
     write_status(ctx, &resource, status).await?;
     let wait = next_due
@@ -242,9 +255,45 @@ fn note(event: KeyEvent) -> &'static str {
     }
 }
 
+/// The aliases of the spec that an older KmsKey of the namespace holds.
+fn alias_conflict(resource: &KmsKey, namespace: &str, store: &KubernetesStore) -> Option<Problem> {
+    let taken: Vec<String> = resource
+        .spec
+        .aliases
+        .iter()
+        .filter_map(|alias| {
+            let holder = store.alias_holder(namespace, alias)?;
+            (holder.uid() != resource.uid())
+                .then(|| format!("{alias} (held by {})", holder.name_any()))
+        })
+        .collect();
+    (!taken.is_empty()).then(|| Problem {
+        reason: "AliasConflict",
+        message: format!(
+            "Another KmsKey of this namespace already has these aliases: {}.",
+            taken.join(", ")
+        ),
+    })
+}
+
+/// The reason of the Ready condition the resource shows now.
+fn ready_reason(resource: &KmsKey) -> Option<&str> {
+    resource
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == CONDITION_READY)
+        .map(|condition| condition.reason.as_str())
+}
+
 async fn publish(ctx: &Context, resource: &KmsKey, reason: &str, note: &str) {
+    publish_as(ctx, resource, EventType::Normal, reason, note).await;
+}
+
+async fn publish_as(ctx: &Context, resource: &KmsKey, type_: EventType, reason: &str, note: &str) {
     let event = Event {
-        type_: EventType::Normal,
+        type_,
         reason: reason.to_owned(),
         note: Some(note.to_owned()),
         action: reason.to_owned(),
@@ -303,6 +352,12 @@ fn ready_condition(
     }
 }
 
+/// Why a resource is not Ready: a condition reason and a message (never a value).
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// The status a key record shows as. Deterministic: the same record gives the same status.
 pub fn key_status(
     resource: &KmsKey,
@@ -310,11 +365,11 @@ pub fn key_status(
     kms: &Kms,
     namespace: &str,
     now: i64,
-    refused: Option<&str>,
+    problem: Option<Problem>,
 ) -> KmsKeyStatus {
     let state = resource_state(record.state);
-    let ready = match refused {
-        Some(message) => ready_condition(resource, false, "SpecRefused", message.to_owned(), now),
+    let ready = match problem {
+        Some(problem) => ready_condition(resource, false, problem.reason, problem.message, now),
         None => ready_condition(
             resource,
             true,
@@ -361,7 +416,17 @@ fn refused_status(
     now: i64,
 ) -> KmsKeyStatus {
     match record {
-        Some(record) => key_status(resource, record, kms, namespace, now, Some(message)),
+        Some(record) => key_status(
+            resource,
+            record,
+            kms,
+            namespace,
+            now,
+            Some(Problem {
+                reason: "SpecRefused",
+                message: message.to_owned(),
+            }),
+        ),
         None => KmsKeyStatus {
             conditions: vec![ready_condition(
                 resource,

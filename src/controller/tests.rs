@@ -480,3 +480,43 @@ async fn keys_made_through_the_api_appear_as_resources_and_api_changes_reach_the
     let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
     assert_eq!(record.state, KeyState::Disabled);
 }
+
+#[tokio::test]
+async fn an_alias_two_keys_declare_stays_with_the_older_and_the_newer_says_so() {
+    let h = harness();
+    h.apply("first", json!({"aliases": ["shared"]}));
+    let first = key_id(&h.settle("first").await);
+    h.apply("second", json!({"aliases": ["shared", "own"]}));
+    let second = h.settle("second").await;
+
+    let ready = &second.status.as_ref().unwrap().conditions[0];
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "AliasConflict"));
+    assert!(ready.message.contains("shared (held by first)"), "{}", ready.message);
+    assert!(!ready.message.contains("own"));
+    let warnings: Vec<Value> = h
+        .fake
+        .events()
+        .into_iter()
+        .filter(|event| event["reason"] == "AliasConflict")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one Warning, not one per pass");
+    assert_eq!(warnings[0]["type"], "Warning");
+    let first_ready = &h.resource("first").unwrap().status.unwrap().conditions[0];
+    assert_eq!(first_ready.status, "True");
+
+    // The alias names the older key; the other alias names the newer.
+    let blob = encrypt(&h.kms, "alias/shared", b"x").await.unwrap();
+    let (_, used_key, _) = h
+        .kms
+        .decrypt(&caller(), &blob, &BTreeMap::new(), None, None)
+        .await
+        .unwrap();
+    assert!(used_key.ends_with(&first));
+    assert!(encrypt(&h.kms, "alias/own", b"x").await.is_ok());
+
+    // Dropping the alias from the newer clears the condition.
+    h.edit_spec("second", json!({"aliases": ["own"]}));
+    h.reconcile("second").await.unwrap();
+    let ready = &h.resource("second").unwrap().status.unwrap().conditions[0];
+    assert_eq!(ready.status, "True");
+}

@@ -4,7 +4,7 @@
 //! once (read-your-writes), and a watch event never replaces a newer copy with an older one, so a
 //! write's echo arriving after a later write changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, RwLock};
 
@@ -16,18 +16,51 @@ use tokio::sync::watch;
 
 type ObjectKey = (String, String);
 
-/// One kind of object, by namespace and name.
+/// A value an object is also found by, within its namespace (such as a label).
+pub type Indexer<K> = fn(&K) -> Option<String>;
+
+/// One kind of object, by namespace and name, and optionally by one indexed value.
 pub struct ObjectCache<K> {
-    objects: RwLock<BTreeMap<ObjectKey, Arc<K>>>,
+    objects: RwLock<Objects<K>>,
+    indexer: Option<Indexer<K>>,
     synced: watch::Sender<bool>,
+}
+
+struct Objects<K> {
+    by_name: BTreeMap<ObjectKey, Arc<K>>,
+    /// (namespace, indexed value) to name.
+    by_index: HashMap<ObjectKey, String>,
 }
 
 impl<K: Resource + Clone> Default for ObjectCache<K> {
     fn default() -> Self {
-        Self {
-            objects: RwLock::new(BTreeMap::new()),
-            synced: watch::Sender::new(false),
+        Self::new(None)
+    }
+}
+
+impl<K> Objects<K> {
+    fn unindex(&mut self, indexer: Option<Indexer<K>>, key: &ObjectKey) {
+        if let (Some(indexer), Some(old)) = (indexer, self.by_name.get(key))
+            && let Some(value) = indexer(old)
+        {
+            let entry = (key.0.clone(), value);
+            if self.by_index.get(&entry) == Some(&key.1) {
+                self.by_index.remove(&entry);
+            }
         }
+    }
+
+    fn insert(&mut self, indexer: Option<Indexer<K>>, key: ObjectKey, object: Arc<K>) {
+        self.unindex(indexer, &key);
+        if let Some(value) = indexer.and_then(|indexer| indexer(&object)) {
+            self.by_index.insert((key.0.clone(), value), key.1.clone());
+        }
+        self.by_name.insert(key, object);
+    }
+
+    fn remove(&mut self, indexer: Option<Indexer<K>>, key: &ObjectKey) {
+        self.unindex(indexer, key);
+        self.by_name.remove(key);
     }
 }
 
@@ -36,15 +69,48 @@ fn version_number<K: Resource>(object: &K) -> Option<u64> {
     object.meta().resource_version.as_deref()?.parse().ok()
 }
 
+/// Whether `held` is a later version than `other`.
+fn newer<K: Resource>(held: &K, other: &K) -> bool {
+    matches!(
+        (version_number(held), version_number(other)),
+        (Some(held), Some(other)) if held > other
+    )
+}
+
 fn key_of<K: Resource>(object: &K) -> ObjectKey {
     (object.namespace().unwrap_or_default(), object.name_any())
 }
 
 impl<K: Resource + Clone> ObjectCache<K> {
+    /// A cache that also finds objects by `indexer`'s value.
+    pub fn new(indexer: Option<Indexer<K>>) -> Self {
+        Self {
+            objects: RwLock::new(Objects {
+                by_name: BTreeMap::new(),
+                by_index: HashMap::new(),
+            }),
+            indexer,
+            synced: watch::Sender::new(false),
+        }
+    }
+
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         let objects = self.objects.read().ok()?;
         objects
+            .by_name
             .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// The object of `namespace` whose indexed value is `value`.
+    pub fn find(&self, namespace: &str, value: &str) -> Option<Arc<K>> {
+        let objects = self.objects.read().ok()?;
+        let name = objects
+            .by_index
+            .get(&(namespace.to_owned(), value.to_owned()))?;
+        objects
+            .by_name
+            .get(&(namespace.to_owned(), name.clone()))
             .cloned()
     }
 
@@ -54,8 +120,9 @@ impl<K: Resource + Clone> ObjectCache<K> {
             return Vec::new();
         };
         match namespace {
-            None => objects.values().cloned().collect(),
+            None => objects.by_name.values().cloned().collect(),
             Some(namespace) => objects
+                .by_name
                 .range((namespace.to_owned(), String::new())..)
                 .take_while(|((ns, _), _)| ns == namespace)
                 .map(|(_, object)| Arc::clone(object))
@@ -69,14 +136,14 @@ impl<K: Resource + Clone> ObjectCache<K> {
             return false;
         };
         let key = key_of(&object);
-        if let Some(held) = objects.get(&key)
-            && let (Some(held), Some(new)) =
-                (version_number(held.as_ref()), version_number(&object))
-            && held > new
+        if objects
+            .by_name
+            .get(&key)
+            .is_some_and(|held| newer(held.as_ref(), &object))
         {
             return false;
         }
-        objects.insert(key, Arc::new(object));
+        objects.insert(self.indexer, key, Arc::new(object));
         true
     }
 
@@ -86,29 +153,30 @@ impl<K: Resource + Clone> ObjectCache<K> {
             return;
         };
         let key = key_of(object);
-        if let Some(held) = objects.get(&key)
-            && let (Some(held), Some(gone)) =
-                (version_number(held.as_ref()), version_number(object))
-            && held > gone
+        if objects
+            .by_name
+            .get(&key)
+            .is_some_and(|held| newer(held.as_ref(), object))
         {
             return;
         }
-        objects.remove(&key);
+        objects.remove(self.indexer, &key);
     }
 
     /// Forgets an object by name (after the store deleted it).
     pub fn forget(&self, namespace: &str, name: &str) {
         if let Ok(mut objects) = self.objects.write() {
-            objects.remove(&(namespace.to_owned(), name.to_owned()));
+            objects.remove(self.indexer, &(namespace.to_owned(), name.to_owned()));
         }
     }
 
     fn replace_all(&self, listed: Vec<K>) {
         if let Ok(mut objects) = self.objects.write() {
-            *objects = listed
-                .into_iter()
-                .map(|object| (key_of(&object), Arc::new(object)))
-                .collect();
+            objects.by_name.clear();
+            objects.by_index.clear();
+            for object in listed {
+                objects.insert(self.indexer, key_of(&object), Arc::new(object));
+            }
         }
         self.synced.send_replace(true);
     }
@@ -203,6 +271,30 @@ mod tests {
         assert_eq!(value(&cache, "a").as_deref(), Some("newer"));
         cache.remove(&object("a", "12", "gone"));
         assert_eq!(value(&cache, "a"), None);
+    }
+
+    #[test]
+    fn the_index_follows_changes_of_the_indexed_value() {
+        let cache = ObjectCache::new(Some(|map: &ConfigMap| map.data.as_ref()?.get("v").cloned()));
+        cache.put(object("a", "1", "x"));
+        assert_eq!(
+            cache.find("ns", "x").map(|m| m.name_any()).as_deref(),
+            Some("a")
+        );
+        assert!(cache.find("nt", "x").is_none());
+        cache.put(object("a", "2", "y"));
+        assert!(cache.find("ns", "x").is_none());
+        assert_eq!(
+            cache.find("ns", "y").map(|m| m.name_any()).as_deref(),
+            Some("a")
+        );
+        cache.forget("ns", "a");
+        assert!(cache.find("ns", "y").is_none());
+        cache.replace_all(vec![object("b", "3", "z")]);
+        assert_eq!(
+            cache.find("ns", "z").map(|m| m.name_any()).as_deref(),
+            Some("b")
+        );
     }
 
     #[test]

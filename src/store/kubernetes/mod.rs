@@ -95,7 +95,9 @@ impl KubernetesStore {
         Arc::new(Self {
             client,
             secrets: Arc::new(ObjectCache::default()),
-            keys: Arc::new(ObjectCache::default()),
+            keys: Arc::new(ObjectCache::new(Some(|resource: &KmsKey| {
+                key_id_of(resource).map(str::to_owned)
+            }))),
             changes: broadcast::Sender::new(1024),
         })
     }
@@ -155,10 +157,7 @@ impl KubernetesStore {
 
     /// The KmsKey resource that claims `key_id`, terminating or not.
     pub fn resource_for_key(&self, namespace: &str, key_id: &str) -> Option<Arc<KmsKey>> {
-        self.keys
-            .list(Some(namespace))
-            .into_iter()
-            .find(|resource| key_id_of(resource) == Some(key_id))
+        self.keys.find(namespace, key_id)
     }
 
     /// Takes a resource into the cache, as the watch would.
@@ -217,7 +216,7 @@ impl KubernetesStore {
         let patched = Api::<KmsKey>::namespaced(self.client.clone(), &namespace)
             .patch(&resource.name_any(), &patch_params(), &Patch::Merge(&patch))
             .await
-            .map_err(|err| api_error(err, "KmsKey"))?;
+            .map_err(|err| api_error(err, &resource_label(resource)))?;
         self.keys.put(patched.clone());
         Ok(Arc::new(patched))
     }
@@ -247,7 +246,7 @@ impl KubernetesStore {
                 Ok(())
             }
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-            Err(err) => Err(api_error(err, "KmsKey")),
+            Err(err) => Err(api_error(err, &resource_label(resource))),
         }
     }
 
@@ -259,7 +258,7 @@ impl KubernetesStore {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-            Err(err) => Err(api_error(err, "KmsKey")),
+            Err(err) => Err(api_error(err, &resource_label(resource))),
         }
     }
 
@@ -297,7 +296,7 @@ impl KubernetesStore {
         let patched = Api::<KmsKey>::namespaced(self.client.clone(), namespace)
             .patch(name, &patch_params(), &Patch::Merge(patch))
             .await
-            .map_err(|err| api_error(err, "KmsKey"))?;
+            .map_err(|err| api_error(err, &format!("kmskey {namespace}/{name}")))?;
         self.keys.put(patched.clone());
         Ok(Arc::new(patched))
     }
@@ -334,7 +333,7 @@ impl KubernetesStore {
                         "kmskey {namespace}/{name}"
                     )));
                 }
-                Err(err) => return Err(api_error(err, "KmsKey")),
+                Err(err) => return Err(api_error(err, &format!("kmskey {namespace}/{name}"))),
             }
         }
         Err(last_error.unwrap_or_else(|| StoreError::Backend("no name for the resource".into())))
@@ -410,18 +409,7 @@ impl KubernetesStore {
             None => api.create(&post_params(), &secret).await,
             Some(_) => api.replace(&name, &post_params(), &secret).await,
         }
-        .map_err(|err| match err {
-            kube::Error::Api(status) if status.is_already_exists() => {
-                StoreError::AlreadyExists(key.to_string())
-            }
-            kube::Error::Api(status) if status.is_conflict() => {
-                StoreError::Conflict(key.to_string())
-            }
-            kube::Error::Api(status) if status.is_not_found() => {
-                StoreError::NotFound(key.to_string())
-            }
-            other => api_error(other, "Secret"),
-        })?;
+        .map_err(|err| api_error(err, &key.to_string()))?;
         let revision = Revision::new(written.resource_version().unwrap_or_default());
         self.secrets.put(written);
         let _ = self.changes.send(StoreChange::KeyChanged {
@@ -444,18 +432,11 @@ impl KubernetesStore {
             }),
             ..DeleteParams::default()
         };
-        match Api::<Secret>::namespaced(self.client.clone(), &key.namespace)
+        if let Err(err) = Api::<Secret>::namespaced(self.client.clone(), &key.namespace)
             .delete(&name, &params)
             .await
         {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.is_conflict() => {
-                return Err(StoreError::Conflict(key.to_string()));
-            }
-            Err(kube::Error::Api(status)) if status.is_not_found() => {
-                return Err(StoreError::NotFound(key.to_string()));
-            }
-            Err(err) => return Err(api_error(err, "Secret")),
+            return Err(api_error(err, &key.to_string()));
         }
         self.secrets.forget(&key.namespace, &name);
         let _ = self.changes.send(StoreChange::KeyDestroyed {
@@ -469,18 +450,8 @@ impl KubernetesStore {
     /// Aliases of a namespace with the resource holding each; the oldest resource wins a name
     /// two of them declare.
     fn aliases(&self, namespace: &str) -> BTreeMap<String, Arc<KmsKey>> {
-        let mut resources: Vec<Arc<KmsKey>> = self
-            .keys
-            .list(Some(namespace))
-            .into_iter()
-            .filter(|resource| !is_terminating(resource) && key_id_of(resource).is_some())
-            .collect();
-        resources.sort_by(|a, b| {
-            let created = |r: &KmsKey| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            created(a)
-                .cmp(&created(b))
-                .then_with(|| a.name_any().cmp(&b.name_any()))
-        });
+        let mut resources = self.alias_holders(namespace).collect::<Vec<_>>();
+        resources.sort_by_key(|resource| claim_order(resource));
         let mut aliases = BTreeMap::new();
         for resource in resources {
             for alias in &resource.spec.aliases {
@@ -490,6 +461,28 @@ impl KubernetesStore {
             }
         }
         aliases
+    }
+
+    /// The resource that holds alias `name` (written without `alias/`), when one does.
+    pub fn alias_holder(&self, namespace: &str, name: &str) -> Option<Arc<KmsKey>> {
+        self.alias_holder_of(namespace, &format!("alias/{name}"))
+    }
+
+    /// The resource that holds one alias (`alias/NAME`): one pass over the namespace, as the
+    /// API resolves aliases on its hot path.
+    fn alias_holder_of(&self, namespace: &str, alias: &str) -> Option<Arc<KmsKey>> {
+        let name = alias.strip_prefix("alias/")?;
+        self.alias_holders(namespace)
+            .filter(|resource| resource.spec.aliases.iter().any(|held| held == name))
+            .min_by_key(|resource| claim_order(resource))
+    }
+
+    /// Resources whose aliases count: live, with a key.
+    fn alias_holders(&self, namespace: &str) -> impl Iterator<Item = Arc<KmsKey>> {
+        self.keys
+            .list(Some(namespace))
+            .into_iter()
+            .filter(|resource| !is_terminating(resource) && key_id_of(resource).is_some())
     }
 
     fn alias_record(resource: &KmsKey) -> Result<Record, StoreError> {
@@ -532,9 +525,8 @@ impl KubernetesStore {
             Ok(patched) => Ok(Revision::new(
                 patched.resource_version().unwrap_or_default(),
             )),
-            Err(StoreError::Backend(message)) if message.contains("409") => {
-                Err(StoreError::Conflict(key.to_string()))
-            }
+            // The precondition names the alias's revision: a conflict is the alias's.
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(key.to_string())),
             Err(other) => Err(other),
         }
     }
@@ -556,20 +548,31 @@ impl KubernetesStore {
             })
     }
 
-    fn alias_holder(
+    fn alias_holder_at(
         &self,
         key: &RecordKey,
         expected: &Revision,
     ) -> Result<Arc<KmsKey>, StoreError> {
         let holder = self
-            .aliases(&key.namespace)
-            .remove(&key.name)
+            .alias_holder_of(&key.namespace, &key.name)
             .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         if holder.resource_version().as_deref() != Some(expected.as_str()) {
             return Err(StoreError::Conflict(key.to_string()));
         }
         Ok(holder)
     }
+}
+
+/// Which of two resources declaring one alias holds it: the older, then the first by name.
+fn claim_order(resource: &KmsKey) -> (Option<k8s_openapi::jiff::Timestamp>, String) {
+    (
+        resource
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|time| time.0),
+        resource.name_any(),
+    )
 }
 
 /// A resource's aliases without `alias`.
@@ -581,6 +584,15 @@ fn aliases_without(resource: &KmsKey, alias: &str) -> Vec<String> {
         .filter(|name| *name != alias)
         .cloned()
         .collect()
+}
+
+/// How errors name a resource.
+fn resource_label(resource: &KmsKey) -> String {
+    format!(
+        "kmskey {}/{}",
+        resource.namespace().unwrap_or_default(),
+        resource.name_any()
+    )
 }
 
 fn alias_name(key: &RecordKey) -> Result<&str, StoreError> {
@@ -604,9 +616,8 @@ impl Store for KubernetesStore {
                 .map(|secret| secret_record(&secret))
                 .transpose(),
             RecordKind::Alias => self
-                .aliases(&key.namespace)
-                .get(&key.name)
-                .map(|resource| Self::alias_record(resource))
+                .alias_holder_of(&key.namespace, &key.name)
+                .map(|resource| Self::alias_record(&resource))
                 .transpose(),
             other => Err(unsupported(other)),
         }
@@ -671,7 +682,7 @@ impl Store for KubernetesStore {
             RecordKind::KmsKey => self.write_key(key, None, value).await,
             RecordKind::Alias => {
                 let alias = alias_name(key)?;
-                if self.aliases(&key.namespace).contains_key(&key.name) {
+                if self.alias_holder_of(&key.namespace, &key.name).is_some() {
                     return Err(StoreError::AlreadyExists(key.to_string()));
                 }
                 let target = self.alias_target(key, &value)?;
@@ -694,7 +705,7 @@ impl Store for KubernetesStore {
             RecordKind::KmsKey => self.write_key(key, Some(expected), value).await,
             RecordKind::Alias => {
                 let alias = alias_name(key)?;
-                let holder = self.alias_holder(key, expected)?;
+                let holder = self.alias_holder_at(key, expected)?;
                 let target = self.alias_target(key, &value)?;
                 if target.uid() == holder.uid() {
                     return Ok(expected.clone());
@@ -715,7 +726,7 @@ impl Store for KubernetesStore {
             RecordKind::KmsKey => self.delete_key(key, expected).await,
             RecordKind::Alias => {
                 let alias = alias_name(key)?;
-                let holder = self.alias_holder(key, expected)?;
+                let holder = self.alias_holder_at(key, expected)?;
                 let kept = aliases_without(&holder, alias);
                 self.set_aliases(&holder, kept, key).await.map(|_| ())
             }
@@ -738,18 +749,26 @@ fn patch_params() -> PatchParams {
     }
 }
 
-/// An API failure as a store error: status code and reason only, since a message may quote
-/// what was sent.
-fn api_error(err: kube::Error, what: &str) -> StoreError {
+/// An API failure as a store error about `object`: status code and reason only, since a
+/// message may quote what was sent (except for validation failures, whose messages name fields).
+fn api_error(err: kube::Error, object: &str) -> StoreError {
     match err {
-        kube::Error::Api(status) if status.is_invalid() => {
-            StoreError::Refused(format!("The {what} change was refused: {}", status.message))
+        kube::Error::Api(status) if status.is_already_exists() => {
+            StoreError::AlreadyExists(object.to_owned())
         }
+        kube::Error::Api(status) if status.is_conflict() => StoreError::Conflict(object.to_owned()),
+        kube::Error::Api(status) if status.is_not_found() => {
+            StoreError::NotFound(object.to_owned())
+        }
+        kube::Error::Api(status) if status.is_invalid() => StoreError::Refused(format!(
+            "The change to {object} was refused: {}",
+            status.message
+        )),
         kube::Error::Api(status) => StoreError::Backend(format!(
-            "{what}: API server answered {} {}",
+            "{object}: API server answered {} {}",
             status.code, status.reason
         )),
-        other => StoreError::Backend(format!("{what}: {}", other_kind(&other))),
+        other => StoreError::Backend(format!("{object}: {}", other_kind(&other))),
     }
 }
 
