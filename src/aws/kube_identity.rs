@@ -44,10 +44,13 @@ use crate::engine::{AccountAuthority, Caller, Clock as _, Principal, SystemClock
 pub const DEFAULT_AUDIENCE: &str = "coffer";
 
 /// How long a successful TokenReview is reused for the same token: 30 seconds, never past the
-/// token's own `exp`. Only successes are cached, so a refused token is asked about every time,
-/// and a token that becomes invalid (its pod or ServiceAccount deleted) stops working at most
+/// token's own `exp`. A token that becomes invalid (its pod or ServiceAccount deleted) stops working at most
 /// this long after the API server stops accepting it.
 pub const TOKEN_REVIEW_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// How long a refused token is refused without asking the API server again. API failures are
+/// not refusals and are never cached.
+pub const REFUSED_TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// The most TokenReview results kept at once.
 pub const TOKEN_REVIEW_CACHE_CAPACITY: usize = 4096;
@@ -348,6 +351,9 @@ pub struct TokenReviewer {
     client: Client,
     audience: String,
     cache: TtlCache<[u8; 32], ServiceAccountIdentity>,
+    /// Tokens refused lately, so that a caller repeating a bad token costs the API server one
+    /// review per [`REFUSED_TOKEN_CACHE_TTL`], not one per request.
+    refused: TtlCache<[u8; 32], ()>,
 }
 
 impl fmt::Debug for TokenReviewer {
@@ -377,6 +383,7 @@ impl TokenReviewer {
             client,
             audience: audience.into(),
             cache: TtlCache::new(TOKEN_REVIEW_CACHE_CAPACITY),
+            refused: TtlCache::new(TOKEN_REVIEW_CACHE_CAPACITY),
         }
     }
 
@@ -395,6 +402,23 @@ impl TokenReviewer {
         if let Some(identity) = self.cache.get(&cache_key) {
             return Ok(identity);
         }
+        if self.refused.get(&cache_key).is_some() {
+            return Err(KubeIdentityError::NotAuthenticated);
+        }
+        let outcome = self.review_uncached(token, cache_key).await;
+        if let Err(err) = &outcome
+            && !err.is_unavailable()
+        {
+            self.refused.insert(cache_key, (), REFUSED_TOKEN_CACHE_TTL);
+        }
+        outcome
+    }
+
+    async fn review_uncached(
+        &self,
+        token: &str,
+        cache_key: [u8; 32],
+    ) -> Result<ServiceAccountIdentity, KubeIdentityError> {
 
         let mut review = TokenReview {
             spec: TokenReviewSpec {
@@ -750,6 +774,41 @@ mod tests {
         });
         let result = reviewer.review(token).await;
         (result, answer.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_not_reviewed_again_at_once() {
+        let (client, mut server) = client();
+        let reviewer = TokenReviewer::new(client);
+        let answers = tokio::spawn(async move {
+            let (request, send) = next_post(&mut server, TOKEN_REVIEWS_PATH).await;
+            respond(
+                send,
+                201,
+                token_review_answer(&request, serde_json::json!({"authenticated": false})),
+            );
+            // The next review the server sees is for another token.
+            let (request, send) = next_post(&mut server, TOKEN_REVIEWS_PATH).await;
+            respond(
+                send,
+                201,
+                token_review_answer(
+                    &request,
+                    service_account_status("system:serviceaccount:team-a:app"),
+                ),
+            );
+            request
+        });
+        assert!(matches!(
+            reviewer.review("bad").await,
+            Err(KubeIdentityError::NotAuthenticated)
+        ));
+        assert!(matches!(
+            reviewer.review("bad").await,
+            Err(KubeIdentityError::NotAuthenticated)
+        ));
+        assert!(reviewer.review("good").await.is_ok());
+        assert_eq!(answers.await.unwrap()["spec"]["token"], "good");
     }
 
     #[tokio::test]
