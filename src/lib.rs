@@ -14,6 +14,7 @@
 
 pub mod aws;
 pub mod controller;
+pub mod credentials_proxy;
 pub mod crypto;
 pub mod engine;
 #[cfg(test)]

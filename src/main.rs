@@ -67,6 +67,28 @@ enum Command {
     /// kubeconfig, or the in-cluster ServiceAccount. Every replica serves; the one holding the
     /// Lease reconciles.
     Controller(Box<ControllerArgs>),
+    /// Serve the container-credentials endpoint on a pod's loopback, forwarding to the
+    /// controller over HTTPS: run as a sidecar, so that AWS SDKs (which take credentials over
+    /// plain HTTP only from loopback, and over HTTPS only with their own CA list) get
+    /// credentials from a controller whose certificate comes from the cluster's CA.
+    CredentialsProxy {
+        /// Address and port to listen on; keep it on loopback.
+        #[arg(long, env = "COFFER_PROXY_LISTEN", default_value = coffer::credentials_proxy::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+
+        /// The controller's API, `https://HOST[:PORT]`.
+        #[arg(
+            long,
+            env = "COFFER_UPSTREAM",
+            default_value = "https://coffer.coffer-system.svc:8443"
+        )]
+        upstream: String,
+
+        /// PEM file of the CA that signed the controller's certificate [default: the system's
+        /// CAs].
+        #[arg(long, env = "COFFER_CA_FILE")]
+        ca_file: Option<PathBuf>,
+    },
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crd,
     /// Administer a standalone data directory (while its server is stopped).
@@ -228,6 +250,11 @@ fn main() -> ExitCode {
             audit_log,
         }),
         Command::Controller(args) => controller_config(*args).and_then(run_controller),
+        Command::CredentialsProxy {
+            listen,
+            upstream,
+            ca_file,
+        } => run_credentials_proxy(listen, &upstream, ca_file.as_deref()),
         Command::Crd => print_crds(),
         Command::Admin {
             command:
@@ -321,6 +348,22 @@ fn run_controller(config: ControllerConfig) -> Result<(), String> {
         let shutdown = server::shutdown_signal()
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         controller::run(config, shutdown)
+            .await
+            .map_err(|err| err.to_string())
+    })
+}
+
+fn run_credentials_proxy(
+    listen: SocketAddr,
+    upstream: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let proxy = coffer::credentials_proxy::CredentialsProxy::new(upstream, ca_file)
+            .map_err(|err| err.to_string())?;
+        let shutdown = server::shutdown_signal()
+            .map_err(|err| format!("cannot install signal handlers: {err}"))?;
+        coffer::credentials_proxy::run(listen, proxy, shutdown)
             .await
             .map_err(|err| err.to_string())
     })

@@ -1237,9 +1237,8 @@ print(json.dumps({
             );
         }
 
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn boto3_fetches_credentials_and_signs_with_them() {
-            require_boto3();
+        /// The endpoint and a signature-checking `/` for boto3 to call, and the token it reviews.
+        fn boto3_target() -> (Router, Arc<VerifyState>, String, Arc<AtomicUsize>) {
             let token = jwt(SA_TOKEN_EXP);
             let (reviewer, api) = mocked_reviewer(token.clone(), ApiBehaviour::Accept);
             let credentials =
@@ -1253,8 +1252,18 @@ print(json.dumps({
                     .route("/", post(verify_signed))
                     .with_state(Arc::clone(&state)),
             );
-            let addr = serve(app).await;
+            (app, state, token, Arc::clone(&api.requests))
+        }
 
+        /// Runs boto3 with nothing but container credentials: `credentials_uri` to fetch them,
+        /// `endpoint` to call ListKeys on, and `extra` environment.
+        async fn run_boto3(
+            credentials_uri: &str,
+            endpoint: &str,
+            token: &str,
+            extra: &[(&str, &std::path::Path)],
+        ) -> serde_json::Value {
+            require_boto3();
             let dir = tempfile::tempdir().unwrap();
             let token_file = dir.path().join("token");
             std::fs::write(&token_file, token.as_bytes()).unwrap();
@@ -1262,7 +1271,7 @@ print(json.dumps({
             command
                 .arg("-c")
                 .arg(BOTO3_SCRIPT)
-                .arg(format!("http://{addr}"))
+                .arg(endpoint)
                 .env_clear();
             for keep in [
                 "PATH",
@@ -1276,11 +1285,11 @@ print(json.dumps({
                     command.env(keep, value);
                 }
             }
+            for (name, value) in extra {
+                command.env(name, value);
+            }
             command
-                .env(
-                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                    format!("http://{addr}{CREDENTIALS_PATH}"),
-                )
+                .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", credentials_uri)
                 .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
                 .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
                 .env("AWS_CONFIG_FILE", "/nonexistent")
@@ -1296,10 +1305,13 @@ print(json.dumps({
                 output.status.success(),
                 "boto3 failed\nstdout: {stdout}\nstderr: {stderr}"
             );
-            let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            serde_json::from_str(stdout.trim()).unwrap()
+        }
+
+        /// Checks that boto3 signed exactly one ListKeys with fresh temporary credentials.
+        fn assert_signed_once(state: &VerifyState, report: &serde_json::Value) {
             assert_eq!(report["method"], "container-role", "{report}");
             assert_eq!(report["status"], 200, "{report}");
-
             let seen = state.seen.lock().unwrap().clone();
             assert_eq!(seen.len(), 1, "{seen:?}");
             let call = &seen[0];
@@ -1308,7 +1320,60 @@ print(json.dumps({
             assert!(call.had_session_token);
             assert_eq!(call.principal, identity().principal_arn());
             assert_eq!(call.target, "TrentService.ListKeys");
-            assert_eq!(api.requests.load(Ordering::SeqCst), 1);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn boto3_fetches_credentials_and_signs_with_them() {
+            let (app, state, token, reviews) = boto3_target();
+            let addr = serve(app).await;
+            let report = run_boto3(
+                &format!("http://{addr}{CREDENTIALS_PATH}"),
+                &format!("http://{addr}"),
+                &token,
+                &[],
+            )
+            .await;
+            assert_signed_once(&state, &report);
+            assert_eq!(reviews.load(Ordering::SeqCst), 1);
+        }
+
+        /// The in-cluster shape: the controller serves HTTPS with a private CA, which botocore
+        /// does not trust for credentials, so boto3 fetches them from the loopback proxy and
+        /// calls the API over HTTPS with `AWS_CA_BUNDLE`.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn boto3_in_a_pod_uses_the_loopback_proxy_and_https() {
+            let (app, state, token, reviews) = boto3_target();
+            let dir = tempfile::tempdir().unwrap();
+            let generated =
+                rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            let cert = dir.path().join("tls.crt");
+            let key = dir.path().join("tls.key");
+            std::fs::write(&cert, generated.cert.pem()).unwrap();
+            std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let upstream = format!(
+                "https://localhost:{}",
+                listener.local_addr().unwrap().port()
+            );
+            tokio::spawn(crate::serve::serve(
+                listener,
+                app,
+                Some(crate::serve::TlsFiles::new(&cert, &key)),
+                std::future::pending(),
+            ));
+            let proxy =
+                crate::credentials_proxy::CredentialsProxy::new(&upstream, Some(&cert)).unwrap();
+            let proxy_addr = serve(Arc::new(proxy).router()).await;
+
+            let report = run_boto3(
+                &format!("http://{proxy_addr}{CREDENTIALS_PATH}"),
+                &upstream,
+                &token,
+                &[("AWS_CA_BUNDLE", cert.as_path())],
+            )
+            .await;
+            assert_signed_once(&state, &report);
+            assert_eq!(reviews.load(Ordering::SeqCst), 1);
         }
     }
 }

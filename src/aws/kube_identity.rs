@@ -419,7 +419,6 @@ impl TokenReviewer {
         token: &str,
         cache_key: [u8; 32],
     ) -> Result<ServiceAccountIdentity, KubeIdentityError> {
-
         let mut review = TokenReview {
             spec: TokenReviewSpec {
                 audiences: Some(vec![self.audience.clone()]),

@@ -490,8 +490,15 @@ async fn an_alias_two_keys_declare_stays_with_the_older_and_the_newer_says_so() 
     let second = h.settle("second").await;
 
     let ready = &second.status.as_ref().unwrap().conditions[0];
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "AliasConflict"));
-    assert!(ready.message.contains("shared (held by first)"), "{}", ready.message);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "AliasConflict")
+    );
+    assert!(
+        ready.message.contains("shared (held by first)"),
+        "{}",
+        ready.message
+    );
     assert!(!ready.message.contains("own"));
     let warnings: Vec<Value> = h
         .fake
