@@ -55,6 +55,7 @@ KNOWN_EVENT_REASONS = {
     "DeletionScheduled",
     "DeletionCancelled",
     "Deleted",
+    "AliasConflict",
 }
 
 # Verbs on kmskeys.coffer.dev that the API checks with SubjectAccessReview.

@@ -146,8 +146,19 @@ async fn apply(
         }
         Err(err) => return Err(err.into()),
     };
-    for event in events {
-        publish(ctx, &resource, event.reason(), note(event)).await;
+    for event in &events {
+        publish(ctx, &resource, event.reason(), note(*event)).await;
+    }
+    // A resource the store made for an existing key: say how the key came to be.
+    if resource.status.is_none() && previous.is_some() {
+        let event = if kubernetes::recreated_by_cancellation(&resource) {
+            KeyEvent::DeletionCancelled
+        } else {
+            KeyEvent::Created
+        };
+        if !events.contains(&event) {
+            publish(ctx, &resource, event.reason(), note(event)).await;
+        }
     }
     // Work that fell due while nobody looked (the scheduler usually did it already).
     let next_due = ctx.kms.run_due_key(namespace, &key_id).await?;
@@ -156,10 +167,11 @@ async fn apply(
         .key_record(namespace, &key_id)
         .await?
         .unwrap_or(record);
-    let rotated_from = previous
+    // Versions added since the status last showed them: by the scheduler, by the API, or here.
+    let rotated_from = resource
+        .status
         .as_ref()
-        .map(|before| before.versions.len())
-        .or_else(|| resource.status.as_ref().map(|status| status.versions.len()))
+        .map(|status| status.versions.len())
         .filter(|count| *count > 0);
     if let Some(before) = rotated_from
         && record.versions.len() > before

@@ -410,6 +410,12 @@ async fn cancel_key_deletion_through_the_api_brings_the_resource_back() {
         secret["metadata"]["ownerReferences"][0]["uid"],
         json!(back.metadata.uid)
     );
+
+    // Its first reconcile tells why it is back.
+    let before = h.fake.event_reasons().len();
+    let back = h.settle("app").await;
+    assert_eq!(key_id(&back), id);
+    assert_eq!(h.fake.event_reasons()[before..], ["DeletionCancelled"]);
 }
 
 #[tokio::test]
@@ -465,6 +471,7 @@ async fn keys_made_through_the_api_appear_as_resources_and_api_changes_reach_the
     );
     let resource = h.settle(&created.key_id).await;
     assert_eq!(key_id(&resource), created.key_id);
+    assert_eq!(h.fake.event_reasons(), ["Created"]);
 
     // A kubectl key is listed by the API too; disabling it there writes the spec.
     h.apply("app", json!({}));
@@ -526,4 +533,36 @@ async fn an_alias_two_keys_declare_stays_with_the_older_and_the_newer_says_so() 
     h.reconcile("second").await.unwrap();
     let ready = &h.resource("second").unwrap().status.unwrap().conditions[0];
     assert_eq!(ready.status, "True");
+}
+
+#[tokio::test]
+async fn a_rotation_made_elsewhere_reaches_status_and_events() {
+    let h = harness();
+    h.apply("app", json!({}));
+    let id = key_id(&h.settle("app").await);
+    assert!(!h.fake.event_reasons().contains(&"Rotated".to_owned()));
+
+    // Through the API, as the Secret's watch then wakes the reconciler.
+    h.kms.rotate_key_on_demand(&caller(), &id).await.unwrap();
+    h.reconcile("app").await.unwrap();
+    let status = h.resource("app").unwrap().status.unwrap();
+    assert_eq!(status.versions.len(), 2);
+    assert_eq!(
+        h.fake
+            .event_reasons()
+            .iter()
+            .filter(|reason| *reason == "Rotated")
+            .count(),
+        1
+    );
+    // Seen once, told once.
+    h.reconcile("app").await.unwrap();
+    assert_eq!(
+        h.fake
+            .event_reasons()
+            .iter()
+            .filter(|reason| *reason == "Rotated")
+            .count(),
+        1
+    );
 }

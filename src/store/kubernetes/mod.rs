@@ -51,6 +51,8 @@ pub const RECORD_ANNOTATION: &str = "coffer.dev/key-record";
 /// Annotation of the companion Secret naming its KmsKey resource, kept while the key is
 /// pending deletion so that the resource can be re-created under its name.
 pub const RESOURCE_NAME_ANNOTATION: &str = "coffer.dev/kmskey-name";
+/// Annotation of a KmsKey re-created because its key's deletion was cancelled through the API.
+pub const RECREATED_ANNOTATION: &str = "coffer.dev/recreated-by";
 /// Type of the companion Secrets.
 pub const COMPANION_TYPE: &str = "coffer.dev/kmskey";
 const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -63,6 +65,15 @@ pub fn companion_name(key_id: &str) -> String {
 /// The key id a KmsKey resource has claimed, if any.
 pub fn key_id_of(resource: &KmsKey) -> Option<&str> {
     resource.labels().get(KEY_ID_LABEL).map(String::as_str)
+}
+
+/// Whether the store made this resource again after CancelKeyDeletion.
+pub fn recreated_by_cancellation(resource: &KmsKey) -> bool {
+    resource
+        .annotations()
+        .get(RECREATED_ANNOTATION)
+        .map(String::as_str)
+        == Some("CancelKeyDeletion")
 }
 
 fn is_terminating(resource: &KmsKey) -> bool {
@@ -323,6 +334,13 @@ impl KubernetesStore {
                 KEY_ID_LABEL.to_owned(),
                 record.key_id.clone(),
             )]));
+            if preferred_name.is_some() {
+                // Only a key that outlived its resource has a name to go back to.
+                resource.metadata.annotations = Some(BTreeMap::from([(
+                    RECREATED_ANNOTATION.to_owned(),
+                    "CancelKeyDeletion".to_owned(),
+                )]));
+            }
             match api.create(&post_params(), &resource).await {
                 Ok(created) => {
                     self.keys.put(created.clone());
