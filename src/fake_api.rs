@@ -22,6 +22,59 @@ struct State {
     fail_next_write: Vec<String>,
     events: Vec<Value>,
     requests: Vec<String>,
+    /// Every change, for watches: (resourceVersion, object path, watch event type, object).
+    changes: Vec<(u64, String, &'static str, Value)>,
+    /// ServiceAccount tokens TokenReview accepts: token to (namespace, name).
+    tokens: BTreeMap<String, (String, String)>,
+    /// What SubjectAccessReview allows: (namespace, service account, verb, name or "*").
+    grants: Vec<(String, String, String, String)>,
+}
+
+impl State {
+    fn put(&mut self, path: String, object: Value) {
+        let kind = if self.objects.contains_key(&path) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.changes
+            .push((self.version, path.clone(), kind, object.clone()));
+        self.objects.insert(path, object);
+    }
+
+    fn drop_object(&mut self, path: &str) {
+        if let Some(mut object) = self.objects.remove(path) {
+            self.version += 1;
+            object["metadata"]["resourceVersion"] = json!(self.version.to_string());
+            self.changes
+                .push((self.version, path.to_owned(), "DELETED", object));
+        }
+    }
+}
+
+/// Whether the object at `path` belongs to `collection`, a namespaced one
+/// (`/api/v1/namespaces/NS/secrets`) or one across namespaces (`/api/v1/secrets`).
+fn in_collection(path: &str, collection: &str) -> bool {
+    let Some((parent, _)) = path.rsplit_once('/') else {
+        return false;
+    };
+    if parent == collection {
+        return true;
+    }
+    let Some((prefix, resource)) = collection.rsplit_once('/') else {
+        return false;
+    };
+    parent
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix("/namespaces/"))
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(namespace, kind)| !namespace.contains('/') && kind == resource)
+}
+
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// A running fake API server.
@@ -66,9 +119,7 @@ impl FakeApi {
         meta["resourceVersion"] = json!(version.to_string());
         meta["generation"] = json!(1);
         meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-        state
-            .objects
-            .insert(format!("{collection}/{name}"), object.clone());
+        state.put(format!("{collection}/{name}"), object.clone());
         object
     }
 
@@ -77,7 +128,7 @@ impl FakeApi {
         let mut state = self.state.lock().unwrap();
         state.version += 1;
         object["metadata"]["resourceVersion"] = json!(state.version.to_string());
-        state.objects.insert(path.to_owned(), object);
+        state.put(path.to_owned(), object);
     }
 
     /// Makes the next write (PUT or PATCH) of `path` fail with 409 Conflict.
@@ -111,9 +162,100 @@ impl FakeApi {
 
     async fn serve(self, mut server: ApiServer) {
         while let Some((request, send)) = server.next_request().await {
-            let response = self.answer(request).await;
-            send.send_response(response);
+            // Each on its own, since a watch waits for changes.
+            let fake = self.clone();
+            tokio::spawn(async move {
+                let response = fake.answer(request).await;
+                send.send_response(response);
+            });
         }
+    }
+
+    /// A watch as a long poll: the changes of the collection after `resourceVersion`, once there
+    /// are some or a second has passed; the client watches again from where it got to.
+    async fn watch(&self, collection: &str, query: &str) -> Vec<u8> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .push(format!("WATCH {collection}?{query}"));
+        let since: u64 = query_value(query, "resourceVersion")
+            .and_then(|version| version.parse().ok())
+            .unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let lines: Vec<String> = {
+                let state = self.state.lock().unwrap();
+                state
+                    .changes
+                    .iter()
+                    .filter(|(version, path, _, _)| {
+                        *version > since && in_collection(path, collection)
+                    })
+                    .map(|(_, _, kind, object)| json!({"type": kind, "object": object}).to_string())
+                    .collect()
+            };
+            if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
+                let mut body = lines.join("\n");
+                body.push('\n');
+                return body.into_bytes();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Lets TokenReview accept `token` as ServiceAccount `namespace/name`, audience `coffer`.
+    pub fn accept_token(&self, token: &str, namespace: &str, name: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .tokens
+            .insert(token.to_owned(), (namespace.to_owned(), name.to_owned()));
+    }
+
+    /// Lets SubjectAccessReview allow `verb` on kmskeys `name` (`*`: any) to a ServiceAccount.
+    pub fn grant(&self, namespace: &str, service_account: &str, verb: &str, name: &str) {
+        self.state.lock().unwrap().grants.push((
+            namespace.to_owned(),
+            service_account.to_owned(),
+            verb.to_owned(),
+            name.to_owned(),
+        ));
+    }
+
+    fn token_review(&self, body: &[u8]) -> Vec<u8> {
+        let review: Value = serde_json::from_slice(body).unwrap();
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        let state = self.state.lock().unwrap();
+        let status = match state.tokens.get(token) {
+            Some((namespace, name)) => json!({
+                "authenticated": true,
+                "audiences": review["spec"]["audiences"],
+                "user": {"username": format!("system:serviceaccount:{namespace}:{name}"), "uid": "0b6f3c3e-0000-4000-8000-000000000001"},
+            }),
+            None => json!({"authenticated": false}),
+        };
+        serde_json::to_vec(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status})).unwrap()
+    }
+
+    fn access_review(&self, body: &[u8]) -> Vec<u8> {
+        let review: Value = serde_json::from_slice(body).unwrap();
+        let user = review["spec"]["user"].as_str().unwrap_or_default();
+        let attributes = &review["spec"]["resourceAttributes"];
+        let verb = attributes["verb"].as_str().unwrap_or_default();
+        let name = attributes["name"].as_str().unwrap_or_default();
+        let namespace = attributes["namespace"].as_str().unwrap_or_default();
+        let state = self.state.lock().unwrap();
+        let allowed = state
+            .grants
+            .iter()
+            .any(|(ns, sa, granted_verb, granted_name)| {
+                user == format!("system:serviceaccount:{ns}:{sa}")
+                    && ns == namespace
+                    && granted_verb == verb
+                    && (granted_name == "*" || granted_name == name)
+            });
+        serde_json::to_vec(&json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "status": {"allowed": allowed}})).unwrap()
     }
 
     async fn answer(&self, request: Request<Body>) -> Response<Body> {
@@ -127,7 +269,16 @@ impl FakeApi {
             .unwrap_or_default()
             .to_owned();
         let body = request.into_body().collect_bytes().await.unwrap().to_vec();
-        let (code, answer) = self.handle(&method, &path, &query, &content_type, &body);
+        let (code, answer) =
+            if method == Method::GET && query_value(&query, "watch") == Some("true") {
+                (200, self.watch(&path, &query).await)
+            } else if path.ends_with("/tokenreviews") {
+                (201, self.token_review(&body))
+            } else if path.ends_with("/subjectaccessreviews") {
+                (201, self.access_review(&body))
+            } else {
+                self.handle(&method, &path, &query, &content_type, &body)
+            };
         Response::builder()
             .status(code)
             .header("content-type", "application/json")
@@ -172,10 +323,7 @@ impl FakeApi {
                         let items: Vec<Value> = state
                             .objects
                             .iter()
-                            .filter(|(p, _)| {
-                                p.rsplit_once('/')
-                                    .is_some_and(|(dir, _)| dir == object_path)
-                            })
+                            .filter(|(p, _)| in_collection(p, &object_path))
                             .map(|(_, o)| o.clone())
                             .collect();
                         if items.is_empty() && !query.contains("limit") {
@@ -199,7 +347,7 @@ impl FakeApi {
                 meta["resourceVersion"] = json!(state.version.to_string());
                 meta["generation"] = json!(1);
                 meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-                state.objects.insert(key, object.clone());
+                state.put(key, object.clone());
                 (201, serde_json::to_vec(&object).unwrap())
             }
             Method::PUT | Method::PATCH => {
@@ -271,9 +419,9 @@ impl FakeApi {
                     .as_array()
                     .is_none_or(|list| list.is_empty());
                 if next["metadata"].get("deletionTimestamp").is_some() && finalizers_gone {
-                    state.objects.remove(&object_path);
+                    state.drop_object(&object_path);
                 } else {
-                    state.objects.insert(object_path.clone(), next.clone());
+                    state.put(object_path.clone(), next.clone());
                 }
                 (200, serde_json::to_vec(&next).unwrap())
             }
@@ -295,10 +443,10 @@ impl FakeApi {
                     state.version += 1;
                     next["metadata"]["deletionTimestamp"] = json!("2026-01-02T00:00:00Z");
                     next["metadata"]["resourceVersion"] = json!(state.version.to_string());
-                    state.objects.insert(object_path, next.clone());
+                    state.put(object_path, next.clone());
                     (200, serde_json::to_vec(&next).unwrap())
                 } else {
-                    state.objects.remove(&object_path);
+                    state.drop_object(&object_path);
                     (200, serde_json::to_vec(&current).unwrap())
                 }
             }

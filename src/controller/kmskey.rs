@@ -84,6 +84,7 @@ fn api_error(err: kube::Error) -> ReconcileError {
 /// Reconciles one KmsKey.
 pub async fn reconcile(resource: Arc<KmsKey>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let namespace = resource.namespace().ok_or(ReconcileError::NoNamespace)?;
+    tracing::debug!(namespace = %namespace, name = %resource.name_any(), generation = ?resource.metadata.generation, "reconciling KmsKey");
     let api = Api::<KmsKey>::namespaced(ctx.client.clone(), &namespace);
     let outcome = finalizer(&api, FINALIZER, resource, |event| async {
         match event {
@@ -111,6 +112,13 @@ fn key_id_for(resource: &KmsKey, namespace: &str, store: &KubernetesStore) -> Op
     if let Some(key_id) = kubernetes::key_id_of(resource) {
         return Some(key_id.to_owned());
     }
+    // The claim may be newer than the copy this reconcile was handed.
+    if let Some(fresher) = store.resource(namespace, &resource.name_any())
+        && fresher.uid() == resource.uid()
+        && let Some(key_id) = kubernetes::key_id_of(&fresher)
+    {
+        return Some(key_id.to_owned());
+    }
     store
         .orphan_named(namespace, &resource.name_any())
         .or_else(|| resource.uid())
@@ -123,9 +131,17 @@ async fn apply(
 ) -> Result<Action, ReconcileError> {
     let key_id = key_id_for(resource, namespace, &ctx.store)
         .ok_or_else(|| ReconcileError::Api("resource has no uid".into()))?;
-    let resource = match kubernetes::key_id_of(resource) {
-        Some(_) => Arc::new(resource.clone()),
-        None => ctx.store.claim(resource, &key_id).await?,
+    let resource = match ctx.store.resource(namespace, &resource.name_any()) {
+        _ if kubernetes::key_id_of(resource).is_some() => Arc::new(resource.clone()),
+        // Claimed already, by a pass whose result this copy predates.
+        Some(fresher)
+            if fresher.uid() == resource.uid() && kubernetes::key_id_of(&fresher).is_some() =>
+        {
+            let mut claimed = resource.clone();
+            claimed.metadata.labels = fresher.metadata.labels.clone();
+            Arc::new(claimed)
+        }
+        _ => ctx.store.claim(resource, &key_id).await?,
     };
     let declared = mapping::declared_key(namespace, &resource.spec);
     let previous = ctx.kms.key_record(namespace, &key_id).await?;

@@ -135,12 +135,21 @@ pub async fn run(
     config: ControllerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
-    if let Some(files) = &config.tls {
-        files.load_check().map_err(ControllerError::Tls)?;
-    }
     let client = Client::try_default()
         .await
         .map_err(|err| ControllerError::Connect(err.to_string()))?;
+    run_with_client(config, client, shutdown).await
+}
+
+/// Runs the controller with `client` until `shutdown` completes.
+pub async fn run_with_client(
+    config: ControllerConfig,
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
+    if let Some(files) = &config.tls {
+        files.load_check().map_err(ControllerError::Tls)?;
+    }
     check_crds(&client).await?;
 
     let keyring = Arc::new(match &config.root_key {

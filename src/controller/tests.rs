@@ -566,3 +566,278 @@ async fn a_rotation_made_elsewhere_reaches_status_and_events() {
         1
     );
 }
+
+/// `coffer controller` whole, in process, against the in-memory API server: store watches,
+/// leader election, the reconciler, the API with ServiceAccount tokens and RBAC, probes and
+/// metrics, and a clean shutdown that gives the Lease up.
+mod whole {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::controller::{ControllerConfig, RootKeySource, run_with_client};
+
+    const LEASE: &str =
+        "/apis/coordination.k8s.io/v1/namespaces/coffer-system/leases/coffer-controller";
+
+    fn free_port() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    fn config(listen: SocketAddr, probe_listen: SocketAddr) -> ControllerConfig {
+        ControllerConfig {
+            listen,
+            probe_listen,
+            tls: None,
+            namespace: "coffer-system".into(),
+            root_key: RootKeySource::Kubernetes {
+                secret: "coffer-root-key".into(),
+            },
+            region: "us-east-1".into(),
+            lease_name: "coffer-controller".into(),
+            identity: "replica-1".into(),
+            audience: "coffer".into(),
+            credentials_lifetime: Duration::from_secs(3600),
+            throttle_per_second: 0,
+            throttle_burst: 0,
+            audit_log: "off".into(),
+        }
+    }
+
+    /// Polls `check` every 50 ms for up to 20 s.
+    async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..400 {
+            if let Some(found) = check() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    async fn get(url: String) -> Option<(u16, String)> {
+        let response = reqwest::Client::new().get(url).send().await.ok()?;
+        Some((response.status().as_u16(), response.text().await.ok()?))
+    }
+
+    async fn call(api: SocketAddr, token: &str, operation: &str, body: Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("http://{api}/"))
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", format!("TrentService.{operation}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&response.text().await.unwrap()).unwrap(),
+        )
+    }
+
+    fn kmskey(name: &str, spec: Value) -> Value {
+        json!({
+            "apiVersion": "coffer.dev/v1alpha1",
+            "kind": "KmsKey",
+            "metadata": {"name": name, "namespace": "app"},
+            "spec": spec,
+        })
+    }
+
+    fn ready(fake: &FakeApi, name: &str) -> Option<Value> {
+        let object = fake.object(&format!("{KEYS}/{name}"))?;
+        let ready = object["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then_some(object)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_controller_reconciles_serves_and_lets_go() {
+        // Shown only when the test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,coffer=debug")
+            .with_test_writer()
+            .try_init();
+        let (client, fake) = FakeApi::start();
+        // A key that exists before the controller starts, and a CRD the check finds.
+        fake.insert(KEYS, kmskey("before", json!({"aliases": ["app/before"]})));
+        fake.accept_token("api-token", "app", "api");
+        fake.accept_token("nobody-token", "app", "nobody");
+        fake.grant("app", "api", "encrypt", "before");
+        fake.grant("app", "api", "decrypt", "before");
+
+        let (api, probes) = (free_port(), free_port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(run_with_client(config(api, probes), client, async move {
+            let _ = stopped.await;
+        }));
+
+        let mut waited = 0;
+        while get(format!("http://{probes}/readyz"))
+            .await
+            .map(|(status, _)| status)
+            != Some(200)
+        {
+            waited += 1;
+            assert!(waited < 400, "the controller never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            fake.object("/api/v1/namespaces/coffer-system/secrets/coffer-root-key")
+                .is_some(),
+            "the root key Secret is created on first start"
+        );
+        let lease = eventually("the lease is held", || {
+            fake.object(LEASE)
+                .filter(|lease| lease["spec"]["holderIdentity"] == "replica-1")
+        })
+        .await;
+        assert_eq!(lease["spec"]["holderIdentity"], "replica-1");
+
+        // The existing key, and one applied after start (seen through the watch).
+        let before = eventually("the first key is Ready", || ready(&fake, "before")).await;
+        fake.insert(KEYS, kmskey("after", json!({})));
+        let after = eventually("the second key is Ready", || ready(&fake, "after")).await;
+        let before_id = before["status"]["keyId"].as_str().unwrap().to_owned();
+        assert_ne!(before_id, after["status"]["keyId"].as_str().unwrap());
+        assert!(
+            fake.object(&format!("{SECRETS}/kmskey-{before_id}"))
+                .is_some()
+        );
+
+        // A ServiceAccount token on the API; RBAC asked by the KmsKey's name.
+        let (status, out) = call(
+            api,
+            "api-token",
+            "Encrypt",
+            json!({"KeyId": "alias/app/before", "Plaintext": "aGVsbG8="}),
+        )
+        .await;
+        assert_eq!(status, 200, "{out}");
+        let (status, plain) = call(
+            api,
+            "api-token",
+            "Decrypt",
+            json!({"CiphertextBlob": out["CiphertextBlob"]}),
+        )
+        .await;
+        assert_eq!((status, &plain["Plaintext"]), (200, &json!("aGVsbG8=")));
+        let (status, denied) = call(
+            api,
+            "nobody-token",
+            "Encrypt",
+            json!({"KeyId": "alias/app/before", "Plaintext": "aGVsbG8="}),
+        )
+        .await;
+        assert_eq!(
+            (status, &denied["__type"]),
+            (400, &json!("AccessDeniedException"))
+        );
+        let (status, refused) = call(api, "forged", "ListKeys", json!({})).await;
+        assert_eq!(
+            (status, &refused["__type"]),
+            (400, &json!("UnrecognizedClientException"))
+        );
+
+        // Temporary credentials for the same ServiceAccount.
+        let response = reqwest::Client::new()
+            .get(format!("http://{api}/v1/credentials"))
+            .header("authorization", "api-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let credentials: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert!(
+            credentials["AccessKeyId"]
+                .as_str()
+                .unwrap()
+                .starts_with("ASIA")
+        );
+
+        // A disable through kubectl, seen through the watch, reaches the API at once.
+        let mut object = fake.object(&format!("{KEYS}/before")).unwrap();
+        object["spec"]["enabled"] = json!(false);
+        object["metadata"]["generation"] =
+            json!(object["metadata"]["generation"].as_i64().unwrap() + 1);
+        fake.insert_raw(&format!("{KEYS}/before"), object);
+        eventually("the key shows Disabled", || {
+            fake.object(&format!("{KEYS}/before"))
+                .filter(|o| o["status"]["keyState"] == "Disabled")
+        })
+        .await;
+        let (status, disabled) = call(
+            api,
+            "api-token",
+            "Encrypt",
+            json!({"KeyId": "alias/app/before", "Plaintext": "aGVsbG8="}),
+        )
+        .await;
+        assert_eq!(
+            (status, &disabled["__type"]),
+            (400, &json!("DisabledException"))
+        );
+
+        // Metrics on the probe port count both sides.
+        let (_, metrics) = get(format!("http://{probes}/metrics")).await.unwrap();
+        assert!(
+            metrics.contains(
+                "coffer_controller_reconciles_total{kind=\"kmskey\",outcome=\"success\"}"
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("coffer_api_calls_total{operation=\"TrentService.Encrypt\""),
+            "{metrics}"
+        );
+        assert!(fake.event_reasons().contains(&"Created".to_owned()));
+
+        // kubectl delete: the finalizer lets go once the material is set aside.
+        let after_id = after["status"]["keyId"].as_str().unwrap().to_owned();
+        let mut object = fake.object(&format!("{KEYS}/after")).unwrap();
+        object["metadata"]["deletionTimestamp"] = json!("2026-01-02T00:00:00Z");
+        fake.insert_raw(&format!("{KEYS}/after"), object);
+        eventually("the deleted KmsKey is gone", || {
+            fake.object(&format!("{KEYS}/after"))
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        let secret = fake
+            .object(&format!("{SECRETS}/kmskey-{after_id}"))
+            .unwrap();
+        assert!(
+            secret["metadata"]
+                .get("ownerReferences")
+                .is_none_or(Value::is_null)
+                || secret["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(Vec::is_empty),
+            "{secret}"
+        );
+        assert!(
+            fake.event_reasons()
+                .contains(&"DeletionScheduled".to_owned())
+        );
+
+        // Shutdown gives the Lease up for the next replica.
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), running)
+            .await
+            .expect("stops in time")
+            .unwrap()
+            .unwrap();
+        let lease = fake.object(LEASE).unwrap();
+        assert!(
+            lease["spec"]["holderIdentity"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
+            "{lease}"
+        );
+    }
+}
