@@ -131,6 +131,13 @@ impl FakeApi {
         state.put(path.to_owned(), object);
     }
 
+    /// Deletes the object at `path` as the API server does for an object without finalizers
+    /// (`kubectl delete`, a namespace's deletion, garbage collection): gone at once, with a
+    /// DELETED watch event.
+    pub fn remove(&self, path: &str) {
+        self.state.lock().unwrap().drop_object(path);
+    }
+
     /// Makes the next write (PUT or PATCH) of `path` fail with 409 Conflict.
     pub fn conflict_next_write(&self, path: &str) {
         self.state

@@ -225,9 +225,16 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_target(false);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(colour_on_stderr()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
     }
+}
+
+/// Colours only for a person at a terminal: never in a file or a pipe, and never under
+/// `NO_COLOR` (no-color.org).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn main() -> ExitCode {

@@ -244,3 +244,63 @@ fn bad_flags_fail_with_usage() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// Starts the server with `args` before the subcommand, stderr piped; returns its stderr
+/// after SIGTERM. The first line is waited for, so the log holds at least the listening line.
+fn log_of_a_short_run(global_args: &[&str], data_dir: &Path) -> String {
+    let mut child = coffer()
+        .args(global_args)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("COFFER_LOG")
+        .env_remove("COFFER_LOG_FORMAT")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("coffer server listening") {
+        assert_ne!(
+            stderr.read_line(&mut log).unwrap(),
+            0,
+            "server exited: {log}"
+        );
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    assert!(child.wait().unwrap().success(), "{log}");
+    log
+}
+
+#[test]
+fn text_logs_to_a_pipe_carry_no_terminal_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = log_of_a_short_run(&[], tmp.path());
+    assert!(log.lines().count() >= 2, "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a piped log: {log:?}"
+    );
+    assert!(log.contains("coffer server listening"), "{log}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_without_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = log_of_a_short_run(&["--log-format", "json"], tmp.path());
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in lines {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line:?}"));
+        assert!(event.is_object(), "{line}");
+        assert!(event["fields"]["message"].is_string(), "{line}");
+    }
+}

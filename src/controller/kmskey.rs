@@ -1,25 +1,26 @@
 //! The KmsKey reconciler: a resource's spec becomes a key, its status shows the key.
 //!
-//! - A new resource claims a key id (its uid, or the id of the key pending deletion that a
-//!   resource of the same name left), then the engine creates the material.
+//! - A new resource claims a key id (its uid, or the id of the key that a deleted resource of
+//!   the same name left), then the engine creates the material.
 //! - The spec's description, `enabled`, rotation and policy are applied to the key; work that
 //!   falls due (rotation) is done when the resource is requeued at its due time.
-//! - Deleting the resource starts the key's deletion window (`deletionWindowDays`): the
-//!   finalizer holds the resource until the key is pending deletion and its companion Secret no
-//!   longer belongs to the resource, so garbage collection cannot take the material early.
-//!   Re-applying a resource of the same name within the window cancels the deletion and takes the
-//!   key back; so does `CancelKeyDeletion` through the API, which re-creates the resource.
+//! - Deleting the resource holds nothing up: no finalizer. The key's material lives in the
+//!   controller's namespace, out of reach of the deletion, and [`schedule_abandoned`] starts the
+//!   key's deletion window (`deletionWindowDays`) once the resource is gone, however it went
+//!   (kubectl, its namespace, garbage collection of an owner). Re-applying a resource of the
+//!   same name within the window takes the key back; so does `CancelKeyDeletion`, which
+//!   re-creates the resource.
 //! - Status is computed from the key record alone, and written only when it differs, so the
 //!   controller never wakes itself.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::{Api, Resource as _, ResourceExt as _};
 use serde_json::json;
 
@@ -29,10 +30,9 @@ use crate::engine::kms::{KeyEvent, Kms, KmsError};
 use crate::resources::common::CONDITION_READY;
 use crate::resources::kmskey::{KeyState, KeyVersion, KmsKey, KmsKeyStatus};
 use crate::store::StoreError;
-use crate::store::kubernetes::{self, FIELD_MANAGER, KubernetesStore, mapping};
-
-/// Finalizer that holds a deleted KmsKey until its key is safely pending deletion.
-pub const FINALIZER: &str = "coffer.dev/key-deletion";
+use crate::store::kubernetes::{
+    self, AbandonedKey, ClaimedElsewhere, FIELD_MANAGER, KubernetesStore, mapping,
+};
 
 /// Longest wait before a resource is looked at again when nothing is due.
 const RESYNC: Duration = Duration::from_secs(3600);
@@ -57,8 +57,8 @@ pub enum ReconcileError {
     Api(String),
     #[error("resource has no namespace")]
     NoNamespace,
-    #[error("the companion Secret still belongs to the resource; retrying")]
-    StillOwned,
+    #[error("resource has no uid")]
+    NoUid,
 }
 
 impl ReconcileError {
@@ -68,8 +68,7 @@ impl ReconcileError {
             ReconcileError::Kms(_) => "engine",
             ReconcileError::Store(_) => "store",
             ReconcileError::Api(_) => "api",
-            ReconcileError::NoNamespace => "invalid",
-            ReconcileError::StillOwned => "pending",
+            ReconcileError::NoNamespace | ReconcileError::NoUid => "invalid",
         }
     }
 }
@@ -85,19 +84,11 @@ fn api_error(err: kube::Error) -> ReconcileError {
 pub async fn reconcile(resource: Arc<KmsKey>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let namespace = resource.namespace().ok_or(ReconcileError::NoNamespace)?;
     tracing::debug!(namespace = %namespace, name = %resource.name_any(), generation = ?resource.metadata.generation, "reconciling KmsKey");
-    let api = Api::<KmsKey>::namespaced(ctx.client.clone(), &namespace);
-    let outcome = finalizer(&api, FINALIZER, resource, |event| async {
-        match event {
-            Finalized::Apply(resource) => apply(&resource, &namespace, &ctx).await,
-            Finalized::Cleanup(resource) => cleanup(&resource, &namespace, &ctx).await,
-        }
-    })
-    .await;
-    outcome.map_err(|err| match err {
-        kube::runtime::finalizer::Error::ApplyFailed(inner)
-        | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner,
-        other => ReconcileError::Api(other.to_string()),
-    })
+    if resource.metadata.deletion_timestamp.is_some() {
+        // Going: its key's deletion window is started by `schedule_abandoned`.
+        return Ok(Action::await_change());
+    }
+    apply(&resource, &namespace, &ctx).await
 }
 
 /// How long to wait after a failure.
@@ -106,22 +97,43 @@ pub fn error_policy(_resource: Arc<KmsKey>, error: &ReconcileError, _ctx: Arc<Co
     Action::requeue(Duration::from_secs(15))
 }
 
-/// The key id a resource stands for: the one it claimed, else the key pending deletion that a
-/// resource of its name left, else its own uid.
-fn key_id_for(resource: &KmsKey, namespace: &str, store: &KubernetesStore) -> Option<String> {
-    if let Some(key_id) = kubernetes::key_id_of(resource) {
-        return Some(key_id.to_owned());
+/// The key id the resource's `coffer.dev/key-id` label claims, on this copy or on a fresher one
+/// of the same object (the claim may be newer than the copy this reconcile was handed).
+fn claimed_key(resource: &KmsKey, namespace: &str, store: &KubernetesStore) -> Option<Arc<KmsKey>> {
+    if kubernetes::key_id_of(resource).is_some() {
+        return Some(Arc::new(resource.clone()));
     }
-    // The claim may be newer than the copy this reconcile was handed.
-    if let Some(fresher) = store.resource(namespace, &resource.name_any())
-        && fresher.uid() == resource.uid()
-        && let Some(key_id) = kubernetes::key_id_of(&fresher)
-    {
-        return Some(key_id.to_owned());
+    let fresher = store.resource(namespace, &resource.name_any())?;
+    (fresher.uid() == resource.uid() && kubernetes::key_id_of(&fresher).is_some()).then(|| {
+        let mut claimed = resource.clone();
+        claimed.metadata.labels = fresher.metadata.labels.clone();
+        Arc::new(claimed)
+    })
+}
+
+/// The key a resource stands for: the one whose record names it (its own, or the key a deleted
+/// resource of the same name left), else the one its label claimed before the key was made,
+/// else its own uid. A label naming a key whose record names another resource claims nothing.
+fn key_id_for(
+    resource: &KmsKey,
+    claimed: Option<&KmsKey>,
+    store: &KubernetesStore,
+) -> Result<String, Claim> {
+    if let Some(key_id) = store.key_of_resource(resource) {
+        return Ok(key_id);
     }
-    store
-        .orphan_named(namespace, &resource.name_any())
-        .or_else(|| resource.uid())
+    if let Some(key_id) = claimed.and_then(kubernetes::key_id_of) {
+        store
+            .check_claim(resource, key_id)
+            .map_err(Claim::Elsewhere)?;
+        return Ok(key_id.to_owned());
+    }
+    resource.uid().ok_or(Claim::NoUid)
+}
+
+enum Claim {
+    Elsewhere(ClaimedElsewhere),
+    NoUid,
 }
 
 async fn apply(
@@ -129,18 +141,42 @@ async fn apply(
     namespace: &str,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
-    let key_id = key_id_for(resource, namespace, &ctx.store)
-        .ok_or_else(|| ReconcileError::Api("resource has no uid".into()))?;
-    let resource = match ctx.store.resource(namespace, &resource.name_any()) {
-        _ if kubernetes::key_id_of(resource).is_some() => Arc::new(resource.clone()),
-        // Claimed already, by a pass whose result this copy predates.
-        Some(fresher)
-            if fresher.uid() == resource.uid() && kubernetes::key_id_of(&fresher).is_some() =>
-        {
-            let mut claimed = resource.clone();
-            claimed.metadata.labels = fresher.metadata.labels.clone();
-            Arc::new(claimed)
+    let claimed = claimed_key(resource, namespace, &ctx.store);
+    let key_id = match key_id_for(resource, claimed.as_deref(), &ctx.store) {
+        Ok(key_id) => key_id,
+        Err(Claim::NoUid) => return Err(ReconcileError::NoUid),
+        Err(Claim::Elsewhere(ClaimedElsewhere { owner })) => {
+            let problem = Problem {
+                reason: "KeyClaimedElsewhere",
+                message: format!(
+                    "The label {} names the key of KmsKey {owner}; remove the label to get a key of its own.",
+                    kubernetes::KEY_ID_LABEL
+                ),
+            };
+            if ready_reason(resource) != Some(problem.reason) {
+                publish_as(
+                    ctx,
+                    resource,
+                    EventType::Warning,
+                    problem.reason,
+                    &problem.message,
+                )
+                .await;
+            }
+            let status = refused_status(
+                resource,
+                None,
+                &ctx.kms,
+                namespace,
+                problem,
+                ctx.clock.now(),
+            );
+            write_status(ctx, resource, status).await?;
+            return Ok(Action::await_change());
         }
+    };
+    let resource = match claimed {
+        Some(claimed) if kubernetes::key_id_of(&claimed) == Some(key_id.as_str()) => claimed,
         _ => ctx.store.claim(resource, &key_id).await?,
     };
     let declared = mapping::declared_key(namespace, &resource.spec);
@@ -149,12 +185,16 @@ async fn apply(
         Ok(applied) => applied,
         Err(err) if is_spec_error(&err) => {
             // The spec cannot be applied as written: say so and wait for it to change.
+            let problem = Problem {
+                reason: "SpecRefused",
+                message: err.to_string(),
+            };
             let status = refused_status(
                 &resource,
                 previous.as_ref(),
                 &ctx.kms,
                 namespace,
-                &err.to_string(),
+                problem,
                 ctx.clock.now(),
             );
             write_status(ctx, &resource, status).await?;
@@ -230,38 +270,70 @@ async fn apply(
     Ok(Action::requeue(wait))
 }
 
-async fn cleanup(
-    resource: &KmsKey,
-    namespace: &str,
-    ctx: &Context,
-) -> Result<Action, ReconcileError> {
-    let Some(key_id) = kubernetes::key_id_of(resource) else {
-        return Ok(Action::await_change());
-    };
-    let window = u32::try_from(resource.spec.deletion_window_days).unwrap_or(30);
-    if let Some((record, event)) = ctx
-        .kms
-        .schedule_declared_deletion(namespace, key_id, window)
-        .await?
-    {
-        if event.is_some() {
-            let note = match record
-                .deletion_date
-                .and_then(|at| k8s_openapi::jiff::Timestamp::from_second(at).ok())
-            {
-                Some(at) => format!(
-                    "The key material will be destroyed at {at}. Re-apply this KmsKey, or call CancelKeyDeletion, to keep it."
-                ),
-                None => "The key is pending deletion.".to_owned(),
-            };
-            publish(ctx, resource, "DeletionScheduled", &note).await;
-        }
-        // Never let garbage collection take material the window still protects.
-        if ctx.store.ensure_orphaned(namespace, key_id).await? {
-            return Err(ReconcileError::StillOwned);
+/// Starts the deletion window of every key whose KmsKey is gone, each time the store hears that
+/// one may have gone, until the future is dropped (when leadership ends). The API server is
+/// asked before each key is touched, since the caches may lag behind a resource just made.
+pub async fn schedule_abandoned(ctx: Arc<Context>) {
+    ctx.store.synced().await;
+    let gone = ctx.store.resources_gone();
+    loop {
+        match sweep_abandoned(&ctx).await {
+            Ok(()) => gone.notified().await,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not start the deletion window of a key whose KmsKey is gone; retrying");
+                tokio::time::sleep(Duration::from_secs(15)).await;
+            }
         }
     }
-    Ok(Action::await_change())
+}
+
+pub(crate) async fn sweep_abandoned(ctx: &Context) -> Result<(), ReconcileError> {
+    for key in ctx.store.abandoned_keys() {
+        if !ctx.store.confirm_abandoned(&key).await? {
+            continue;
+        }
+        let Some((record, event)) = ctx
+            .kms
+            .schedule_declared_deletion(&key.namespace, &key.key_id)
+            .await?
+        else {
+            continue;
+        };
+        if event.is_none() {
+            continue;
+        }
+        tracing::info!(namespace = %key.namespace, kmskey = %key.resource_name, key_id = %key.key_id, "KmsKey gone: the key is pending deletion");
+        let note = match record
+            .deletion_date
+            .and_then(|at| k8s_openapi::jiff::Timestamp::from_second(at).ok())
+        {
+            Some(at) => format!(
+                "The key material will be destroyed at {at}. Re-apply this KmsKey, or call CancelKeyDeletion, to keep it."
+            ),
+            None => "The key is pending deletion.".to_owned(),
+        };
+        publish_to(
+            ctx,
+            &gone_reference(&key),
+            EventType::Normal,
+            "DeletionScheduled",
+            &note,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// The deleted resource an Event tells of.
+fn gone_reference(key: &AbandonedKey) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(KmsKey::api_version(&()).into_owned()),
+        kind: Some(KmsKey::kind(&()).into_owned()),
+        namespace: Some(key.namespace.clone()),
+        name: Some(key.resource_name.clone()),
+        uid: key.resource_uid.clone(),
+        ..ObjectReference::default()
+    }
 }
 
 fn is_spec_error(err: &KmsError) -> bool {
@@ -320,6 +392,16 @@ async fn publish(ctx: &Context, resource: &KmsKey, reason: &str, note: &str) {
 }
 
 async fn publish_as(ctx: &Context, resource: &KmsKey, type_: EventType, reason: &str, note: &str) {
+    publish_to(ctx, &resource.object_ref(&()), type_, reason, note).await;
+}
+
+async fn publish_to(
+    ctx: &Context,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
@@ -327,11 +409,8 @@ async fn publish_as(ctx: &Context, resource: &KmsKey, type_: EventType, reason: 
         action: reason.to_owned(),
         secondary: None,
     };
-    if let Err(err) = ctx
-        .recorder
-        .publish(&event, &resource.object_ref(&()))
-        .await
-    {
+    if let Err(err) = ctx.recorder.publish(&event, reference).await {
+        // A namespace being deleted takes no new Events: not worth more than a line.
         tracing::warn!(reason, error = %api_error(err), "could not publish an Event");
     }
 }
@@ -440,27 +519,17 @@ fn refused_status(
     record: Option<&KeyRecord>,
     kms: &Kms,
     namespace: &str,
-    message: &str,
+    problem: Problem,
     now: i64,
 ) -> KmsKeyStatus {
     match record {
-        Some(record) => key_status(
-            resource,
-            record,
-            kms,
-            namespace,
-            now,
-            Some(Problem {
-                reason: "SpecRefused",
-                message: message.to_owned(),
-            }),
-        ),
+        Some(record) => key_status(resource, record, kms, namespace, now, Some(problem)),
         None => KmsKeyStatus {
             conditions: vec![ready_condition(
                 resource,
                 false,
-                "SpecRefused",
-                message.to_owned(),
+                problem.reason,
+                problem.message,
                 now,
             )],
             observed_generation: resource.metadata.generation,

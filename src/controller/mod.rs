@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::ListParams;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::net::TcpListener;
@@ -160,7 +161,7 @@ pub async fn run_with_client(
         }
         RootKeySource::File { path } => FileRootKeyProvider::new(path).load().await?,
     });
-    let store = KubernetesStore::new(client.clone());
+    let store = KubernetesStore::new(client.clone(), &config.namespace);
     let feeding = tokio::spawn(Arc::clone(&store).run());
     let authority =
         Arc::new(KubernetesAuthority::new(client.clone()).with_key_names(store.clone()));
@@ -355,10 +356,8 @@ async fn lead(
             Api::<KmsKey>::all(client.clone()),
             watcher::Config::default(),
         )
-        .owns(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default().labels(crate::store::kubernetes::KEY_ID_LABEL),
-        )
+        // A key written elsewhere (the API, the scheduler, another replica) wakes its resource.
+        .reconcile_on(changed_resources(Arc::clone(&context.store)))
         .run(
             |resource, ctx: Arc<Context>| async move {
                 let started = Instant::now();
@@ -377,6 +376,7 @@ async fn lead(
         .for_each(|_| async {});
         let scheduler = Arc::clone(&context.kms).run_scheduler();
         let announcing = announce_destroyed(&mut changes, &recorder);
+        let abandoned = kmskey::schedule_abandoned(Arc::clone(&context));
         tokio::select! {
             _ = &mut stop => return,
             _ = leading.wait_for(|leading| !*leading) => {
@@ -385,8 +385,33 @@ async fn lead(
             () = reconciler => {}
             () = scheduler => {}
             () = announcing => {}
+            () = abandoned => {}
         }
     }
+}
+
+/// The KmsKeys whose keys changed, from the store's change feed.
+fn changed_resources(
+    store: Arc<KubernetesStore>,
+) -> impl futures::Stream<Item = ObjectRef<KmsKey>> + Send + 'static {
+    let changes = store.changes();
+    futures::stream::unfold(changes, move |mut changes| {
+        let store = Arc::clone(&store);
+        async move {
+            loop {
+                match changes.recv().await {
+                    Ok(StoreChange::KeyChanged { namespace, key_id }) => {
+                        if let Some(name) = store.recorded_resource(&namespace, &key_id) {
+                            return Some((ObjectRef::new(&name).within(&namespace), changes));
+                        }
+                    }
+                    Ok(StoreChange::KeyDestroyed { .. })
+                    | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    })
 }
 
 /// Publishes a `Deleted` Event for each key whose material was destroyed.

@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
-use super::kmskey::{Context, FINALIZER, reconcile};
+use super::kmskey::{Context, reconcile, sweep_abandoned};
 use crate::crypto::RootKeyring;
 use crate::engine::account::account_id;
 use crate::engine::kms::{CreateKeyRequest, KeyState, Kms, KmsError};
@@ -20,11 +20,14 @@ use crate::engine::{AccountAuthority, Caller, Clock, Principal};
 use crate::fake_api::FakeApi;
 use crate::resources::kmskey::KmsKey;
 use crate::store::kubernetes::{
-    KEY_ID_LABEL, KubernetesStore, RESOURCE_NAME_ANNOTATION, StoreChange,
+    KEY_ID_LABEL, KubernetesStore, NAMESPACE_LABEL, RESOURCE_NAME_ANNOTATION,
+    RESOURCE_UID_ANNOTATION, StoreChange,
 };
 
 const KEYS: &str = "/apis/coffer.dev/v1alpha1/namespaces/app/kmskeys";
-const SECRETS: &str = "/api/v1/namespaces/app/secrets";
+/// Key material lives in the controller's namespace, not the user's.
+const SYSTEM_NAMESPACE: &str = "coffer-system";
+const SECRETS: &str = "/api/v1/namespaces/coffer-system/secrets";
 const DAY: i64 = 86_400;
 
 struct ManualClock(AtomicI64);
@@ -54,7 +57,7 @@ struct Harness {
 
 fn harness() -> Harness {
     let (client, fake) = FakeApi::start();
-    let store = KubernetesStore::new(client.clone());
+    let store = KubernetesStore::new(client.clone(), SYSTEM_NAMESPACE);
     let clock = Arc::new(ManualClock(AtomicI64::new(1_800_000_000)));
     let kms = Arc::new(Kms::new(
         store.clone(),
@@ -129,13 +132,16 @@ impl Harness {
         self.store.remember(serde_json::from_value(object).unwrap());
     }
 
-    /// `kubectl delete`: the finalizer holds the object, marked for deletion.
+    /// `kubectl delete` (or the namespace's deletion, or garbage collection): no finalizer
+    /// holds the object, so it is gone at once, and the watch tells the store.
     fn delete(&self, name: &str) {
-        let mut object = self.fake.object(&format!("{KEYS}/{name}")).unwrap();
-        object["metadata"]["deletionTimestamp"] = json!("2026-01-02T00:00:00Z");
-        self.fake
-            .insert_raw(&format!("{KEYS}/{name}"), object.clone());
-        self.store.remember(serde_json::from_value(object).unwrap());
+        self.fake.remove(&format!("{KEYS}/{name}"));
+        self.store.forget_resource("app", name);
+    }
+
+    /// What the leader does when the store hears a KmsKey went.
+    async fn sweep(&self) {
+        sweep_abandoned(&self.ctx).await.expect("sweeps");
     }
 
     /// One reconcile of the resource as the API server has it now.
@@ -145,7 +151,7 @@ impl Harness {
         reconcile(Arc::new(resource), Arc::clone(&self.ctx)).await
     }
 
-    /// Reconciles until the resource carries the finalizer and a key.
+    /// Reconciles until the resource carries its key.
     async fn settle(&self, name: &str) -> KmsKey {
         for _ in 0..3 {
             self.reconcile(name).await.expect("reconciles");
@@ -154,7 +160,7 @@ impl Harness {
     }
 
     fn secret(&self, key_id: &str) -> Option<Value> {
-        self.fake.object(&format!("{SECRETS}/kmskey-{key_id}"))
+        self.fake.object(&format!("{SECRETS}/kmskey-app.{key_id}"))
     }
 
     fn advance(&self, seconds: i64) {
@@ -189,12 +195,8 @@ async fn a_new_kmskey_gets_material_status_and_events() {
 
     let uid = resource.metadata.uid.clone().unwrap();
     assert!(
-        resource
-            .metadata
-            .finalizers
-            .as_ref()
-            .unwrap()
-            .contains(&FINALIZER.to_owned())
+        resource.metadata.finalizers.is_none(),
+        "nothing holds a deletion up"
     );
     assert_eq!(resource.labels().get(KEY_ID_LABEL), Some(&uid));
     let status = resource.status.clone().unwrap();
@@ -217,13 +219,21 @@ async fn a_new_kmskey_gets_material_status_and_events() {
     );
     assert_eq!(ready.observed_generation, Some(1));
 
-    // The companion Secret: owned by the resource, wrapped material only.
+    // The companion Secret: in the controller's namespace, naming its resource without an
+    // owner reference (so no deletion of the resource or its namespace can reach it), wrapped
+    // material only.
     let secret = h.secret(&uid).expect("a companion Secret");
     assert_eq!(secret["type"], "coffer.dev/kmskey");
-    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], json!(uid));
-    assert_eq!(
-        secret["metadata"]["ownerReferences"][0]["controller"],
-        json!(true)
+    assert_eq!(secret["metadata"]["namespace"], SYSTEM_NAMESPACE);
+    assert!(secret["metadata"].get("ownerReferences").is_none());
+    assert_eq!(secret["metadata"]["labels"][NAMESPACE_LABEL], "app");
+    assert_eq!(secret["metadata"]["labels"][KEY_ID_LABEL], json!(uid));
+    let annotations = &secret["metadata"]["annotations"];
+    assert_eq!(annotations[RESOURCE_NAME_ANNOTATION], "app");
+    assert_eq!(annotations[RESOURCE_UID_ANNOTATION], json!(uid));
+    assert!(
+        h.fake.objects_under("/api/v1/namespaces/app/").is_empty(),
+        "nothing of the key in the user's namespace"
     );
     let data = secret["data"].as_object().unwrap();
     assert_eq!(data.keys().collect::<Vec<_>>(), ["v1"]);
@@ -315,16 +325,9 @@ async fn deletion_keeps_the_material_for_the_window_and_reapplying_cancels_it() 
     let blob = encrypt(&h.kms, &id, b"keep me").await.unwrap();
 
     h.delete("app");
-    h.reconcile("app").await.unwrap();
-    // The finalizer let go only after the Secret stopped belonging to the resource.
-    assert!(h.resource("app").is_none(), "the resource is gone");
-    h.store.forget_resource("app", "app");
+    assert!(h.resource("app").is_none(), "the resource is gone at once");
+    h.sweep().await;
     let secret = h.secret(&id).expect("the material outlives the resource");
-    assert!(
-        secret["metadata"]
-            .get("ownerReferences")
-            .is_none_or(|refs| refs.as_array().is_some_and(|r| r.is_empty()))
-    );
     assert_eq!(
         secret["metadata"]["annotations"][RESOURCE_NAME_ANNOTATION],
         "app"
@@ -341,6 +344,10 @@ async fn deletion_keeps_the_material_for_the_window_and_reapplying_cancels_it() 
         decrypt(&h.kms, &blob).await,
         Err(KmsError::InvalidState(_))
     ));
+    // Sweeping again changes nothing and tells nothing.
+    let events = h.fake.event_reasons().len();
+    h.sweep().await;
+    assert_eq!(h.fake.event_reasons().len(), events);
 
     // Re-applying the same manifest takes the key back.
     h.apply("app", json!({"deletionWindowDays": 7}));
@@ -351,6 +358,7 @@ async fn deletion_keeps_the_material_for_the_window_and_reapplying_cancels_it() 
         id,
         "a new object, the old key"
     );
+    assert_eq!(again.labels().get(KEY_ID_LABEL), Some(&id));
     assert_eq!(decrypt(&h.kms, &blob).await.unwrap(), b"keep me");
     assert!(
         h.fake
@@ -359,15 +367,15 @@ async fn deletion_keeps_the_material_for_the_window_and_reapplying_cancels_it() 
     );
     let secret = h.secret(&id).unwrap();
     assert_eq!(
-        secret["metadata"]["ownerReferences"][0]["uid"],
-        json!(again.metadata.uid)
+        secret["metadata"]["annotations"][RESOURCE_UID_ANNOTATION],
+        json!(again.metadata.uid),
+        "the record now names the new resource"
     );
 
     // Deleted for good: the material lasts until the window ends, then goes.
     let mut changes = h.store.changes();
     h.delete("app");
-    h.reconcile("app").await.unwrap();
-    h.store.forget_resource("app", "app");
+    h.sweep().await;
     h.advance(7 * DAY - 1);
     h.kms.run_due().await.unwrap();
     assert!(h.secret(&id).is_some());
@@ -387,13 +395,92 @@ async fn deletion_keeps_the_material_for_the_window_and_reapplying_cancels_it() 
 }
 
 #[tokio::test]
+async fn a_resource_reapplied_before_the_sweep_keeps_its_key_without_a_deletion() {
+    let h = harness();
+    h.apply("app", json!({}));
+    let id = key_id(&h.settle("app").await);
+    let blob = encrypt(&h.kms, &id, b"never pending").await.unwrap();
+
+    // Deleted and applied again before the leader looked.
+    h.delete("app");
+    h.apply("app", json!({}));
+    h.sweep().await;
+    let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
+    assert_eq!(
+        record.state,
+        KeyState::Enabled,
+        "the new resource adopts the key"
+    );
+    let again = h.settle("app").await;
+    assert_eq!(key_id(&again), id);
+    assert_eq!(decrypt(&h.kms, &blob).await.unwrap(), b"never pending");
+    assert!(
+        !h.fake
+            .event_reasons()
+            .contains(&"DeletionScheduled".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn an_api_write_racing_a_deletion_never_brings_the_resource_back() {
+    let h = harness();
+    h.apply("app", json!({}));
+    let id = key_id(&h.settle("app").await);
+    h.delete("app");
+    // Before the sweep: the API must not re-create what the user just deleted.
+    assert!(h.kms.disable_key(&caller(), &id).await.is_err());
+    assert!(h.resource("app").is_none());
+    h.sweep().await;
+    assert!(h.resource("app").is_none());
+    let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
+    assert_eq!(record.state, KeyState::PendingDeletion);
+}
+
+#[tokio::test]
+async fn a_copied_key_id_label_claims_nothing() {
+    let h = harness();
+    h.apply("app", json!({"description": "the real one"}));
+    let id = key_id(&h.settle("app").await);
+
+    // `kubectl get kk app -o yaml`, renamed and applied: the label comes along.
+    let object = h.fake.insert(
+        KEYS,
+        json!({
+            "apiVersion": "coffer.dev/v1alpha1",
+            "kind": "KmsKey",
+            "metadata": {"name": "copy", "namespace": "app", "labels": {KEY_ID_LABEL: id}},
+            "spec": {"enabled": false, "description": "an impostor"},
+        }),
+    );
+    h.store.remember(serde_json::from_value(object).unwrap());
+    h.reconcile("copy").await.unwrap();
+    let copy = h.resource("copy").unwrap();
+    let ready = &copy.status.as_ref().unwrap().conditions[0];
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "KeyClaimedElsewhere")
+    );
+    assert!(copy.status.as_ref().unwrap().key_id.is_none());
+    let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.description.as_str()),
+        (KeyState::Enabled, "the real one"),
+        "the copy changed nothing of the key"
+    );
+    assert_eq!(h.store.rbac_name("app", &id), "app");
+    assert_eq!(
+        h.store.resource_for_key("app", &id).map(|r| r.name_any()),
+        Some("app".to_owned())
+    );
+}
+
+#[tokio::test]
 async fn cancel_key_deletion_through_the_api_brings_the_resource_back() {
     let h = harness();
     h.apply("app", json!({}));
     let id = key_id(&h.settle("app").await);
     h.delete("app");
-    h.reconcile("app").await.unwrap();
-    h.store.forget_resource("app", "app");
+    h.sweep().await;
     assert!(h.resource("app").is_none());
 
     h.kms.cancel_key_deletion(&caller(), &id).await.unwrap();
@@ -407,7 +494,7 @@ async fn cancel_key_deletion_through_the_api_brings_the_resource_back() {
     );
     let secret = h.secret(&id).unwrap();
     assert_eq!(
-        secret["metadata"]["ownerReferences"][0]["uid"],
+        secret["metadata"]["annotations"][RESOURCE_UID_ANNOTATION],
         json!(back.metadata.uid)
     );
 
@@ -419,6 +506,22 @@ async fn cancel_key_deletion_through_the_api_brings_the_resource_back() {
 }
 
 #[tokio::test]
+async fn schedule_key_deletion_through_the_api_deletes_the_resource() {
+    let h = harness();
+    h.apply("app", json!({}));
+    let id = key_id(&h.settle("app").await);
+    h.kms
+        .schedule_key_deletion(&caller(), &id, Some(7))
+        .await
+        .unwrap();
+    assert!(h.resource("app").is_none(), "the resource goes with it");
+    let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
+    assert_eq!(record.state, KeyState::PendingDeletion);
+    assert_eq!(record.deletion_date, Some(h.clock.now() + 7 * DAY));
+    assert!(h.secret(&id).is_some());
+}
+
+#[tokio::test]
 async fn a_conflicting_write_is_retried() {
     let h = harness();
     h.apply("app", json!({}));
@@ -426,7 +529,7 @@ async fn a_conflicting_write_is_retried() {
 
     // Another writer gets in first: the record write is retried from a fresh read.
     h.fake
-        .conflict_next_write(&format!("{SECRETS}/kmskey-{id}"));
+        .conflict_next_write(&format!("{SECRETS}/kmskey-app.{id}"));
     h.edit_spec("app", json!({"description": "after a conflict"}));
     h.reconcile("app").await.unwrap();
     let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
@@ -705,7 +808,7 @@ mod whole {
         let before_id = before["status"]["keyId"].as_str().unwrap().to_owned();
         assert_ne!(before_id, after["status"]["keyId"].as_str().unwrap());
         assert!(
-            fake.object(&format!("{SECRETS}/kmskey-{before_id}"))
+            fake.object(&format!("{SECRETS}/kmskey-app.{before_id}"))
                 .is_some()
         );
 
@@ -796,33 +899,25 @@ mod whole {
         );
         assert!(fake.event_reasons().contains(&"Created".to_owned()));
 
-        // kubectl delete: the finalizer lets go once the material is set aside.
+        // kubectl delete: gone at once; the leader, told by the watch, starts the window.
         let after_id = after["status"]["keyId"].as_str().unwrap().to_owned();
-        let mut object = fake.object(&format!("{KEYS}/after")).unwrap();
-        object["metadata"]["deletionTimestamp"] = json!("2026-01-02T00:00:00Z");
-        fake.insert_raw(&format!("{KEYS}/after"), object);
-        eventually("the deleted KmsKey is gone", || {
-            fake.object(&format!("{KEYS}/after"))
-                .is_none()
+        fake.remove(&format!("{KEYS}/after"));
+        eventually("the deletion is scheduled", || {
+            fake.event_reasons()
+                .contains(&"DeletionScheduled".to_owned())
                 .then_some(())
         })
         .await;
         let secret = fake
-            .object(&format!("{SECRETS}/kmskey-{after_id}"))
+            .object(&format!("{SECRETS}/kmskey-app.{after_id}"))
             .unwrap();
-        assert!(
-            secret["metadata"]
-                .get("ownerReferences")
-                .is_none_or(Value::is_null)
-                || secret["metadata"]["ownerReferences"]
-                    .as_array()
-                    .is_some_and(Vec::is_empty),
-            "{secret}"
-        );
-        assert!(
-            fake.event_reasons()
-                .contains(&"DeletionScheduled".to_owned())
-        );
+        let record: Value = serde_json::from_str(
+            secret["metadata"]["annotations"]["coffer.dev/key-record"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["state"], "PendingDeletion", "{record}");
 
         // Shutdown gives the Lease up for the next replica.
         stop.send(()).unwrap();

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::lifecycle::{NewKey, check_policy_text, validate_description, validate_kind};
+use super::lifecycle::{
+    DELETION_WINDOW_DAYS, NewKey, check_policy_text, validate_description, validate_kind,
+};
 use super::model::{KeyRecord, KeySpec, KeyState, KeyUsage, Origin};
 use super::{KeyLocation, Kms, KmsError, key_record_key};
 use crate::engine::account::account_id;
@@ -26,6 +28,8 @@ pub struct DeclaredKey {
     pub rotation: Option<DeclaredRotation>,
     /// An AWS key policy document; `None` is the default policy, which delegates to the account.
     pub policy: Option<String>,
+    /// The window that deleting the resource starts, in days (7 to 30).
+    pub deletion_window_days: u32,
 }
 
 /// Automatic rotation as declared.
@@ -109,6 +113,11 @@ impl Kms {
                 "Rotation period must be between 90 and 2560 days.".into(),
             ));
         }
+        if !DELETION_WINDOW_DAYS.contains(&declared.deletion_window_days) {
+            return Err(KmsError::Validation(
+                "The deletion window must be between 7 and 30 days.".into(),
+            ));
+        }
         let location = location(namespace, key_id);
         let policy = match &declared.policy {
             Some(text) => {
@@ -186,13 +195,13 @@ impl Kms {
         outcome.ok_or_else(|| KmsError::Internal("declared key update wrote nothing".into()))
     }
 
-    /// Starts the deletion window of a key whose resource was deleted. Idempotent: a key
-    /// already pending deletion keeps its date. `None` when there is no such key.
+    /// Starts the deletion window of a key whose resource was deleted: the window its
+    /// declaration gave, else the longest. Idempotent: a key already pending deletion keeps its
+    /// date. `None` when there is no such key.
     pub async fn schedule_declared_deletion(
         &self,
         namespace: &str,
         key_id: &str,
-        window_days: u32,
     ) -> Result<Option<(KeyRecord, Option<KeyEvent>)>, KmsError> {
         let location = location(namespace, key_id);
         let now = self.now();
@@ -208,6 +217,10 @@ impl Kms {
                 outcome = Some((record, None));
                 return Ok(Change::Keep);
             }
+            let window_days = record
+                .deletion_window_days
+                .filter(|days| DELETION_WINDOW_DAYS.contains(days))
+                .unwrap_or(*DELETION_WINDOW_DAYS.end());
             record.state = KeyState::PendingDeletion;
             record.deletion_date = Some(now + i64::from(window_days) * SECONDS_PER_DAY);
             record.pending_window_days = Some(window_days);
@@ -263,6 +276,7 @@ fn converge(
         _ => {}
     }
     declared.description.clone_into(&mut record.description);
+    record.deletion_window_days = Some(declared.deletion_window_days);
     policy.clone_into(&mut record.policy);
     let rotatable =
         record.key_spec == KeySpec::SymmetricDefault && record.origin == Origin::Generated;

@@ -21,8 +21,8 @@ const MAX_DESCRIPTION_LEN: usize = 8192;
 const MAX_TAGS: usize = 50;
 pub(crate) const DEFAULT_ROTATION_DAYS: u32 = 365;
 pub(crate) const ROTATION_DAYS: std::ops::RangeInclusive<u32> = 90..=2560;
-const DELETION_WINDOW_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
-const DEFAULT_DELETION_WINDOW_DAYS: u32 = 30;
+pub(crate) const DELETION_WINDOW_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
+pub(crate) const DEFAULT_DELETION_WINDOW_DAYS: u32 = 30;
 const MAX_POLICY_LEN: usize = 32_768;
 
 /// CreateKey's inputs.
@@ -308,6 +308,7 @@ impl Kms {
             next_rotation: None,
             deletion_date: None,
             pending_window_days: None,
+            deletion_window_days: None,
             tags,
             policy,
             public_key,

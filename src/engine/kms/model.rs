@@ -156,6 +156,10 @@ pub struct KeyRecord {
     pub deletion_date: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_window_days: Option<u32>,
+    /// The window a deletion of the key's resource starts (a KmsKey's `deletionWindowDays`),
+    /// kept in the record because the resource is gone when it is needed. `None`: the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_window_days: Option<u32>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     pub policy: String,

@@ -14,14 +14,20 @@ use kube::{Api, Resource, ResourceExt as _};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-type ObjectKey = (String, String);
+/// (namespace, name): where the cache files an object.
+pub type ObjectKey = (String, String);
 
 /// A value an object is also found by, within its namespace (such as a label).
 pub type Indexer<K> = fn(&K) -> Option<String>;
 
+/// Where an object is filed: its own namespace and name, or (for objects that stand for
+/// something in another namespace) a namespace named by a label.
+pub type Keyer<K> = fn(&K) -> ObjectKey;
+
 /// One kind of object, by namespace and name, and optionally by one indexed value.
 pub struct ObjectCache<K> {
     objects: RwLock<Objects<K>>,
+    keyer: Keyer<K>,
     indexer: Option<Indexer<K>>,
     synced: watch::Sender<bool>,
 }
@@ -77,18 +83,25 @@ fn newer<K: Resource>(held: &K, other: &K) -> bool {
     )
 }
 
-fn key_of<K: Resource>(object: &K) -> ObjectKey {
+/// An object's own namespace and name.
+pub fn own_key<K: Resource>(object: &K) -> ObjectKey {
     (object.namespace().unwrap_or_default(), object.name_any())
 }
 
 impl<K: Resource + Clone> ObjectCache<K> {
-    /// A cache that also finds objects by `indexer`'s value.
+    /// A cache filed by each object's own namespace, that also finds objects by `indexer`'s value.
     pub fn new(indexer: Option<Indexer<K>>) -> Self {
+        Self::filed_by(own_key, indexer)
+    }
+
+    /// A cache filed by `keyer`, that also finds objects by `indexer`'s value.
+    pub fn filed_by(keyer: Keyer<K>, indexer: Option<Indexer<K>>) -> Self {
         Self {
             objects: RwLock::new(Objects {
                 by_name: BTreeMap::new(),
                 by_index: HashMap::new(),
             }),
+            keyer,
             indexer,
             synced: watch::Sender::new(false),
         }
@@ -135,7 +148,7 @@ impl<K: Resource + Clone> ObjectCache<K> {
         let Ok(mut objects) = self.objects.write() else {
             return false;
         };
-        let key = key_of(&object);
+        let key = (self.keyer)(&object);
         if objects
             .by_name
             .get(&key)
@@ -152,7 +165,7 @@ impl<K: Resource + Clone> ObjectCache<K> {
         let Ok(mut objects) = self.objects.write() else {
             return;
         };
-        let key = key_of(object);
+        let key = (self.keyer)(object);
         if objects
             .by_name
             .get(&key)
@@ -175,7 +188,7 @@ impl<K: Resource + Clone> ObjectCache<K> {
             objects.by_name.clear();
             objects.by_index.clear();
             for object in listed {
-                objects.insert(self.indexer, key_of(&object), Arc::new(object));
+                objects.insert(self.indexer, (self.keyer)(&object), Arc::new(object));
             }
         }
         self.synced.send_replace(true);
@@ -295,6 +308,27 @@ mod tests {
             cache.find("ns", "z").map(|m| m.name_any()).as_deref(),
             Some("b")
         );
+    }
+
+    #[test]
+    fn a_keyer_files_objects_under_another_namespace() {
+        let cache = ObjectCache::filed_by(
+            |map: &ConfigMap| {
+                let owner = map.data.as_ref().and_then(|d| d.get("v")).cloned();
+                (owner.unwrap_or_default(), map.name_any())
+            },
+            None,
+        );
+        cache.put(object("a", "1", "shop"));
+        cache.put(object("b", "1", "bank"));
+        assert!(cache.get("ns", "a").is_none());
+        assert_eq!(
+            cache.get("shop", "a").map(|m| m.name_any()).as_deref(),
+            Some("a")
+        );
+        assert_eq!(cache.list(Some("bank")).len(), 1);
+        cache.remove(&object("a", "2", "shop"));
+        assert!(cache.get("shop", "a").is_none());
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub fn declared_key(namespace: &str, spec: &KmsKeySpec) -> DeclaredKey {
             period_days: u32::try_from(rotation.period_days).unwrap_or(0),
         }),
         policy: declared_policy(namespace, spec),
+        // The CRD's schema keeps it within 7 to 30; the engine checks again.
+        deletion_window_days: u32::try_from(spec.deletion_window_days).unwrap_or(0),
     }
 }
 
@@ -249,7 +251,8 @@ pub fn spec_for_record(namespace: &str, record: &KeyRecord) -> KmsKeySpec {
         enabled: record.state != KeyState::Disabled,
         rotation: record_rotation(record),
         deletion_window_days: record
-            .pending_window_days
+            .deletion_window_days
+            .or(record.pending_window_days)
             .and_then(|days| i32::try_from(days).ok())
             .unwrap_or(MAX_DELETION_WINDOW_DAYS),
         policy: None,
@@ -282,6 +285,7 @@ mod tests {
             next_rotation: None,
             deletion_date: None,
             pending_window_days: None,
+            deletion_window_days: None,
             tags: BTreeMap::new(),
             policy: PolicyDocument::default_document(&account_id(namespace)),
             public_key: None,

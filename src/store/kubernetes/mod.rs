@@ -2,19 +2,26 @@
 //! and every replica sees the same keys.
 //!
 //! A KMS key is two objects:
-//! - its **companion Secret** `kmskey-KEY_ID` (type `coffer.dev/kmskey`), whose data holds each
-//!   version's material wrapped by the root key (`v1`, `v2`, ...), and whose annotation
-//!   `coffer.dev/key-record` holds the key's metadata record (ids, state, dates, policy: nothing
-//!   secret). One object, so that a write is atomic and guarded by its resourceVersion: two
-//!   replicas never interleave half a rotation.
-//! - its **KmsKey resource**, which owns the Secret and carries the label `coffer.dev/key-id`.
-//!   Its spec declares what the user wants; changes made through the API are written back into
-//!   the spec (see [`mapping`]), so there is one source of truth.
+//! - its **companion Secret** `kmskey-NAMESPACE.KEY_ID` (type `coffer.dev/kmskey`) in the
+//!   **controller's own namespace**, whose data holds each version's material wrapped by the root
+//!   key (`v1`, `v2`, ...), and whose annotation `coffer.dev/key-record` holds the key's metadata
+//!   record (ids, state, dates, policy: nothing secret). One object, so that a write is atomic
+//!   and guarded by its resourceVersion: two replicas never interleave half a rotation. Labels
+//!   name the key id and the namespace (the account) the key belongs to; annotations name the
+//!   KmsKey resource it belongs to, by name and uid.
+//! - its **KmsKey resource** in the user's namespace, with the label `coffer.dev/key-id`. Its
+//!   spec declares what the user wants; changes made through the API are written back into the
+//!   spec (see [`mapping`]), so there is one source of truth.
 //!
-//! A key whose resource was deleted is pending deletion: its Secret loses its owner (so garbage
-//! collection leaves it) and keeps the resource's name in `coffer.dev/kmskey-name`, until the
-//! window ends or the deletion is cancelled. Cancelling through the API brings the resource back;
-//! re-applying the resource adopts the key again.
+//! The material lives apart from the resource on purpose: deleting the resource, its namespace
+//! or an owner of it deletes nothing of the key. No owner reference and no finalizer tie them.
+//! The controller notices a resource is gone ([`KubernetesStore::abandoned_keys`]) and starts
+//! the key's deletion window; the material goes only when the window has passed. Re-applying a
+//! resource of the same name in the same namespace within the window takes the key back, even
+//! after the namespace itself was deleted and made again; so does CancelKeyDeletion.
+//!
+//! A key belongs to the resource its record names: a `coffer.dev/key-id` label copied onto
+//! another resource claims nothing.
 //!
 //! Aliases are the `spec.aliases` of KmsKey resources.
 //!
@@ -33,38 +40,53 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource as _, ResourceExt as _};
+use kube::{Api, Client, ResourceExt as _};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use super::{Record, RecordKey, RecordKind, RecordValue, Revision, Store, StoreError};
 use crate::engine::kms::model::{AliasRecord, KeyRecord, KeyState};
 use crate::resources::kmskey::KmsKey;
-use cache::{ObjectCache, Observed};
+use cache::{ObjectCache, ObjectKey, Observed};
 
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "coffer";
 /// Label naming the key id, on a KmsKey and on its companion Secret.
 pub const KEY_ID_LABEL: &str = "coffer.dev/key-id";
+/// Label of a companion Secret naming the namespace (the account) its key belongs to.
+pub const NAMESPACE_LABEL: &str = "coffer.dev/namespace";
 /// Annotation of the companion Secret holding the key's metadata record.
 pub const RECORD_ANNOTATION: &str = "coffer.dev/key-record";
-/// Annotation of the companion Secret naming its KmsKey resource, kept while the key is
-/// pending deletion so that the resource can be re-created under its name.
+/// Annotation of the companion Secret naming the KmsKey resource the key belongs to; kept after
+/// the resource is deleted, so that a resource of that name can take the key back.
 pub const RESOURCE_NAME_ANNOTATION: &str = "coffer.dev/kmskey-name";
+/// Annotation of the companion Secret with that resource's uid: a resource of the same name
+/// with another uid is a new one.
+pub const RESOURCE_UID_ANNOTATION: &str = "coffer.dev/kmskey-uid";
 /// Annotation of a KmsKey re-created because its key's deletion was cancelled through the API.
 pub const RECREATED_ANNOTATION: &str = "coffer.dev/recreated-by";
 /// Type of the companion Secrets.
 pub const COMPANION_TYPE: &str = "coffer.dev/kmskey";
 const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
-/// The companion Secret's name.
-pub fn companion_name(key_id: &str) -> String {
-    format!("kmskey-{key_id}")
+/// The companion Secret's name. Namespaces cannot hold a dot, so no two keys share one.
+pub fn companion_name(namespace: &str, key_id: &str) -> String {
+    format!("kmskey-{namespace}.{key_id}")
 }
 
-/// The key id a KmsKey resource has claimed, if any.
+/// The key id a KmsKey resource has claimed, if any: a lowercase hyphenated UUID, since the
+/// label can be set by anyone who can write the resource and it becomes part of an object name.
 pub fn key_id_of(resource: &KmsKey) -> Option<&str> {
-    resource.labels().get(KEY_ID_LABEL).map(String::as_str)
+    resource
+        .labels()
+        .get(KEY_ID_LABEL)
+        .map(String::as_str)
+        .filter(|key_id| is_key_id(key_id))
+}
+
+/// Whether `text` is a key id as Coffer makes them.
+pub fn is_key_id(text: &str) -> bool {
+    uuid::Uuid::try_parse(text).is_ok_and(|id| id.hyphenated().to_string() == text)
 }
 
 /// Whether the store made this resource again after CancelKeyDeletion.
@@ -80,6 +102,31 @@ fn is_terminating(resource: &KmsKey) -> bool {
     resource.metadata.deletion_timestamp.is_some()
 }
 
+/// Companion Secrets are filed under the namespace they stand for, not the one they are in.
+fn companion_key(secret: &Secret) -> ObjectKey {
+    (
+        secret
+            .labels()
+            .get(NAMESPACE_LABEL)
+            .cloned()
+            .unwrap_or_default(),
+        secret.name_any(),
+    )
+}
+
+/// The resource a companion Secret records as its key's owner, by name.
+fn recorded_resource_name(secret: &Secret) -> Option<String> {
+    secret.annotations().get(RESOURCE_NAME_ANNOTATION).cloned()
+}
+
+/// The uid of that resource, when recorded.
+fn recorded_uid(secret: &Secret) -> Option<&str> {
+    secret
+        .annotations()
+        .get(RESOURCE_UID_ANNOTATION)
+        .map(String::as_str)
+}
+
 /// What changed, for caches and Events elsewhere.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreChange {
@@ -93,24 +140,54 @@ pub enum StoreChange {
     },
 }
 
+/// A key whose KmsKey resource is gone while the key is not pending deletion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbandonedKey {
+    pub namespace: String,
+    pub key_id: String,
+    pub resource_name: String,
+    pub resource_uid: Option<String>,
+}
+
+/// Why a resource cannot have the key its label names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedElsewhere {
+    /// The KmsKey the key belongs to.
+    pub owner: String,
+}
+
 /// The Kubernetes store.
 pub struct KubernetesStore {
     client: Client,
+    /// The controller's namespace, where companion Secrets live.
+    system_namespace: String,
     secrets: Arc<ObjectCache<Secret>>,
     keys: Arc<ObjectCache<KmsKey>>,
     changes: broadcast::Sender<StoreChange>,
+    resources_gone: Arc<Notify>,
 }
 
 impl KubernetesStore {
-    pub fn new(client: Client) -> Arc<Self> {
+    /// A store keeping key material in `system_namespace`, the controller's own.
+    pub fn new(client: Client, system_namespace: &str) -> Arc<Self> {
         Arc::new(Self {
             client,
-            secrets: Arc::new(ObjectCache::default()),
+            system_namespace: system_namespace.to_owned(),
+            secrets: Arc::new(ObjectCache::filed_by(
+                companion_key,
+                Some(|secret: &Secret| recorded_resource_name(secret)),
+            )),
             keys: Arc::new(ObjectCache::new(Some(|resource: &KmsKey| {
                 key_id_of(resource).map(str::to_owned)
             }))),
             changes: broadcast::Sender::new(1024),
+            resources_gone: Arc::new(Notify::new()),
         })
+    }
+
+    /// The namespace holding the companion Secrets.
+    pub fn system_namespace(&self) -> &str {
+        &self.system_namespace
     }
 
     /// Feeds the caches from watches until dropped.
@@ -118,18 +195,26 @@ impl KubernetesStore {
         let secrets = {
             let store = Arc::clone(&self);
             cache::feed(
-                Api::<Secret>::all(self.client.clone()),
-                watcher::Config::default().labels(KEY_ID_LABEL),
+                Api::<Secret>::namespaced(self.client.clone(), &self.system_namespace),
+                watcher::Config::default().labels(&format!("{KEY_ID_LABEL},{NAMESPACE_LABEL}")),
                 Arc::clone(&self.secrets),
                 move |observed| store.observed_secret(observed),
             )
         };
-        let keys = cache::feed(
-            Api::<KmsKey>::all(self.client.clone()),
-            watcher::Config::default(),
-            Arc::clone(&self.keys),
-            |_| {},
-        );
+        let keys = {
+            let gone = Arc::clone(&self.resources_gone);
+            cache::feed(
+                Api::<KmsKey>::all(self.client.clone()),
+                watcher::Config::default(),
+                Arc::clone(&self.keys),
+                move |observed| match observed {
+                    // A relist may hide deletions that happened while the watch was down.
+                    Observed::Deleted(_) | Observed::Relisted => gone.notify_one(),
+                    Observed::Changed(resource) if is_terminating(&resource) => gone.notify_one(),
+                    Observed::Changed(_) => {}
+                },
+            )
+        };
         futures::future::join(secrets, keys).await;
     }
 
@@ -147,28 +232,58 @@ impl KubernetesStore {
         self.changes.subscribe()
     }
 
+    /// Notified whenever a KmsKey may have gone: time to look for [`Self::abandoned_keys`].
+    pub fn resources_gone(&self) -> Arc<Notify> {
+        Arc::clone(&self.resources_gone)
+    }
+
     fn observed_secret(&self, observed: Observed<Secret>) {
         let secret = match &observed {
             Observed::Changed(secret) => secret.as_ref(),
             Observed::Deleted(secret) => secret,
             Observed::Relisted => return,
         };
-        let change = secret
-            .labels()
-            .get(KEY_ID_LABEL)
-            .map(|key_id| StoreChange::KeyChanged {
-                namespace: secret.namespace().unwrap_or_default(),
+        let (namespace, _) = companion_key(secret);
+        if let Some(key_id) = secret.labels().get(KEY_ID_LABEL) {
+            // Nobody listening is fine.
+            let _ = self.changes.send(StoreChange::KeyChanged {
+                namespace,
                 key_id: key_id.clone(),
             });
-        if let Some(change) = change {
-            // Nobody listening is fine.
-            let _ = self.changes.send(change);
         }
     }
 
-    /// The KmsKey resource that claims `key_id`, terminating or not.
+    /// The companion Secret of a key, from the cache.
+    fn companion(&self, namespace: &str, key_id: &str) -> Option<Arc<Secret>> {
+        self.secrets
+            .get(namespace, &companion_name(namespace, key_id))
+    }
+
+    /// The name of the resource a key's record says it belongs to.
+    pub fn recorded_resource(&self, namespace: &str, key_id: &str) -> Option<String> {
+        self.companion(namespace, key_id)
+            .and_then(|secret| recorded_resource_name(&secret))
+    }
+
+    /// The live resource a key belongs to. With a record, only the resource it names (a label
+    /// copied elsewhere claims nothing); before the record exists, the resource whose label
+    /// claimed the id.
     pub fn resource_for_key(&self, namespace: &str, key_id: &str) -> Option<Arc<KmsKey>> {
-        self.keys.find(namespace, key_id)
+        match self.companion(namespace, key_id) {
+            Some(secret) => {
+                let name = recorded_resource_name(&secret)?;
+                let resource = self.keys.get(namespace, &name)?;
+                let claims = match key_id_of(&resource) {
+                    Some(claimed) => claimed == key_id,
+                    // Not claimed yet: the recorded resource itself, or a new one of its name
+                    // that has yet to take the key back.
+                    None => recorded_uid(&secret)
+                        .is_none_or(|uid| resource.uid().as_deref() == Some(uid)),
+                };
+                claims.then_some(resource)
+            }
+            None => self.keys.find(namespace, key_id),
+        }
     }
 
     /// Takes a resource into the cache, as the watch would.
@@ -181,6 +296,7 @@ impl KubernetesStore {
     #[cfg(test)]
     pub(crate) fn forget_resource(&self, namespace: &str, name: &str) {
         self.keys.forget(namespace, name);
+        self.resources_gone.notify_one();
     }
 
     /// The KmsKey resource named `name`, from the cache.
@@ -188,32 +304,75 @@ impl KubernetesStore {
         self.keys.get(namespace, name)
     }
 
-    /// The name RBAC knows a key by: its resource's name, or its id when it has none.
+    /// The name RBAC knows a key by: the resource its record names, or its id when it has none.
     pub fn rbac_name(&self, namespace: &str, key_id: &str) -> String {
-        self.resource_for_key(namespace, key_id)
-            .map(|resource| resource.name_any())
+        self.recorded_resource(namespace, key_id)
             .unwrap_or_else(|| key_id.to_owned())
     }
 
-    /// The key pending deletion whose resource was named `name`: the one a re-applied resource
-    /// of that name takes back.
-    pub fn orphan_named(&self, namespace: &str, name: &str) -> Option<String> {
+    /// The key a resource stands for, as far as the records know: the one whose record names
+    /// it, whether it is its own or one that a deleted resource of the same name left (names
+    /// are unique in a namespace, so a record naming it with another uid names a resource that
+    /// is gone). `None` before its key has a record.
+    pub fn key_of_resource(&self, resource: &KmsKey) -> Option<String> {
+        let namespace = resource.namespace()?;
+        let secret = self.secrets.find(&namespace, &resource.name_any())?;
+        secret.labels().get(KEY_ID_LABEL).cloned()
+    }
+
+    /// Whether a resource's claim on `key_id` stands: `Err` when the key's record names another
+    /// resource.
+    pub fn check_claim(&self, resource: &KmsKey, key_id: &str) -> Result<(), ClaimedElsewhere> {
+        let namespace = resource.namespace().unwrap_or_default();
+        match self.recorded_resource(&namespace, key_id) {
+            Some(owner) if owner != resource.name_any() => Err(ClaimedElsewhere { owner }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Keys that are not pending deletion but whose resource, by the caches, is gone or going
+    /// (or was replaced by a resource of the same name that claims another key). Check each with
+    /// [`Self::confirm_abandoned`] before acting: the caches may lag behind.
+    pub fn abandoned_keys(&self) -> Vec<AbandonedKey> {
         self.secrets
-            .list(Some(namespace))
-            .into_iter()
-            .filter(|secret| secret.owner_references().is_empty())
-            .filter(|secret| {
-                secret
-                    .annotations()
-                    .get(RESOURCE_NAME_ANNOTATION)
-                    .map(String::as_str)
-                    == Some(name)
+            .list(None)
+            .iter()
+            .filter_map(|secret| {
+                let (namespace, _) = companion_key(secret);
+                let key_id = secret.labels().get(KEY_ID_LABEL)?.clone();
+                let resource_name = recorded_resource_name(secret)?;
+                if was_pending_deletion(secret) {
+                    return None;
+                }
+                let resource = self.keys.get(&namespace, &resource_name);
+                if resource.is_some_and(|resource| still_owns(&resource, &key_id)) {
+                    return None;
+                }
+                Some(AbandonedKey {
+                    namespace,
+                    key_id,
+                    resource_name,
+                    resource_uid: recorded_uid(secret).map(str::to_owned),
+                })
             })
-            .find_map(|secret| {
-                let record = secret_record(&secret).ok()?;
-                let key: KeyRecord = serde_json::from_value(record.value.meta).ok()?;
-                (key.state == KeyState::PendingDeletion).then_some(key.key_id)
-            })
+            .collect()
+    }
+
+    /// Asks the API server itself whether an abandoned key's resource is really gone.
+    pub async fn confirm_abandoned(&self, key: &AbandonedKey) -> Result<bool, StoreError> {
+        let api = Api::<KmsKey>::namespaced(self.client.clone(), &key.namespace);
+        match api.get_opt(&key.resource_name).await {
+            Ok(None) => Ok(true),
+            Ok(Some(resource)) => {
+                let owns = still_owns(&resource, &key.key_id);
+                self.keys.put(resource);
+                Ok(!owns)
+            }
+            Err(err) => Err(api_error(
+                err,
+                &format!("kmskey {}/{}", key.namespace, key.resource_name),
+            )),
+        }
     }
 
     /// Labels a resource with the key id it stands for, before the key is created, so that a
@@ -224,41 +383,8 @@ impl KubernetesStore {
             "labels": { KEY_ID_LABEL: key_id },
             "resourceVersion": resource.resource_version(),
         }});
-        let patched = Api::<KmsKey>::namespaced(self.client.clone(), &namespace)
-            .patch(&resource.name_any(), &patch_params(), &Patch::Merge(&patch))
+        self.patch_resource(&namespace, &resource.name_any(), &patch)
             .await
-            .map_err(|err| api_error(err, &resource_label(resource)))?;
-        self.keys.put(patched.clone());
-        Ok(Arc::new(patched))
-    }
-
-    /// Removes a finalizer from a terminating resource, if it is there.
-    pub async fn release(&self, resource: &KmsKey, finalizer: &str) -> Result<(), StoreError> {
-        let Some(index) = resource.finalizers().iter().position(|f| f == finalizer) else {
-            return Ok(());
-        };
-        let namespace = resource.namespace().unwrap_or_default();
-        let patch = json!([
-            {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": finalizer},
-            {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
-        ]);
-        let patch: json_patch::Patch = serde_json::from_value(patch)
-            .map_err(|err| StoreError::Backend(format!("finalizer patch: {err}")))?;
-        match Api::<KmsKey>::namespaced(self.client.clone(), &namespace)
-            .patch(
-                &resource.name_any(),
-                &patch_params(),
-                &Patch::<()>::Json(patch),
-            )
-            .await
-        {
-            Ok(patched) => {
-                self.keys.put(patched);
-                Ok(())
-            }
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-            Err(err) => Err(api_error(err, &resource_label(resource))),
-        }
     }
 
     async fn delete_resource(&self, resource: &KmsKey) -> Result<(), StoreError> {
@@ -270,31 +396,6 @@ impl KubernetesStore {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
             Err(err) => Err(api_error(err, &resource_label(resource))),
-        }
-    }
-
-    /// Makes sure a key pending deletion no longer belongs to its resource, so that garbage
-    /// collection keeps its Secret once the resource is gone. Returns whether it still belongs
-    /// to one (a write was needed but lost a race; try again).
-    pub async fn ensure_orphaned(&self, namespace: &str, key_id: &str) -> Result<bool, StoreError> {
-        let Some(secret) = self.secrets.get(namespace, &companion_name(key_id)) else {
-            return Ok(false);
-        };
-        if secret.owner_references().is_empty() {
-            return Ok(false);
-        }
-        let record = secret_record(&secret)?;
-        let key = RecordKey::new(RecordKind::KmsKey, namespace, key_id);
-        match self
-            .write_key(&key, Some(&record.revision), record.value)
-            .await
-        {
-            Ok(_) => Ok(self
-                .secrets
-                .get(namespace, &companion_name(key_id))
-                .is_some_and(|secret| !secret.owner_references().is_empty())),
-            Err(StoreError::Conflict(_)) => Ok(true),
-            Err(other) => Err(other),
         }
     }
 
@@ -359,22 +460,26 @@ impl KubernetesStore {
 
     /// Finds or makes the resource a key record belongs to, and brings its spec up to date.
     /// `None` when the key stays without one (pending deletion, its resource gone or going).
+    /// `before` is the record as stored, `None` for a new key.
     async fn owner_for(
         &self,
         namespace: &str,
         record: &KeyRecord,
-        previous_name: Option<&str>,
+        before: Option<&Secret>,
     ) -> Result<Option<Arc<KmsKey>>, StoreError> {
+        let previous_name = before.and_then(recorded_resource_name);
         match self.resource_for_key(namespace, &record.key_id) {
             Some(resource) if is_terminating(&resource) => {
-                // The reconciler is about to schedule the deletion; until then the resource
-                // still owns the key.
+                // Until the deletion is scheduled, the resource still owns the key.
                 Ok((record.state != KeyState::PendingDeletion).then_some(resource))
             }
             Some(resource) if record.state == KeyState::PendingDeletion => {
-                // A deletion scheduled through the API deletes the resource too; its finalizer
-                // then finds the key pending and lets it go.
-                self.delete_resource(&resource).await?;
+                // A deletion scheduled through the API deletes the resource too; but a resource
+                // of the same name made since is new, and takes the key back instead.
+                let recorded = before.and_then(recorded_uid);
+                if recorded.is_some() && recorded == resource.uid().as_deref() {
+                    self.delete_resource(&resource).await?;
+                }
                 Ok(None)
             }
             Some(resource) => match mapping::spec_mirror(namespace, record, &resource.spec) {
@@ -385,10 +490,17 @@ impl KubernetesStore {
                 None => Ok(Some(resource)),
             },
             None if record.state == KeyState::PendingDeletion => Ok(None),
-            None => Ok(Some(
-                self.create_resource(namespace, record, previous_name)
+            // A new key (CreateKey), or one whose deletion is cancelled: it gets a resource.
+            None if before.is_none_or(|secret| was_pending_deletion(secret)) => Ok(Some(
+                self.create_resource(namespace, record, previous_name.as_deref())
                     .await?,
             )),
+            // Its resource was deleted a moment ago and the deletion is not scheduled yet:
+            // writing now would bring back a resource the user just deleted.
+            None => Err(StoreError::Refused(format!(
+                "The KmsKey of key {} was deleted; the key is about to be pending deletion.",
+                record.key_id
+            ))),
         }
     }
 
@@ -400,29 +512,26 @@ impl KubernetesStore {
     ) -> Result<Revision, StoreError> {
         let record: KeyRecord = serde_json::from_value(value.meta.clone())
             .map_err(|err| StoreError::Corrupt(format!("key record: {err}")))?;
-        if record.key_id != key.name {
+        if record.key_id != key.name || !is_key_id(&key.name) {
             return Err(StoreError::Corrupt("key record names another key".into()));
         }
-        let name = companion_name(&key.name);
-        let previous = self.secrets.get(&key.namespace, &name);
-        let previous_name = previous
-            .as_ref()
-            .and_then(|secret| secret.annotations().get(RESOURCE_NAME_ANNOTATION).cloned());
+        let previous = self.companion(&key.namespace, &key.name);
         let owner = self
-            .owner_for(&key.namespace, &record, previous_name.as_deref())
+            .owner_for(&key.namespace, &record, previous.as_deref())
             .await?;
-        let resource_name = owner
-            .as_ref()
-            .map(|owner| owner.name_any())
-            .or(previous_name);
-        let secret = companion_secret(
-            key,
-            &value,
-            owner.as_deref(),
-            resource_name.as_deref(),
-            expected,
-        )?;
-        let api = Api::<Secret>::namespaced(self.client.clone(), &key.namespace);
+        let resource = match &owner {
+            Some(owner) => (Some(owner.name_any()), owner.uid()),
+            None => (
+                previous.as_deref().and_then(recorded_resource_name),
+                previous
+                    .as_deref()
+                    .and_then(recorded_uid)
+                    .map(str::to_owned),
+            ),
+        };
+        let secret = self.companion_secret(key, &value, resource, expected)?;
+        let api = Api::<Secret>::namespaced(self.client.clone(), &self.system_namespace);
+        let name = companion_name(&key.namespace, &key.name);
         let written = match expected {
             None => api.create(&post_params(), &secret).await,
             Some(_) => api.replace(&name, &post_params(), &secret).await,
@@ -438,11 +547,8 @@ impl KubernetesStore {
     }
 
     async fn delete_key(&self, key: &RecordKey, expected: &Revision) -> Result<(), StoreError> {
-        let name = companion_name(&key.name);
-        let resource_name = self
-            .secrets
-            .get(&key.namespace, &name)
-            .and_then(|secret| secret.annotations().get(RESOURCE_NAME_ANNOTATION).cloned());
+        let name = companion_name(&key.namespace, &key.name);
+        let resource_name = self.recorded_resource(&key.namespace, &key.name);
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 resource_version: Some(expected.as_str().to_owned()),
@@ -450,7 +556,7 @@ impl KubernetesStore {
             }),
             ..DeleteParams::default()
         };
-        if let Err(err) = Api::<Secret>::namespaced(self.client.clone(), &key.namespace)
+        if let Err(err) = Api::<Secret>::namespaced(self.client.clone(), &self.system_namespace)
             .delete(&name, &params)
             .await
         {
@@ -465,10 +571,57 @@ impl KubernetesStore {
         Ok(())
     }
 
+    /// The companion Secret holding `value`; `resource` is the (name, uid) of the KmsKey the key
+    /// belongs to.
+    fn companion_secret(
+        &self,
+        key: &RecordKey,
+        value: &RecordValue,
+        resource: (Option<String>, Option<String>),
+        expected: Option<&Revision>,
+    ) -> Result<Secret, StoreError> {
+        let record = serde_json::to_string(&value.meta)
+            .map_err(|err| StoreError::Corrupt(format!("key record: {err}")))?;
+        let mut annotations = BTreeMap::from([(RECORD_ANNOTATION.to_owned(), record)]);
+        let (resource_name, resource_uid) = resource;
+        if let Some(name) = resource_name {
+            annotations.insert(RESOURCE_NAME_ANNOTATION.to_owned(), name);
+        }
+        if let Some(uid) = resource_uid {
+            annotations.insert(RESOURCE_UID_ANNOTATION.to_owned(), uid);
+        }
+        Ok(Secret {
+            metadata: ObjectMeta {
+                name: Some(companion_name(&key.namespace, &key.name)),
+                namespace: Some(self.system_namespace.clone()),
+                labels: Some(BTreeMap::from([
+                    (MANAGED_BY_LABEL.to_owned(), FIELD_MANAGER.to_owned()),
+                    (KEY_ID_LABEL.to_owned(), key.name.clone()),
+                    (NAMESPACE_LABEL.to_owned(), key.namespace.clone()),
+                ])),
+                annotations: Some(annotations),
+                resource_version: expected.map(|revision| revision.as_str().to_owned()),
+                ..ObjectMeta::default()
+            },
+            type_: Some(COMPANION_TYPE.to_owned()),
+            data: Some(
+                value
+                    .sealed
+                    .iter()
+                    .map(|(slot, bytes)| (slot.clone(), ByteString(bytes.clone())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        })
+    }
+
     /// Aliases of a namespace with the resource holding each; the oldest resource wins a name
     /// two of them declare.
     fn aliases(&self, namespace: &str) -> BTreeMap<String, Arc<KmsKey>> {
-        let mut resources = self.alias_holders(namespace).collect::<Vec<_>>();
+        let mut resources = self
+            .alias_holders(namespace)
+            .filter(|resource| self.owns_its_key(resource))
+            .collect::<Vec<_>>();
         resources.sort_by_key(|resource| claim_order(resource));
         let mut aliases = BTreeMap::new();
         for resource in resources {
@@ -492,7 +645,13 @@ impl KubernetesStore {
         let name = alias.strip_prefix("alias/")?;
         self.alias_holders(namespace)
             .filter(|resource| resource.spec.aliases.iter().any(|held| held == name))
+            .filter(|resource| self.owns_its_key(resource))
             .min_by_key(|resource| claim_order(resource))
+    }
+
+    /// Whether the key a resource's label claims is its own: no other resource's record names it.
+    fn owns_its_key(&self, resource: &KmsKey) -> bool {
+        key_id_of(resource).is_some_and(|key_id| self.check_claim(resource, key_id).is_ok())
     }
 
     /// Resources whose aliases count: live, with a key.
@@ -581,6 +740,21 @@ impl KubernetesStore {
     }
 }
 
+/// Whether a live resource of the name a key's record gives keeps the key: it is not being
+/// deleted, and claims that key or none yet (a new resource of that name adopts the key).
+fn still_owns(resource: &KmsKey, key_id: &str) -> bool {
+    !is_terminating(resource) && key_id_of(resource).is_none_or(|claimed| claimed == key_id)
+}
+
+/// Whether a stored key record is pending deletion.
+fn was_pending_deletion(secret: &Secret) -> bool {
+    secret_record(secret)
+        .ok()
+        .and_then(|record| record.value.meta.get("state").cloned())
+        .and_then(|state| serde_json::from_value::<KeyState>(state).ok())
+        == Some(KeyState::PendingDeletion)
+}
+
 /// Which of two resources declaring one alias holds it: the older, then the first by name.
 fn claim_order(resource: &KmsKey) -> (Option<k8s_openapi::jiff::Timestamp>, String) {
     (
@@ -629,8 +803,7 @@ impl Store for KubernetesStore {
         key.validate()?;
         match key.kind {
             RecordKind::KmsKey => self
-                .secrets
-                .get(&key.namespace, &companion_name(&key.name))
+                .companion(&key.namespace, &key.name)
                 .map(|secret| secret_record(&secret))
                 .transpose(),
             RecordKind::Alias => self
@@ -653,13 +826,10 @@ impl Store for KubernetesStore {
                 .iter()
                 .filter_map(|secret| {
                     let key_id = secret.labels().get(KEY_ID_LABEL)?;
-                    (secret.name_any() == companion_name(key_id)).then(|| {
+                    let (namespace, name) = companion_key(secret);
+                    (name == companion_name(&namespace, key_id)).then(|| {
                         secret_record(secret).map(|record| {
-                            let key = RecordKey::new(
-                                RecordKind::KmsKey,
-                                secret.namespace().unwrap_or_default(),
-                                key_id.clone(),
-                            );
+                            let key = RecordKey::new(RecordKind::KmsKey, namespace, key_id.clone());
                             (key, record)
                         })
                     })
@@ -816,46 +986,6 @@ fn secret_record(secret: &Secret) -> Result<Record, StoreError> {
     Ok(Record {
         revision: Revision::new(secret.resource_version().unwrap_or_default()),
         value: RecordValue { meta, sealed },
-    })
-}
-
-fn companion_secret(
-    key: &RecordKey,
-    value: &RecordValue,
-    owner: Option<&KmsKey>,
-    resource_name: Option<&str>,
-    expected: Option<&Revision>,
-) -> Result<Secret, StoreError> {
-    let record = serde_json::to_string(&value.meta)
-        .map_err(|err| StoreError::Corrupt(format!("key record: {err}")))?;
-    let mut annotations = BTreeMap::from([(RECORD_ANNOTATION.to_owned(), record)]);
-    if let Some(name) = resource_name {
-        annotations.insert(RESOURCE_NAME_ANNOTATION.to_owned(), name.to_owned());
-    }
-    Ok(Secret {
-        metadata: ObjectMeta {
-            name: Some(companion_name(&key.name)),
-            namespace: Some(key.namespace.clone()),
-            labels: Some(BTreeMap::from([
-                (MANAGED_BY_LABEL.to_owned(), FIELD_MANAGER.to_owned()),
-                (KEY_ID_LABEL.to_owned(), key.name.clone()),
-            ])),
-            annotations: Some(annotations),
-            owner_references: owner
-                .and_then(|owner| owner.controller_owner_ref(&()))
-                .map(|reference| vec![reference]),
-            resource_version: expected.map(|revision| revision.as_str().to_owned()),
-            ..ObjectMeta::default()
-        },
-        type_: Some(COMPANION_TYPE.to_owned()),
-        data: Some(
-            value
-                .sealed
-                .iter()
-                .map(|(slot, bytes)| (slot.clone(), ByteString(bytes.clone())))
-                .collect(),
-        ),
-        ..Secret::default()
     })
 }
 
