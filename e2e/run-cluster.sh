@@ -1,49 +1,58 @@
 #!/usr/bin/env bash
-# Runs the cluster end-to-end suite (e2e/cluster): `coffer controller` on this machine against the
-# Kubernetes cluster of the current kubeconfig.
+# Runs the cluster end-to-end suite (e2e/cluster): `coffer controller` on this machine against a
+# real Kubernetes API server.
 #
-#   COFFER_BIN=/path/to/coffer e2e/run-cluster.sh     # use an existing binary
 #   e2e/run-cluster.sh                                # builds target/debug/coffer first
+#   COFFER_BIN=/path/to/coffer e2e/run-cluster.sh     # use an existing binary
 #
-# Without a reachable cluster (KUBECONFIG unset or naming no existing file and no ~/.kube/config,
-# kubectl not installed, or `kubectl version` getting no answer from the server) it prints a
-# banner on stderr, builds nothing, lets pytest report every test as skipped with the reason,
-# and exits 0. Installs nothing: `pip install -r e2e/requirements.txt` beforehand. Extra
-# arguments are passed to pytest (for example `-k rotate` or `-x`). Exits with pytest's status.
+# Which API server:
+# 1. The cluster the KUBECONFIG variable names, when it answers (a kind cluster, say). Only the
+#    variable counts: ~/.kube/config alone is never used, so that the suite cannot wander into
+#    a cluster nobody chose.
+# 2. Otherwise the repo's own control plane (e2e/controlplane): etcd, kube-apiserver and
+#    kube-controller-manager on loopback, from COFFER_K8S_ASSETS, the build cache, or built with
+#    `go` (minutes, once). It is started for this run and stopped after it.
+# 3. Otherwise every test is reported as skipped, with the reason, under a banner; with
+#    COFFER_E2E_REQUIRE_CLUSTER=1 (as in CI) that is a failure instead.
+#
+# Python packages come from e2e/python.sh's virtualenv. Extra arguments go to pytest (for
+# example `-k rotate` or `-x`). Exits with pytest's status.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
+python="$repo_root/e2e/python.sh"
+controlplane="$repo_root/e2e/controlplane/controlplane.py"
+state_dir="$repo_root/build/controlplane"
 
 skip_reason=""
-if ! command -v kubectl >/dev/null 2>&1; then
-    skip_reason="kubectl not installed"
-elif [[ -n "${KUBECONFIG:-}" ]]; then
-    found=""
-    IFS=: read -r -a kubeconfig_files <<<"$KUBECONFIG"
-    for file in "${kubeconfig_files[@]}"; do
-        if [[ -n "$file" && -f "$file" ]]; then
-            found=yes
-        fi
-    done
-    if [[ -z "$found" ]]; then
-        skip_reason="KUBECONFIG=$KUBECONFIG names no existing file"
+mode=""
+if [[ -n "${KUBECONFIG:-}" ]]; then
+    if ! command -v kubectl >/dev/null 2>&1; then
+        skip_reason="KUBECONFIG is set but kubectl is not installed"
+    elif ! version_err="$(kubectl version --request-timeout=5s -o json 2>&1 >/dev/null)"; then
+        skip_reason="the cluster KUBECONFIG=$KUBECONFIG names does not answer: $(printf '%s\n' "$version_err" | grep -v '^[[:space:]]*$' | tail -n 1)"
+    else
+        mode=kubeconfig
     fi
-elif [[ ! -f "$HOME/.kube/config" ]]; then
-    skip_reason="KUBECONFIG unset and no ~/.kube/config"
-fi
-if [[ -z "$skip_reason" ]]; then
-    if ! version_err="$(kubectl version --request-timeout=5s -o json 2>&1 >/dev/null)"; then
-        skip_reason="kubectl version failed: $(printf '%s\n' "$version_err" | grep -v '^[[:space:]]*$' | tail -n 1)"
-    fi
+elif assets_out="$(python3 "$controlplane" assets 2>&1)"; then
+    mode=controlplane
+else
+    skip_reason="KUBECONFIG unset, and no control plane: $(printf '%s\n' "$assets_out" | tail -n 1)"
 fi
 
+if [[ -n "$skip_reason" ]]; then
+    banner="=== e2e/cluster SKIPPED: no Kubernetes cluster reachable ($skip_reason) ==="
+    echo "$banner" >&2
+    if [[ "${COFFER_E2E_REQUIRE_CLUSTER:-}" == "1" ]]; then
+        echo "e2e/cluster: COFFER_E2E_REQUIRE_CLUSTER=1, so a skipped cluster suite is a failure" >&2
+        exit 1
+    fi
+fi
 # The conftest takes this verdict instead of checking again (empty: a cluster is reachable).
 export COFFER_E2E_CLUSTER_SKIP="$skip_reason"
 
-if [[ -n "$skip_reason" ]]; then
-    echo "=== e2e/cluster SKIPPED: no Kubernetes cluster reachable ($skip_reason) ===" >&2
-elif [[ -z "${COFFER_BIN:-}" ]]; then
+if [[ -z "$skip_reason" && -z "${COFFER_BIN:-}" ]]; then
     cargo build --bin coffer
     COFFER_BIN="$repo_root/target/debug/coffer"
 fi
@@ -51,6 +60,21 @@ if [[ -n "${COFFER_BIN:-}" ]]; then
     export COFFER_BIN
 fi
 
+pytest=("$python" -m pytest e2e/cluster -q -ra "$@")
+if [[ "${COFFER_E2E_REQUIRE_CLUSTER:-}" == "1" ]]; then
+    # Every test must run: a skip anywhere is a failure.
+    pytest+=(-p e2e_strict)
+    export PYTHONPATH="$repo_root/e2e${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
 status=0
-python3 -m pytest e2e/cluster -q -ra "$@" || status=$?
+case "$mode" in
+    controlplane)
+        mkdir -p "$state_dir"
+        python3 "$controlplane" run "$state_dir" -- "${pytest[@]}" || status=$?
+        ;;
+    *)
+        "${pytest[@]}" || status=$?
+        ;;
+esac
 exit "$status"

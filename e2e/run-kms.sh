@@ -4,8 +4,9 @@
 #   COFFER_BIN=/path/to/coffer e2e/run-kms.sh     # use an existing binary
 #   e2e/run-kms.sh                                # builds target/debug/coffer first
 #
-# Installs nothing: `pip install -r e2e/requirements.txt` beforehand. Extra arguments are passed
-# to pytest (for example `-k rotation` or `-x`). Exits with pytest's status.
+# Python packages (the AWS CLI, boto3, pytest) come from e2e/python.sh's virtualenv, made on
+# first use. Extra arguments are passed to pytest (for example `-k rotation` or `-x`). Exits with
+# pytest's status.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,5 +19,10 @@ fi
 export COFFER_BIN
 
 status=0
-python3 -m pytest e2e/kms -q -ra "$@" || status=$?
+pytest=("$repo_root/e2e/python.sh" -m pytest e2e/kms -q -ra "$@")
+if [[ "${COFFER_E2E_REQUIRE_CLUSTER:-}" == "1" ]]; then
+    pytest+=(-p e2e_strict)
+    export PYTHONPATH="$repo_root/e2e${PYTHONPATH:+:$PYTHONPATH}"
+fi
+"${pytest[@]}" || status=$?
 exit "$status"

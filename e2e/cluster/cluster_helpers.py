@@ -36,14 +36,16 @@ SKIP_ENV = "COFFER_E2E_CLUSTER_SKIP"
 READY_TIMEOUT_SECONDS = 60
 RECONCILE_TIMEOUT_SECONDS = 30
 NAMESPACE_DELETE_TIMEOUT_SECONDS = 180
+DAY_SECONDS = 86400
 KUBECTL_TIMEOUT_SECONDS = 60
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
-FINALIZER = "coffer.dev/key-deletion"
 KEY_ID_LABEL = "coffer.dev/key-id"
+NAMESPACE_LABEL = "coffer.dev/namespace"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 KEY_RECORD_ANNOTATION = "coffer.dev/key-record"
 KMSKEY_NAME_ANNOTATION = "coffer.dev/kmskey-name"
+KMSKEY_UID_ANNOTATION = "coffer.dev/kmskey-uid"
 COMPANION_SECRET_TYPE = "coffer.dev/kmskey"
 ROOT_KEY_SECRET = "coffer-root-key"
 LEASE_NAME = "coffer-controller"
@@ -74,20 +76,19 @@ def banner(reason: str) -> str:
 def cluster_skip_reason() -> str | None:
     """Why the suite cannot run here, or None when kubectl reaches an API server.
 
-    The same rule as e2e/run-cluster.sh: kubectl must be installed, KUBECONFIG must name an
-    existing file (or, when it is unset or empty, ~/.kube/config must exist), and
-    `kubectl version --request-timeout=5s` must get an answer from the server."""
+    e2e/run-cluster.sh decides (and starts the repo's own control plane when it can) and hands
+    its verdict down. Run by hand, pytest needs KUBECONFIG set and answering: ~/.kube/config
+    alone is never used, so that the suite cannot wander into a cluster nobody chose."""
     if SKIP_ENV in os.environ:
         return os.environ[SKIP_ENV] or None
     if shutil.which("kubectl") is None:
         return "kubectl not installed"
     kubeconfig = os.environ.get("KUBECONFIG", "")
-    if kubeconfig:
-        files = [part for part in kubeconfig.split(os.pathsep) if part]
-        if not any(os.path.isfile(part) for part in files):
-            return f"KUBECONFIG={kubeconfig} names no existing file"
-    elif not (Path.home() / ".kube" / "config").is_file():
-        return "KUBECONFIG unset and no ~/.kube/config"
+    if not kubeconfig:
+        return "KUBECONFIG unset (run e2e/run-cluster.sh to start the repo's own control plane)"
+    files = [part for part in kubeconfig.split(os.pathsep) if part]
+    if not any(os.path.isfile(part) for part in files):
+        return f"KUBECONFIG={kubeconfig} names no existing file"
     try:
         result = subprocess.run(
             ["kubectl", "version", "--request-timeout=5s", "-o", "json"],
@@ -154,6 +155,23 @@ def get_secret(namespace: str, name: str) -> dict | None:
     return kubectl_json("get", "secret", name, "-n", namespace)
 
 
+def companion_name(namespace: str, key_id: str) -> str:
+    """The Secret holding a key's wrapped material and record, in the controller's namespace."""
+    return f"kmskey-{namespace}.{key_id}"
+
+
+def get_companion(system_namespace: str, namespace: str, key_id: str) -> dict | None:
+    return get_secret(system_namespace, companion_name(namespace, key_id))
+
+
+def key_record(system_namespace: str, namespace: str, key_id: str) -> dict | None:
+    """The key's metadata record, as the controller keeps it (None when the key is gone)."""
+    secret = get_companion(system_namespace, namespace, key_id)
+    if secret is None:
+        return None
+    return json.loads((secret["metadata"].get("annotations") or {})[KEY_RECORD_ANNOTATION])
+
+
 def events_for(namespace: str, kind: str, name: str) -> list[dict]:
     data = kubectl_json(
         "get",
@@ -204,6 +222,76 @@ def can_i(namespace: str, service_account: str, verb: str, resource: str) -> boo
         pytest.fail(f"kubectl auth can-i {verb} {resource}: unexpected answer {answer!r} {result.stderr}",
                     pytrace=False)
     return answer == "yes"
+
+
+# --------------------------------------------------------------------------------------------
+# Namespaces of the suite
+# --------------------------------------------------------------------------------------------
+
+E2E_LABEL = "coffer.dev/e2e"
+
+# Service accounts of the application namespace and what they may do on kmskeys.coffer.dev.
+# `None` for resource names means every KmsKey of the namespace (and CreateKey, ListKeys).
+SERVICE_ACCOUNTS: dict[str, tuple[list[str], list[str] | None] | None] = {
+    "e2e-admin": (ALL_KEY_VERBS, None),
+    "e2e-app": (["encrypt", "decrypt", "generatedatakey", "reencrypt", "describe"], ["app"]),
+    "e2e-decrypt": (["decrypt"], ["app"]),
+    "e2e-nobody": None,
+}
+
+
+def rbac_manifests(namespace: str) -> dict:
+    items: list[dict] = []
+    for name, grant in SERVICE_ACCOUNTS.items():
+        items.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
+        if grant is None:
+            continue
+        verbs, resource_names = grant
+        rule: dict = {"apiGroups": ["coffer.dev"], "resources": ["kmskeys"], "verbs": verbs}
+        if resource_names is not None:
+            rule["resourceNames"] = resource_names
+        items.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": name},
+                "rules": [rule],
+            }
+        )
+        items.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            }
+        )
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def make_namespace(name: str, with_service_accounts: bool = True) -> None:
+    """A namespace labelled as the suite's, with the service accounts above and their RBAC,
+    waited for until `kubectl auth can-i` agrees (RoleBindings reach the authorizer through an
+    informer)."""
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {E2E_LABEL: "true"}}}
+    kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    if not with_service_accounts:
+        return
+    kubectl("apply", "-n", name, "-f", "-", input=json.dumps(rbac_manifests(name)))
+    wait_until(
+        f"the e2e RoleBindings of {name} are in effect (kubectl auth can-i)",
+        lambda: [can_i(name, "e2e-admin", "admin", "kmskeys.coffer.dev"),
+                 can_i(name, "e2e-app", "encrypt", "kmskeys.coffer.dev/app")],
+        all,
+    )
+
+
+def delete_namespace(name: str, wait: bool = True) -> None:
+    """`kubectl delete namespace`; with `wait`, fails the test unless it is gone within the
+    timeout. Nothing of Coffer's holds a namespace up."""
+    kubectl("delete", "namespace", name, "--ignore-not-found", f"--wait={str(wait).lower()}",
+            f"--timeout={NAMESPACE_DELETE_TIMEOUT_SECONDS}s", timeout=NAMESPACE_DELETE_TIMEOUT_SECONDS + 30)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,8 +4,7 @@ One `coffer controller` runs on this machine for the whole session, against the 
 current kubeconfig, with the API on plain HTTP on loopback. It gets a fresh system namespace
 (`coffer-e2e-sys-<random>`, for its root key Secret and its Lease); the tests work in a fresh
 application namespace (`coffer-e2e-<random>`). Both namespaces are deleted at the end, before the
-controller stops, because the controller removes the `coffer.dev/key-deletion` finalizer of the
-KmsKeys in them.
+controller stops.
 
 Without a reachable cluster every test is reported as skipped, with the reason, and a banner
 goes to standard error: the suite never passes without having run.
@@ -25,26 +24,24 @@ from typing import Iterator
 import pytest
 
 from cluster_helpers import (
-    ALL_KEY_VERBS,
     APP_KEY,
     CRD_DIR,
     SKIP_ENV,
     Controller,
+    NAMESPACE_DELETE_TIMEOUT_SECONDS,
     KmsApi,
     banner,
-    can_i,
     cluster_skip_reason,
     coffer_binary,
     create_token,
     app_key_manifest,
     is_ready,
     kubectl,
+    make_namespace,
     wait_for_kmskey,
-    wait_until,
 )
 
 HERE = Path(__file__).resolve().parent
-E2E_LABEL = "coffer.dev/e2e"
 
 # Set once per session by pytest_configure; None when a cluster is reachable.
 SKIP_REASON: str | None = None
@@ -99,16 +96,6 @@ def pytest_runtest_makereport(item, call):
 # Session objects
 # --------------------------------------------------------------------------------------------
 
-# Service accounts of the application namespace and what they may do on kmskeys.coffer.dev.
-# `None` for resource names means every KmsKey of the namespace (and CreateKey, ListKeys).
-SERVICE_ACCOUNTS: dict[str, tuple[list[str], list[str] | None] | None] = {
-    "e2e-admin": (ALL_KEY_VERBS, None),
-    "e2e-app": (["encrypt", "decrypt", "generatedatakey", "reencrypt", "describe"], ["app"]),
-    "e2e-decrypt": (["decrypt"], ["app"]),
-    "e2e-nobody": None,
-}
-
-
 @dataclass
 class Cluster:
     """The namespaces, the running controller and the API client handed to the tests."""
@@ -130,63 +117,20 @@ class Cluster:
         return self.token("e2e-admin")
 
 
-def rbac_manifests(namespace: str) -> dict:
-    items: list[dict] = []
-    for name, grant in SERVICE_ACCOUNTS.items():
-        items.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
-        if grant is None:
-            continue
-        verbs, resource_names = grant
-        rule: dict = {"apiGroups": ["coffer.dev"], "resources": ["kmskeys"], "verbs": verbs}
-        if resource_names is not None:
-            rule["resourceNames"] = resource_names
-        items.append(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "Role",
-                "metadata": {"name": name},
-                "rules": [rule],
-            }
-        )
-        items.append(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-            }
-        )
-    return {"apiVersion": "v1", "kind": "List", "items": items}
-
-
 def delete_namespaces(names: list[str]) -> list[str]:
-    """Deletes the namespaces and waits until they are gone; returns what went wrong.
-
-    A namespace stuck on KmsKey finalizers (a controller that never removes them) gets them
-    stripped after the timeout, so that a shared cluster is not left with Terminating
-    namespaces; that is still reported as a problem."""
+    """Deletes the namespaces and waits until they are gone; returns what went wrong. Nothing of
+    Coffer's holds a namespace up, so one that stays is a problem to report."""
     problems: list[str] = []
     for name in names:
         kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + NAMESPACE_DELETE_TIMEOUT_SECONDS
     remaining = list(names)
     while remaining and time.monotonic() < deadline:
         remaining = [n for n in remaining if kubectl("get", "namespace", n, check=False).returncode == 0]
         if remaining:
             time.sleep(1)
     for name in remaining:
-        keys = kubectl("get", "kmskeys.coffer.dev", "-n", name, "-o", "json", check=False)
-        stuck = json.loads(keys.stdout).get("items", []) if keys.returncode == 0 and keys.stdout else []
-        problems.append(
-            f"namespace {name} still exists after 180s; KmsKeys left: "
-            + ", ".join(f"{k['metadata']['name']} finalizers={k['metadata'].get('finalizers')}" for k in stuck)
-        )
-        for key in stuck:
-            kubectl(
-                "patch", "kmskeys.coffer.dev", key["metadata"]["name"], "-n", name,
-                "--type", "merge", "-p", '{"metadata":{"finalizers":null}}', check=False,
-            )
+        problems.append(f"namespace {name} still exists after {NAMESPACE_DELETE_TIMEOUT_SECONDS}s")
     return problems
 
 
@@ -206,28 +150,14 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     base = tmp_path_factory.mktemp("cluster")
     controller = Controller(binary, system_namespace, base / "controller.log")
     try:
-        for name in (namespace, system_namespace):
-            manifest = {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": name, "labels": {E2E_LABEL: "true"}},
-            }
-            kubectl("apply", "-f", "-", input=json.dumps(manifest))
-        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(rbac_manifests(namespace)))
+        make_namespace(system_namespace, with_service_accounts=False)
+        make_namespace(namespace)
         try:
             controller.start()
         except RuntimeError as error:
             pytest.fail(str(error), pytrace=False)
         CONTROLLER = controller
-        instance = Cluster(namespace, system_namespace, controller, KmsApi(controller.endpoint))
-        # RoleBindings reach the authorizer through an informer: wait until they are in effect.
-        wait_until(
-            "the e2e RoleBindings are in effect (kubectl auth can-i)",
-            lambda: [can_i(namespace, "e2e-admin", "admin", "kmskeys.coffer.dev"),
-                     can_i(namespace, "e2e-app", "encrypt", "kmskeys.coffer.dev/app")],
-            all,
-        )
-        yield instance
+        yield Cluster(namespace, system_namespace, controller, KmsApi(controller.endpoint))
     finally:
         problems = delete_namespaces([namespace, system_namespace])
         CONTROLLER = None

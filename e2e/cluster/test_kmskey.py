@@ -11,18 +11,20 @@ from cluster_helpers import (
     APP_ALIAS,
     APP_KEY,
     COMPANION_SECRET_TYPE,
-    FINALIZER,
     KEY_ID_LABEL,
     KEY_RECORD_ANNOTATION,
     KMSKEY_NAME_ANNOTATION,
+    KMSKEY_UID_ANNOTATION,
     KNOWN_EVENT_REASONS,
     MANAGED_BY_LABEL,
+    NAMESPACE_LABEL,
     REGION,
     app_key_manifest,
     b64,
+    companion_name,
     condition,
+    get_companion,
     get_kmskey,
-    get_secret,
     is_ready,
     kmskey_manifest,
     kubectl,
@@ -36,10 +38,6 @@ from cluster_helpers import (
 DAY = 86400
 
 
-def companion_name(key_id: str) -> str:
-    return f"kmskey-{key_id}"
-
-
 def version_ids(obj: dict) -> list[str]:
     return [str(version.get("id")) for version in (obj.get("status") or {}).get("versions") or []]
 
@@ -49,13 +47,14 @@ def patch_enabled(namespace: str, name: str, enabled: bool) -> None:
             "-p", json.dumps({"spec": {"enabled": enabled}}))
 
 
-def test_status_labels_and_finalizer(cluster, app_key_ready):
+def test_status_and_labels(cluster, app_key_ready):
     obj = app_key_ready
     metadata, spec, status = obj["metadata"], obj["spec"], obj["status"]
     key_id = status["keyId"]
     assert str(uuid.UUID(key_id)) == key_id, f"status.keyId is not a lowercase uuid: {key_id}"
     assert (metadata.get("labels") or {}).get(KEY_ID_LABEL) == key_id, metadata.get("labels")
-    assert FINALIZER in (metadata.get("finalizers") or []), metadata.get("finalizers")
+    # Nothing holds a deletion of the resource or its namespace up.
+    assert not metadata.get("finalizers"), metadata.get("finalizers")
     assert re.fullmatch(rf"arn:aws:kms:{REGION}:\d{{12}}:key/{key_id}", status.get("arn", "")), status.get("arn")
     assert status.get("keyState") == "Enabled", status
     assert status.get("keySpec") == "SYMMETRIC_DEFAULT", status
@@ -75,18 +74,21 @@ def test_status_labels_and_finalizer(cluster, app_key_ready):
 def test_companion_secret(cluster, app_key_ready):
     obj = app_key_ready
     key_id = obj["status"]["keyId"]
-    secret = get_secret(cluster.namespace, companion_name(key_id))
-    assert secret is not None, f"no companion Secret {companion_name(key_id)} in {cluster.namespace}"
+    name = companion_name(cluster.namespace, key_id)
+    secret = get_companion(cluster.system_namespace, cluster.namespace, key_id)
+    assert secret is not None, f"no companion Secret {name} in {cluster.system_namespace}"
     assert secret.get("type") == COMPANION_SECRET_TYPE, secret.get("type")
     labels = secret["metadata"].get("labels") or {}
     assert labels.get(MANAGED_BY_LABEL) == "coffer", labels
     assert labels.get(KEY_ID_LABEL) == key_id, labels
-    owners = secret["metadata"].get("ownerReferences") or []
-    assert len(owners) == 1, owners
-    owner = owners[0]
-    assert owner.get("kind") == "KmsKey" and owner.get("name") == APP_KEY, owner
-    assert owner.get("apiVersion", "").startswith("coffer.dev/"), owner
-    assert owner.get("uid") == obj["metadata"]["uid"] and owner.get("controller") is True, owner
+    assert labels.get(NAMESPACE_LABEL) == cluster.namespace, labels
+    # No owner reference: no deletion in the user's namespace may reach the material.
+    assert not secret["metadata"].get("ownerReferences"), secret["metadata"].get("ownerReferences")
+    annotations = secret["metadata"].get("annotations") or {}
+    assert annotations.get(KMSKEY_NAME_ANNOTATION) == APP_KEY, annotations
+    assert annotations.get(KMSKEY_UID_ANNOTATION) == obj["metadata"]["uid"], annotations
+    in_user_namespace = kubectl("get", "secrets", "-n", cluster.namespace, "-o", "name").stdout
+    assert key_id not in in_user_namespace, in_user_namespace
 
     data = secret.get("data") or {}
     assert data, "companion Secret has no data"
@@ -141,7 +143,7 @@ def test_no_plaintext_in_cluster_objects_events_or_log(cluster, app_key_ready):
     for where, text in dumps.items():
         for what, needle in needles.items():
             assert needle not in text, f"{what} found in {where}"
-    companion = get_secret(cluster.namespace, companion_name(app_key_ready["status"]["keyId"]))
+    companion = get_companion(cluster.system_namespace, cluster.namespace, app_key_ready["status"]["keyId"])
     for name, value in (companion.get("data") or {}).items():
         blob = unb64(value)
         for secret in secrets:
@@ -185,7 +187,7 @@ def test_rotate_on_demand(cluster, app_key_ready):
     assert version_ids(obj) == [str(n) for n in range(1, count + 2)], obj["status"]
     wait_until(
         f"the companion Secret holds v{count + 1}",
-        lambda: sorted((get_secret(namespace, companion_name(key_id)) or {}).get("data") or {}),
+        lambda: sorted((get_companion(cluster.system_namespace, namespace, key_id) or {}).get("data") or {}),
         lambda names: f"v{count + 1}" in names,
     )
     assert cluster.api.decrypt(old, cluster.admin) == b"before rotation"
@@ -213,9 +215,8 @@ def test_delete_with_kubectl_then_cancel_by_reapplying(cluster, app_key_ready):
             lambda: get_kmskey(namespace, APP_KEY),
             lambda obj: obj is None,
         )
-        secret = get_secret(namespace, companion_name(key_id))
+        secret = get_companion(cluster.system_namespace, namespace, key_id)
         assert secret is not None, "the companion Secret went with the KmsKey; the key must stay recoverable"
-        assert not secret["metadata"].get("ownerReferences"), secret["metadata"].get("ownerReferences")
         annotations = secret["metadata"].get("annotations") or {}
         assert annotations.get(KMSKEY_NAME_ANNOTATION) == APP_KEY, annotations
 
@@ -239,9 +240,10 @@ def test_delete_with_kubectl_then_cancel_by_reapplying(cluster, app_key_ready):
     wait_for_event(namespace, APP_KEY, "DeletionCancelled")
     uid = obj["metadata"]["uid"]
     wait_until(
-        "the companion Secret is owned by the re-created KmsKey",
-        lambda: (get_secret(namespace, companion_name(key_id)) or {}).get("metadata", {}).get("ownerReferences"),
-        lambda owners: bool(owners) and owners[0].get("uid") == uid,
+        "the companion Secret names the re-created KmsKey",
+        lambda: (get_companion(cluster.system_namespace, namespace, key_id) or {})
+        .get("metadata", {}).get("annotations", {}).get(KMSKEY_UID_ANNOTATION),
+        lambda recorded: recorded == uid,
     )
 
 
