@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run run-controller build test lint crds fuzz bench e2e-cluster
+.PHONY: run run-controller build test lint crds fuzz bench bench-cluster e2e-cluster cluster-up cluster-down
 
 ## Run the standalone server on its embedded default (data in ~/.local/share/coffer).
 run:
@@ -21,9 +21,11 @@ run-controller:
 build:
 	$(CARGO) build --release
 
-## Format check, clippy with warnings as errors, every Rust test, then the end-to-end suites
-## (the AWS CLI and boto3 against a real `coffer server`; `pip install -r e2e/requirements.txt`;
-## the cluster suite skips, with a banner, when no Kubernetes cluster is reachable).
+## Format check, clippy with warnings as errors, every Rust test, then the end-to-end suites:
+## the AWS CLI and boto3 against a real `coffer server`, and the cluster suite against the cluster
+## KUBECONFIG names or else the repo's own control plane (built with `go` on first use, cached in
+## ~/.cache/coffer; without either the cluster suite skips, with a banner). Python packages go
+## into a cached virtualenv (e2e/python.sh): nothing to install by hand.
 test: lint
 	$(CARGO) test --lib --bins --tests
 	$(CARGO) test --doc
@@ -31,10 +33,19 @@ test: lint
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-kms.sh
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-cluster.sh
 
-## The cluster end-to-end suite alone: `coffer controller` against the cluster in KUBECONFIG.
+## The cluster end-to-end suite alone (same choice of cluster as `make test`).
 e2e-cluster:
 	$(CARGO) build --bin coffer
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-cluster.sh
+
+## The repo's own control plane (etcd, kube-apiserver, kube-controller-manager on loopback) for
+## use by hand: `make cluster-up`, then `export KUBECONFIG=$(CURDIR)/build/cluster/kubeconfig`
+## (and PATH=$$COFFER_K8S_ASSETS:$$PATH for its kubectl and helm, both printed); `make cluster-down`.
+cluster-up:
+	python3 e2e/controlplane/controlplane.py up $(CURDIR)/build/cluster
+
+cluster-down:
+	python3 e2e/controlplane/controlplane.py down $(CURDIR)/build/cluster
 
 lint:
 	$(CARGO) fmt --all -- --check

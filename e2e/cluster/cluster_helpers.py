@@ -155,6 +155,24 @@ def get_secret(namespace: str, name: str) -> dict | None:
     return kubectl_json("get", "secret", name, "-n", namespace)
 
 
+def token_kubeconfig(path: Path, token: str) -> Path:
+    """A kubeconfig for the current cluster that authenticates with `token` (a ServiceAccount's),
+    so that a process runs with exactly that account's permissions."""
+    current = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    cluster = current["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": cluster}],
+        "users": [{"name": "e2e", "user": {"token": token}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "e2e"}}],
+        "current-context": "e2e",
+    }
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
 def companion_name(namespace: str, key_id: str) -> str:
     """The Secret holding a key's wrapped material and record, in the controller's namespace."""
     return f"kmskey-{namespace}.{key_id}"
@@ -430,10 +448,11 @@ def clean_environment() -> dict[str, str]:
 class Controller:
     """`coffer controller` run locally against the current kubeconfig."""
 
-    def __init__(self, binary: str, system_namespace: str, log_path: Path):
+    def __init__(self, binary: str, system_namespace: str, log_path: Path, kubeconfig: Path | None = None):
         self.binary = binary
         self.system_namespace = system_namespace
         self.log_path = log_path
+        self.kubeconfig = kubeconfig
         self.api_port = free_port()
         self.probe_port = free_port()
         self.process: subprocess.Popen | None = None
@@ -469,7 +488,7 @@ class Controller:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=clean_environment(),
+                env=self.environment(),
             )
         finally:
             log.close()
@@ -495,6 +514,12 @@ class Controller:
             f"coffer controller not ready within {READY_TIMEOUT_SECONDS}s (last /readyz: {last})\n"
             f"--- log ---\n{self.log_tail()}"
         )
+
+    def environment(self) -> dict[str, str]:
+        env = clean_environment()
+        if self.kubeconfig is not None:
+            env["KUBECONFIG"] = str(self.kubeconfig)
+        return env
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -139,7 +139,8 @@ def build(target: Path) -> None:
                  "-o", str(staging / name), package],
                 cwd=HERE / folder,
                 check=True,
-                env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly"},
+                env={**os.environ, "CGO_ENABLED": "0",
+                     "GOFLAGS": f"{os.environ.get('GOFLAGS', '')} -mod=readonly".strip()},
             )
             log(f"built {name} in {time.monotonic() - started:.0f}s")
         if target.exists():
