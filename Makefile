@@ -65,3 +65,10 @@ fuzz:
 bench:
 	$(CARGO) build --release --bin coffer
 	$(CARGO) bench --bench kms
+
+## The controller on a real API server (KUBECONFIG's, else the repo's own control plane): N KmsKeys
+## applied at once (BENCH_CLUSTER_SIZES, default 1000,5000): seconds until all Ready, peak RSS,
+## API requests per reconcile, writes once settled (BENCH_CLUSTER_QUIET_SECONDS, default 60).
+bench-cluster:
+	$(CARGO) build --release --bin coffer
+	COFFER_BIN=$(CURDIR)/target/release/coffer e2e/python.sh benches/cluster.py

@@ -35,10 +35,11 @@ if [[ -n "${KUBECONFIG:-}" ]]; then
     else
         mode=kubeconfig
     fi
-elif assets_out="$(python3 "$controlplane" assets 2>&1)"; then
+elif python3 "$controlplane" assets >/dev/null; then
+    # Its progress (a first build takes minutes) and any error go to stderr as they happen.
     mode=controlplane
 else
-    skip_reason="KUBECONFIG unset, and no control plane: $(printf '%s\n' "$assets_out" | tail -n 1)"
+    skip_reason="KUBECONFIG unset, and no control plane could be found or built (see the lines above)"
 fi
 
 if [[ -n "$skip_reason" ]]; then

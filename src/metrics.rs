@@ -37,10 +37,29 @@ struct KindLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    verb: &'static str,
+    resource: &'static str,
+}
+
+/// The resources Coffer asks the API server about; any other is counted as `other`.
+const KUBERNETES_RESOURCES: &[&str] = &[
+    "kmskeys",
+    "secrets",
+    "parameters",
+    "leases",
+    "events",
+    "tokenreviews",
+    "subjectaccessreviews",
+    "customresourcedefinitions",
+];
+
 /// The process's metrics: one registry, handing out the API's and the controller's handles.
 pub struct Metrics {
     api: ApiMetrics,
     reconcile: ReconcileMetrics,
+    kubernetes: KubernetesRequestMetrics,
 }
 
 impl Default for Metrics {
@@ -55,10 +74,19 @@ impl Metrics {
         let api = ApiFamilies::register(registry.sub_registry_with_prefix("coffer_api"));
         let reconcile =
             ReconcileMetrics::register(registry.sub_registry_with_prefix("coffer_controller"));
+        let kubernetes = KubernetesRequestMetrics::register(
+            registry.sub_registry_with_prefix("coffer_kubernetes"),
+        );
         Self {
             api: ApiMetrics::with_registry(api, Arc::new(registry)),
             reconcile,
+            kubernetes,
         }
+    }
+
+    /// Requests to the Kubernetes API server, by verb.
+    pub fn kubernetes(&self) -> KubernetesRequestMetrics {
+        self.kubernetes.clone()
     }
 
     /// The AWS API's metrics; its `render` shows this whole registry.
@@ -153,6 +181,86 @@ impl ReconcileMetrics {
     }
 }
 
+/// Requests the process makes to the Kubernetes API server, by verb: what a controller costs the
+/// control plane, and whether a settled one stays quiet.
+#[derive(Clone)]
+pub struct KubernetesRequestMetrics {
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl KubernetesRequestMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests to the Kubernetes API server by verb (get includes lists; watch counts each watch opened) and resource",
+            requests.clone(),
+        );
+        Self { requests }
+    }
+
+    /// Counts one request about to be sent.
+    pub fn count<B>(&self, request: &http::Request<B>) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                verb: request_verb(request),
+                resource: request_resource(request.uri().path()),
+            })
+            .inc();
+    }
+
+    /// A client layer counting every request that passes through it.
+    pub fn layer<B>(
+        &self,
+    ) -> tower::util::MapRequestLayer<impl Fn(http::Request<B>) -> http::Request<B> + Clone + use<B>>
+    {
+        let metrics = self.clone();
+        tower::util::MapRequestLayer::new(move |request: http::Request<B>| {
+            metrics.count(&request);
+            request
+        })
+    }
+}
+
+/// The resource a request path names, from [`KUBERNETES_RESOURCES`]: the segment after
+/// `namespaces/NS`, or after the group and version of a cluster-wide path.
+fn request_resource(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segments.as_slice() {
+        ["api", _version, rest @ ..] | ["apis", _, _version, rest @ ..] => rest,
+        _ => return "other",
+    };
+    let resource = match rest {
+        ["namespaces", _namespace, resource, ..] => resource,
+        // A namespace itself, or a cluster-wide collection.
+        [resource, ..] => resource,
+        [] => return "other",
+    };
+    KUBERNETES_RESOURCES
+        .iter()
+        .find(|known| *known == resource)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The verb of a request, from its method and (for watches) its query.
+fn request_verb<B>(request: &http::Request<B>) -> &'static str {
+    let watch = request.uri().query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair == "watch=true" || pair == "watch=1")
+    });
+    match *request.method() {
+        http::Method::GET if watch => "watch",
+        http::Method::GET => "get",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
 /// `name` when it is a plain identifier, [`OTHER_ERROR`] otherwise: a guard against an error
 /// name that would need escaping or that carries more than a name.
 fn label_safe(name: &'static str) -> &'static str {
@@ -222,6 +330,63 @@ mod tests {
         // A standalone API registry knows nothing of the controller.
         let standalone = ApiMetrics::new().render();
         assert!(!standalone.contains("coffer_controller"), "{standalone}");
+    }
+
+    #[test]
+    fn kubernetes_requests_are_counted_by_verb() {
+        let metrics = Metrics::new();
+        let kubernetes = metrics.kubernetes();
+        let request = |method: &str, uri: &str| {
+            http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(())
+                .unwrap()
+        };
+        for (method, uri) in [
+            (
+                "GET",
+                "/apis/coffer.dev/v1alpha1/kmskeys?watch=true&resourceVersion=5",
+            ),
+            ("GET", "/apis/coffer.dev/v1alpha1/kmskeys?limit=500"),
+            ("GET", "/api/v1/namespaces/a/secrets/b"),
+            ("POST", "/api/v1/namespaces/a/secrets"),
+            (
+                "PATCH",
+                "/apis/coffer.dev/v1alpha1/namespaces/a/kmskeys/b/status",
+            ),
+            ("PATCH", "/apis/coffer.dev/v1alpha1/namespaces/a/kmskeys/b"),
+            ("PUT", "/api/v1/namespaces/a/secrets/b"),
+            ("DELETE", "/api/v1/namespaces/a/secrets/b"),
+        ] {
+            kubernetes.count(&request(method, uri));
+        }
+        kubernetes.count(&request(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/s/leases/l",
+        ));
+        kubernetes.count(&request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+        ));
+        kubernetes.count(&request("GET", "/api/v1/namespaces/kmskeys"));
+        kubernetes.count(&request("GET", "/version"));
+        let text = metrics.render();
+        for line in [
+            "coffer_kubernetes_requests_total{verb=\"watch\",resource=\"kmskeys\"} 1",
+            "coffer_kubernetes_requests_total{verb=\"get\",resource=\"kmskeys\"} 1",
+            "coffer_kubernetes_requests_total{verb=\"get\",resource=\"secrets\"} 1",
+            "coffer_kubernetes_requests_total{verb=\"create\",resource=\"secrets\"} 1",
+            "coffer_kubernetes_requests_total{verb=\"patch\",resource=\"kmskeys\"} 2",
+            "coffer_kubernetes_requests_total{verb=\"update\",resource=\"secrets\"} 1",
+            "coffer_kubernetes_requests_total{verb=\"delete\",resource=\"secrets\"} 1",
+            "coffer_kubernetes_requests_total{verb=\"update\",resource=\"leases\"} 1",
+            "coffer_kubernetes_requests_total{verb=\"create\",resource=\"tokenreviews\"} 1",
+            // A namespace named like a resource is not that resource; unknown paths are `other`.
+            "coffer_kubernetes_requests_total{verb=\"get\",resource=\"other\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in {text}");
+        }
     }
 
     #[test]

@@ -29,21 +29,7 @@ impl Drop for Running {
 // The child is reaped by `Running`'s Drop, or by the panic's process exit in a failing test.
 #[allow(clippy::zombie_processes)]
 fn start(data_dir: &Path) -> Running {
-    let mut child = coffer()
-        .args([
-            "--log-format",
-            "json",
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env_remove("COFFER_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_server(&["--log-format", "json"], data_dir);
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     loop {
@@ -245,10 +231,10 @@ fn bad_flags_fail_with_usage() {
     assert_eq!(output.status.code(), Some(2));
 }
 
-/// Starts the server with `args` before the subcommand, stderr piped; returns its stderr
-/// after SIGTERM. The first line is waited for, so the log holds at least the listening line.
-fn log_of_a_short_run(global_args: &[&str], data_dir: &Path) -> String {
-    let mut child = coffer()
+/// `coffer GLOBAL_ARGS server` on an ephemeral port, stderr piped, logging settings of the
+/// calling environment removed.
+fn spawn_server(global_args: &[&str], data_dir: &Path) -> Child {
+    coffer()
         .args(global_args)
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -258,7 +244,13 @@ fn log_of_a_short_run(global_args: &[&str], data_dir: &Path) -> String {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts the server with `global_args`; returns its stderr after SIGTERM. The listening line
+/// is waited for, so the log holds at least that and the stopping line.
+fn log_of_a_short_run(global_args: &[&str], data_dir: &Path) -> String {
+    let mut child = spawn_server(global_args, data_dir);
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut log = String::new();
     while !log.contains("coffer server listening") {

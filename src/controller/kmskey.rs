@@ -88,6 +88,9 @@ pub async fn reconcile(resource: Arc<KmsKey>, ctx: Arc<Context>) -> Result<Actio
         // Going: its key's deletion window is started by `schedule_abandoned`.
         return Ok(Action::await_change());
     }
+    // The copy handed in may predate this replica's own last writes (a claim, a status): work
+    // from the newest, or the same status and Events would be written twice.
+    let resource = ctx.store.freshest(&resource);
     apply(&resource, &namespace, &ctx).await
 }
 
@@ -97,18 +100,9 @@ pub fn error_policy(_resource: Arc<KmsKey>, error: &ReconcileError, _ctx: Arc<Co
     Action::requeue(Duration::from_secs(15))
 }
 
-/// The key id the resource's `coffer.dev/key-id` label claims, on this copy or on a fresher one
-/// of the same object (the claim may be newer than the copy this reconcile was handed).
-fn claimed_key(resource: &KmsKey, namespace: &str, store: &KubernetesStore) -> Option<Arc<KmsKey>> {
-    if kubernetes::key_id_of(resource).is_some() {
-        return Some(Arc::new(resource.clone()));
-    }
-    let fresher = store.resource(namespace, &resource.name_any())?;
-    (fresher.uid() == resource.uid() && kubernetes::key_id_of(&fresher).is_some()).then(|| {
-        let mut claimed = resource.clone();
-        claimed.metadata.labels = fresher.metadata.labels.clone();
-        Arc::new(claimed)
-    })
+/// The key id the resource's `coffer.dev/key-id` label claims, if any.
+fn claimed_key(resource: &KmsKey) -> Option<Arc<KmsKey>> {
+    kubernetes::key_id_of(resource).map(|_| Arc::new(resource.clone()))
 }
 
 /// The key a resource stands for: the one whose record names it (its own, or the key a deleted
@@ -141,7 +135,7 @@ async fn apply(
     namespace: &str,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
-    let claimed = claimed_key(resource, namespace, &ctx.store);
+    let claimed = claimed_key(resource);
     let key_id = match key_id_for(resource, claimed.as_deref(), &ctx.store) {
         Ok(key_id) => key_id,
         Err(Claim::NoUid) => return Err(ReconcileError::NoUid),
@@ -552,7 +546,7 @@ async fn write_status(
         "kind": KmsKey::kind(&()),
         "status": status,
     });
-    Api::<KmsKey>::namespaced(ctx.client.clone(), &namespace)
+    let written = Api::<KmsKey>::namespaced(ctx.client.clone(), &namespace)
         .patch_status(
             &resource.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -560,5 +554,6 @@ async fn write_status(
         )
         .await
         .map_err(api_error)?;
+    ctx.store.remember(written);
     Ok(())
 }

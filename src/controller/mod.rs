@@ -47,6 +47,9 @@ use crate::serve::{self, ServeError, TlsFiles};
 use crate::store::kubernetes::{KubernetesStore, StoreChange};
 use kmskey::Context;
 
+/// Reconciles running at once; the API server, not the controller, is what limits the pace.
+const RECONCILE_CONCURRENCY: u16 = 32;
+
 /// Where the root key comes from.
 #[derive(Clone, Debug)]
 pub enum RootKeySource {
@@ -136,16 +139,32 @@ pub async fn run(
     config: ControllerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
-    let client = Client::try_default()
+    let metrics = Metrics::new();
+    let kube_config = kube::Config::infer()
         .await
         .map_err(|err| ControllerError::Connect(err.to_string()))?;
-    run_with_client(config, client, shutdown).await
+    let counting = metrics.kubernetes().layer();
+    let client = kube::client::ClientBuilder::try_from(kube_config)
+        .map_err(|err| ControllerError::Connect(err.to_string()))?
+        .with_layer(&counting)
+        .build();
+    run_with_client_and_metrics(config, client, metrics, shutdown).await
 }
 
 /// Runs the controller with `client` until `shutdown` completes.
 pub async fn run_with_client(
     config: ControllerConfig,
     client: Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
+    run_with_client_and_metrics(config, client, Metrics::new(), shutdown).await
+}
+
+/// Runs the controller with `client` until `shutdown` completes, counting into `metrics`.
+pub async fn run_with_client_and_metrics(
+    config: ControllerConfig,
+    client: Client,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
     if let Some(files) = &config.tls {
@@ -173,7 +192,6 @@ pub async fn run_with_client(
         config.region.clone(),
     ));
 
-    let metrics = Metrics::new();
     let audit =
         AuditSink::from_setting(&config.audit_log).map_err(|source| ControllerError::AuditLog {
             path: config.audit_log.clone(),
@@ -358,6 +376,10 @@ async fn lead(
         )
         // A key written elsewhere (the API, the scheduler, another replica) wakes its resource.
         .reconcile_on(changed_resources(Arc::clone(&context.store)))
+        // Thousands of KmsKeys applied at once queue up rather than all hold a request open.
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+        )
         .run(
             |resource, ctx: Arc<Context>| async move {
                 let started = Instant::now();

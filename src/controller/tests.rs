@@ -163,6 +163,15 @@ impl Harness {
         self.fake.object(&format!("{SECRETS}/kmskey-app.{key_id}"))
     }
 
+    /// The requests other than reads sent since the `before`th.
+    fn writes_since(&self, before: usize) -> Vec<String> {
+        self.fake.requests()[before..]
+            .iter()
+            .filter(|r| !r.starts_with("GET"))
+            .cloned()
+            .collect()
+    }
+
     fn advance(&self, seconds: i64) {
         self.clock.0.fetch_add(seconds, Ordering::SeqCst);
     }
@@ -253,12 +262,28 @@ async fn a_new_kmskey_gets_material_status_and_events() {
     // Status is deterministic: another pass writes nothing.
     let before = h.fake.requests().len();
     h.reconcile("app").await.unwrap();
-    let writes: Vec<String> = h.fake.requests()[before..]
-        .iter()
-        .filter(|r| !r.starts_with("GET"))
-        .cloned()
-        .collect();
+    let writes = h.writes_since(before);
     assert!(writes.is_empty(), "a settled key is left alone: {writes:?}");
+}
+
+#[tokio::test]
+async fn a_reconcile_handed_a_stale_copy_repeats_no_write_and_no_event() {
+    let h = harness();
+    h.apply("app", json!({}));
+    // The copy the controller's own watch hands over may predate the claim and the status
+    // that the first pass wrote.
+    let stale: KmsKey =
+        serde_json::from_value(h.fake.object(&format!("{KEYS}/app")).unwrap()).unwrap();
+    h.reconcile("app").await.unwrap();
+    assert_eq!(h.fake.event_reasons(), ["Created"]);
+
+    let before = h.fake.requests().len();
+    reconcile(Arc::new(stale), Arc::clone(&h.ctx))
+        .await
+        .unwrap();
+    let writes = h.writes_since(before);
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(h.fake.event_reasons(), ["Created"], "told once");
 }
 
 #[tokio::test]

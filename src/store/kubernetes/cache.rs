@@ -76,11 +76,17 @@ fn version_number<K: Resource>(object: &K) -> Option<u64> {
 }
 
 /// Whether `held` is a later version than `other`.
-fn newer<K: Resource>(held: &K, other: &K) -> bool {
+pub fn newer<K: Resource>(held: &K, other: &K) -> bool {
     matches!(
         (version_number(held), version_number(other)),
         (Some(held), Some(other)) if held > other
     )
+}
+
+/// Drops what the cache never reads and that can be most of an object's size: the
+/// server-side apply bookkeeping.
+fn slim<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 /// An object's own namespace and name.
@@ -144,7 +150,8 @@ impl<K: Resource + Clone> ObjectCache<K> {
     }
 
     /// Stores `object` unless the copy held is newer. Returns whether it was stored.
-    pub fn put(&self, object: K) -> bool {
+    pub fn put(&self, mut object: K) -> bool {
+        slim(&mut object);
         let Ok(mut objects) = self.objects.write() else {
             return false;
         };
@@ -187,7 +194,8 @@ impl<K: Resource + Clone> ObjectCache<K> {
         if let Ok(mut objects) = self.objects.write() {
             objects.by_name.clear();
             objects.by_index.clear();
-            for object in listed {
+            for mut object in listed {
+                slim(&mut object);
                 objects.insert(self.indexer, (self.keyer)(&object), Arc::new(object));
             }
         }
@@ -329,6 +337,22 @@ mod tests {
         assert_eq!(cache.list(Some("bank")).len(), 1);
         cache.remove(&object("a", "2", "shop"));
         assert!(cache.get("shop", "a").is_none());
+    }
+
+    #[test]
+    fn managed_fields_are_not_kept() {
+        let cache = ObjectCache::default();
+        let mut map = object("a", "1", "x");
+        map.metadata.managed_fields = Some(vec![Default::default()]);
+        cache.put(map);
+        assert!(
+            cache
+                .get("ns", "a")
+                .unwrap()
+                .metadata
+                .managed_fields
+                .is_none()
+        );
     }
 
     #[test]

@@ -286,10 +286,24 @@ impl KubernetesStore {
         }
     }
 
-    /// Takes a resource into the cache, as the watch would.
-    #[cfg(test)]
-    pub(crate) fn remember(&self, resource: KmsKey) {
+    /// Takes a resource into the cache, as the watch would: a write's answer, so that the next
+    /// read sees it before its echo arrives.
+    pub fn remember(&self, resource: KmsKey) {
         self.keys.put(resource);
+    }
+
+    /// The newest copy of a resource known here: the one handed in, or the cache's when it is
+    /// the same object at a later version (the cache takes this replica's writes at once).
+    pub fn freshest(&self, resource: &KmsKey) -> KmsKey {
+        let namespace = resource.namespace().unwrap_or_default();
+        match self.keys.get(&namespace, &resource.name_any()) {
+            Some(cached)
+                if cached.uid() == resource.uid() && cache::newer(cached.as_ref(), resource) =>
+            {
+                (*cached).clone()
+            }
+            _ => resource.clone(),
+        }
     }
 
     /// Forgets a deleted resource, as the watch would.
@@ -491,7 +505,7 @@ impl KubernetesStore {
             },
             None if record.state == KeyState::PendingDeletion => Ok(None),
             // A new key (CreateKey), or one whose deletion is cancelled: it gets a resource.
-            None if before.is_none_or(|secret| was_pending_deletion(secret)) => Ok(Some(
+            None if before.is_none_or(was_pending_deletion) => Ok(Some(
                 self.create_resource(namespace, record, previous_name.as_deref())
                     .await?,
             )),
