@@ -25,9 +25,10 @@ build:
 ## the AWS CLI and boto3 against a real `coffer server`, and the cluster suite against the cluster
 ## KUBECONFIG names or else the repo's own control plane (built with `go` on first use, cached in
 ## ~/.cache/coffer; without either the cluster suite skips, with a banner). Python packages go
-## into a cached virtualenv (e2e/python.sh): nothing to install by hand.
+## into a cached virtualenv (e2e/python.sh), first on PATH for the Rust tests that drive botocore
+## and boto3 too: nothing to install by hand.
 test: lint
-	$(CARGO) test --lib --bins --tests
+	PATH="$$(e2e/python.sh --venv)/bin:$$PATH" $(CARGO) test --lib --bins --tests
 	$(CARGO) test --doc
 	$(CARGO) build --bin coffer
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-kms.sh

@@ -1,8 +1,8 @@
 //! Cross-checks the SigV4 verifier against real botocore: botocore's `SigV4Auth` signs requests
 //! the way the AWS CLI and boto3 do, and Coffer must accept them and reject altered copies.
 //!
-//! Needs `python3` with botocore (`pip install botocore`); CI installs it. Without it these
-//! tests fail rather than pass silently.
+//! Needs `python3` with botocore first on PATH: `make test` puts e2e/python.sh's virtualenv
+//! there. Without it these tests fail rather than pass silently.
 
 use std::process::Command;
 use std::time::SystemTime;
@@ -44,7 +44,7 @@ fn require_botocore() {
         .unwrap_or(false);
     assert!(
         available,
-        "python3 with botocore is required for the botocore cross-check: run `pip install botocore`"
+        "python3 with botocore is required for the botocore cross-check: run the tests with `make test`, or with `e2e/python.sh --venv`'s bin first on PATH"
     );
 }
 

@@ -1233,7 +1233,7 @@ print(json.dumps({
             assert!(
                 available,
                 "python3 with boto3 is required for the container-credentials round trip: \
-                 run `pip install boto3`"
+                 run the tests with `make test`, or with `e2e/python.sh --venv`'s bin first on PATH"
             );
         }
 
