@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run run-controller build test lint crds fuzz bench bench-cluster e2e-cluster cluster-up cluster-down
+.PHONY: run run-controller build test lint deny crds fuzz bench bench-cluster e2e-cluster cluster-up cluster-down
 
 ## Run the standalone server on its embedded default (data in ~/.local/share/coffer).
 run:
@@ -48,9 +48,25 @@ cluster-up:
 cluster-down:
 	python3 e2e/controlplane/controlplane.py down $(CURDIR)/build/cluster
 
-lint:
+lint: deny
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## The dependency policy (deny.toml): licenses, bans and sources always; advisories when the
+## RustSec database (a git repository) can be fetched, and a loud notice when it cannot.
+## cargo-deny is built once into the cache (~/.cache/coffer/tools), keyed by its version.
+CARGO_DENY_VERSION := 0.20.2
+COFFER_CACHE := $(or $(COFFER_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coffer)
+CARGO_DENY := $(COFFER_CACHE)/tools/cargo-deny-$(CARGO_DENY_VERSION)/bin/cargo-deny
+deny:
+	@test -x $(CARGO_DENY) || $(CARGO) install cargo-deny --locked --quiet \
+		--version $(CARGO_DENY_VERSION) --root $(COFFER_CACHE)/tools/cargo-deny-$(CARGO_DENY_VERSION)
+	$(CARGO_DENY) check --hide-inclusion-graph bans licenses sources
+	@if $(CARGO_DENY) fetch db >/dev/null 2>&1; then \
+		$(CARGO_DENY) check --hide-inclusion-graph advisories; \
+	else \
+		echo "=== cargo deny: advisories NOT CHECKED: the RustSec database cannot be fetched from here ==="; \
+	fi
 
 ## Regenerate the committed CRD YAML (crds/ and charts/coffer/crds/) from the Rust types.
 crds:

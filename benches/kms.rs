@@ -19,6 +19,15 @@
 //! operation, default 10). The server binary must already be built (`make bench` builds it).
 //! Output: a table on stdout, then the same figures as one JSON object on the last line.
 
+// A load tool run by hand (`make bench`): a failure ends the run with its message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io::{BufRead as _, BufReader};

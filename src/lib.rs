@@ -24,6 +24,7 @@ pub mod leader;
 pub mod metrics;
 #[cfg(test)]
 mod mock_api;
+pub mod redact;
 pub mod resources;
 pub mod serve;
 pub mod server;

@@ -3,6 +3,14 @@
 //! verifies; and both read each other's key encodings. The `openssl` CLI must
 //! be installed: without it these tests fail, they never pass silently.
 
+// Test code: a failed assumption is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -387,7 +395,9 @@ fn coffer_decrypts_openssl_oaep_ciphertexts() {
     ];
     for (algorithm, md) in cases {
         let max = asymmetric::max_plaintext_len(spec, algorithm).expect("RSA encrypts");
-        let plaintext: Vec<u8> = (0..max).map(|i| (i * 7 % 256) as u8).collect();
+        let plaintext: Vec<u8> = (0..max)
+            .map(|i| u8::try_from(i * 7 % 256).unwrap())
+            .collect();
         let input = scratch.write("plaintext.bin", &plaintext);
         let output_path = scratch.path("ciphertext.bin");
         let public = scratch.path("public.der");

@@ -1,5 +1,13 @@
 //! `coffer controller` as a process: it refuses to start without its CRDs, and says why.
 
+// Test code: a failed assumption is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::process::Command;

@@ -3,6 +3,14 @@
 //!
 //! `COFFER_UPDATE_CRDS=1 cargo test --test crds` (`make crds`) rewrites the committed copies.
 
+// Test code: a failed assumption is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

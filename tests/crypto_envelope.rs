@@ -1,6 +1,14 @@
 //! Black-box tests of the envelope through the public API: the SIV primitive against RFC 5297,
 //! and properties of seal/open over many inputs, including hostile ones.
 
+// Test code: a failed assumption is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::BTreeMap;
 
 use aes_siv::KeyInit;
@@ -15,7 +23,7 @@ fn hex(text: &str) -> Vec<u8> {
     let digits: Vec<u8> = text
         .chars()
         .filter(|c| !c.is_whitespace())
-        .map(|c| c.to_digit(16).expect("hex digit") as u8)
+        .map(|c| u8::try_from(c.to_digit(16).expect("hex digit")).unwrap())
         .collect();
     assert_eq!(digits.len() % 2, 0, "odd number of hex digits");
     digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()

@@ -1,5 +1,13 @@
 //! `coffer server` as a user runs it: the real binary, a real data directory, real signals.
 
+// Test code: a failed assumption is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;

@@ -4,6 +4,14 @@
 //! Needs `python3` with botocore first on PATH: `make test` puts e2e/python.sh's virtualenv
 //! there. Without it these tests fail rather than pass silently.
 
+// Test code: a failed assumption is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::process::Command;
 use std::time::SystemTime;
 

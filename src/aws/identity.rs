@@ -61,8 +61,10 @@ const SECRET_SLOT: &str = "secret";
 /// A fresh access key in AWS's shapes: `AKIA` and 16 base32 characters, and a 40-character secret.
 pub fn generate_access_key() -> AccessKey {
     let pick = |alphabet: &[u8], len: usize| -> Vec<u8> {
+        use rand::seq::IndexedRandom as _;
+        let mut rng = rand::rng();
         (0..len)
-            .map(|_| alphabet[rand::random_range(0..alphabet.len())])
+            .filter_map(|_| alphabet.choose(&mut rng).copied())
             .collect()
     };
     AccessKey {
@@ -161,7 +163,7 @@ pub async fn find_bootstrap_key(
         .await
         .map_err(|err| err.to_string())?;
     for (key, record) in records {
-        if record.value.meta["bootstrap"] == serde_json::Value::Bool(true) {
+        if record.value.meta.get("bootstrap") == Some(&serde_json::Value::Bool(true)) {
             let (_, secret) = unwrap_access_key(keyring, &key.name, &record.value)?;
             return Ok(Some(AccessKey {
                 id: key.name,

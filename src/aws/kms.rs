@@ -1,128 +1,109 @@
-//! KMS operations on the wire (`TrentService.*`): input shapes in, engine call, output shapes out.
+//! KMS on the wire (`TrentService.*`): one input shape, one handler and one output shape per
+//! operation, and the table that lists them ([`JsonService`] for [`Kms`]).
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
-use super::{AwsError, CallFacts, to_output};
+use super::ops::{JsonService, Operation};
+use super::wire::{self, Blob, Empty, SecretBlob};
+use super::{AwsError, CallFacts};
+use crate::aws_operation;
+use crate::crypto::SecretBytes;
 use crate::engine::Caller;
-use crate::engine::kms::{CreateKeyRequest, DataKeySize, Kms, KmsError};
-
-/// Every KMS operation Coffer serves, as `X-Amz-Target` names it.
-pub(super) const OPERATIONS: &[&str] = &[
-    "TrentService.CancelKeyDeletion",
-    "TrentService.CreateAlias",
-    "TrentService.CreateKey",
-    "TrentService.Decrypt",
-    "TrentService.DeleteAlias",
-    "TrentService.DeleteImportedKeyMaterial",
-    "TrentService.DescribeKey",
-    "TrentService.DisableKey",
-    "TrentService.DisableKeyRotation",
-    "TrentService.EnableKey",
-    "TrentService.EnableKeyRotation",
-    "TrentService.Encrypt",
-    "TrentService.GenerateDataKey",
-    "TrentService.GenerateDataKeyPair",
-    "TrentService.GenerateDataKeyPairWithoutPlaintext",
-    "TrentService.GenerateDataKeyWithoutPlaintext",
-    "TrentService.GenerateRandom",
-    "TrentService.GetKeyPolicy",
-    "TrentService.GetKeyRotationStatus",
-    "TrentService.GetParametersForImport",
-    "TrentService.GetPublicKey",
-    "TrentService.ImportKeyMaterial",
-    "TrentService.ListAliases",
-    "TrentService.ListKeyPolicies",
-    "TrentService.ListKeyRotations",
-    "TrentService.ListKeys",
-    "TrentService.ListResourceTags",
-    "TrentService.PutKeyPolicy",
-    "TrentService.ReEncrypt",
-    "TrentService.RotateKeyOnDemand",
-    "TrentService.ScheduleKeyDeletion",
-    "TrentService.Sign",
-    "TrentService.TagResource",
-    "TrentService.UntagResource",
-    "TrentService.UpdateAlias",
-    "TrentService.UpdateKeyDescription",
-    "TrentService.Verify",
-];
+use crate::engine::kms::{
+    CreateKeyRequest, DataKeySize, KeyListEntry, KeyMetadata, Kms, KmsError, RotationStatus,
+};
 
 impl From<KmsError> for AwsError {
     fn from(err: KmsError) -> Self {
-        if let KmsError::Internal(detail) = &err {
-            tracing::error!(detail = %detail, "KMS engine fault");
-            return AwsError::fault(err.aws_code());
-        }
-        AwsError::client(err.aws_code(), err.to_string())
+        AwsError::from_service(&err)
     }
 }
 
-/// A base64 blob field.
-struct Blob(Vec<u8>);
+impl JsonService for Kms {
+    const TARGET_PREFIX: &'static str = "TrentService";
+    const SIGNING_NAME: &'static str = "kms";
 
-impl<'de> Deserialize<'de> for Blob {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        STANDARD
-            .decode(text.as_bytes())
-            .map(Blob)
-            .map_err(|_| serde::de::Error::custom("blob is not valid base64"))
+    fn operations() -> &'static [Operation<Self>] {
+        OPERATIONS
     }
 }
 
-fn b64(bytes: &[u8]) -> String {
-    STANDARD.encode(bytes)
-}
+/// Every KMS operation Coffer serves, sorted by target.
+static OPERATIONS: &[Operation<Kms>] = &[
+    aws_operation!("TrentService.CancelKeyDeletion", cancel_key_deletion),
+    aws_operation!("TrentService.CreateAlias", create_alias),
+    aws_operation!("TrentService.CreateKey", create_key),
+    aws_operation!("TrentService.Decrypt", decrypt),
+    aws_operation!("TrentService.DeleteAlias", delete_alias),
+    aws_operation!(
+        "TrentService.DeleteImportedKeyMaterial",
+        delete_imported_key_material
+    ),
+    aws_operation!("TrentService.DescribeKey", describe_key),
+    aws_operation!("TrentService.DisableKey", disable_key),
+    aws_operation!("TrentService.DisableKeyRotation", disable_key_rotation),
+    aws_operation!("TrentService.EnableKey", enable_key),
+    aws_operation!("TrentService.EnableKeyRotation", enable_key_rotation),
+    aws_operation!("TrentService.Encrypt", encrypt),
+    aws_operation!("TrentService.GenerateDataKey", generate_data_key),
+    aws_operation!("TrentService.GenerateDataKeyPair", generate_data_key_pair),
+    aws_operation!(
+        "TrentService.GenerateDataKeyPairWithoutPlaintext",
+        generate_data_key_pair_without_plaintext
+    ),
+    aws_operation!(
+        "TrentService.GenerateDataKeyWithoutPlaintext",
+        generate_data_key_without_plaintext
+    ),
+    aws_operation!("TrentService.GenerateRandom", generate_random),
+    aws_operation!("TrentService.GetKeyPolicy", get_key_policy),
+    aws_operation!("TrentService.GetKeyRotationStatus", get_key_rotation_status),
+    aws_operation!(
+        "TrentService.GetParametersForImport",
+        get_parameters_for_import
+    ),
+    aws_operation!("TrentService.GetPublicKey", get_public_key),
+    aws_operation!("TrentService.ImportKeyMaterial", import_key_material),
+    aws_operation!("TrentService.ListAliases", list_aliases),
+    aws_operation!("TrentService.ListKeyPolicies", list_key_policies),
+    aws_operation!("TrentService.ListKeyRotations", list_key_rotations),
+    aws_operation!("TrentService.ListKeys", list_keys),
+    aws_operation!("TrentService.ListResourceTags", list_resource_tags),
+    aws_operation!("TrentService.PutKeyPolicy", put_key_policy),
+    aws_operation!("TrentService.ReEncrypt", re_encrypt),
+    aws_operation!("TrentService.RotateKeyOnDemand", rotate_key_on_demand),
+    aws_operation!("TrentService.ScheduleKeyDeletion", schedule_key_deletion),
+    aws_operation!("TrentService.Sign", sign),
+    aws_operation!("TrentService.TagResource", tag_resource),
+    aws_operation!("TrentService.UntagResource", untag_resource),
+    aws_operation!("TrentService.UpdateAlias", update_alias),
+    aws_operation!("TrentService.UpdateKeyDescription", update_key_description),
+    aws_operation!("TrentService.Verify", verify),
+];
 
-fn input<T: DeserializeOwned>(value: Value) -> Result<T, AwsError> {
-    serde_json::from_value(value).map_err(|err| input_error(&err))
-}
+type Context = BTreeMap<String, String>;
 
-/// The AWS error for an input that does not fit its shape.
-fn input_error(err: &serde_json::Error) -> AwsError {
-    // serde's message names the field and the expected type, never the value.
-    let message = err.to_string();
-    match missing_member(&message) {
-        // AWS reports an absent required member as a validation error, not a parse error.
-        Some(member) => AwsError::client(
-            "ValidationException",
-            format!(
-                "1 validation error detected: Value null at '{member}' failed to satisfy constraint: Member must not be null"
-            ),
-        ),
-        None => AwsError::client(
-            "SerializationException",
-            format!("Invalid request: {message}"),
-        ),
+impl CallFacts {
+    /// What the caller named, cut short, until the engine names the key by its ARN.
+    fn asked_for(&mut self, key: &str) {
+        self.resource = Some(super::truncate_for_message(key));
+    }
+
+    fn done_with(&mut self, arn: &str) {
+        self.resource = Some(arn.to_owned());
     }
 }
 
-/// The member named by serde's "missing field `Name`" message, in AWS's camelCase.
-fn missing_member(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("missing field `")?;
-    let name = &rest[..rest.find('`')?];
-    let mut chars = name.chars();
-    let first = chars.next()?;
-    Some(first.to_ascii_lowercase().to_string() + chars.as_str())
-}
+// ---------------------------------------------------------------------------------------------
+// Shapes used by several operations
+// ---------------------------------------------------------------------------------------------
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct KeyIdInput {
     key_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct PagingInput {
-    limit: Option<i64>,
-    marker: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -135,10 +116,53 @@ struct KeyPagingInput {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct TagInput {
+struct Tag {
     tag_key: String,
     tag_value: String,
 }
+
+fn tag_pairs(tags: Vec<Tag>) -> Vec<(String, String)> {
+    tags.into_iter()
+        .map(|tag| (tag.tag_key, tag.tag_value))
+        .collect()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyIdOutput {
+    key_id: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyMetadataOutput {
+    key_metadata: KeyMetadata,
+}
+
+/// A listing's page: `Truncated`, and `NextMarker` when there is more.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Paged<T: Serialize> {
+    #[serde(flatten)]
+    items: T,
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_marker: Option<String>,
+}
+
+impl<T: Serialize> Paged<T> {
+    fn new(items: T, next_marker: Option<String>) -> Self {
+        Self {
+            items,
+            truncated: next_marker.is_some(),
+            next_marker,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------------------------
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -152,19 +176,372 @@ struct CreateKeyInput {
     #[serde(default)]
     bypass_policy_lockout_safety_check: bool,
     #[serde(default)]
-    tags: Vec<TagInput>,
+    tags: Vec<Tag>,
     #[serde(default)]
     multi_region: bool,
 }
+
+async fn create_key(
+    kms: &Kms,
+    caller: &Caller,
+    input: CreateKeyInput,
+    facts: &mut CallFacts,
+) -> Result<KeyMetadataOutput, AwsError> {
+    let metadata = kms
+        .create_key(
+            caller,
+            CreateKeyRequest {
+                description: input.description,
+                key_spec: input.key_spec.or(input.customer_master_key_spec),
+                key_usage: input.key_usage,
+                origin: input.origin,
+                policy: input.policy,
+                bypass_policy_lockout_safety_check: input.bypass_policy_lockout_safety_check,
+                tags: tag_pairs(input.tags),
+                multi_region: input.multi_region,
+            },
+        )
+        .await?;
+    facts.done_with(&metadata.arn);
+    Ok(KeyMetadataOutput {
+        key_metadata: metadata,
+    })
+}
+
+async fn describe_key(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+    facts: &mut CallFacts,
+) -> Result<KeyMetadataOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let metadata = kms.describe_key(caller, &input.key_id).await?;
+    facts.done_with(&metadata.arn);
+    Ok(KeyMetadataOutput {
+        key_metadata: metadata,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListKeysInput {
+    limit: Option<i64>,
+    marker: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Keys {
+    keys: Vec<KeyListEntry>,
+}
+
+async fn list_keys(
+    kms: &Kms,
+    caller: &Caller,
+    input: ListKeysInput,
+    _facts: &mut CallFacts,
+) -> Result<Paged<Keys>, AwsError> {
+    let page = kms
+        .list_keys(caller, input.limit, input.marker.as_deref())
+        .await?;
+    Ok(Paged::new(Keys { keys: page.items }, page.next_token))
+}
+
+async fn enable_key(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.key_id);
+    kms.enable_key(caller, &input.key_id).await?;
+    Ok(Empty {})
+}
+
+async fn disable_key(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.key_id);
+    kms.disable_key(caller, &input.key_id).await?;
+    Ok(Empty {})
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateKeyDescriptionInput {
+    key_id: String,
+    description: String,
+}
+
+async fn update_key_description(
+    kms: &Kms,
+    caller: &Caller,
+    input: UpdateKeyDescriptionInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.key_id);
+    kms.update_key_description(caller, &input.key_id, &input.description)
+        .await?;
+    Ok(Empty {})
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagResourceInput {
+    key_id: String,
+    tags: Vec<Tag>,
+}
+
+async fn tag_resource(
+    kms: &Kms,
+    caller: &Caller,
+    input: TagResourceInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.key_id);
+    kms.tag_resource(caller, &input.key_id, tag_pairs(input.tags))
+        .await?;
+    Ok(Empty {})
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UntagResourceInput {
+    key_id: String,
+    tag_keys: Vec<String>,
+}
+
+async fn untag_resource(
+    kms: &Kms,
+    caller: &Caller,
+    input: UntagResourceInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.key_id);
+    kms.untag_resource(caller, &input.key_id, input.tag_keys)
+        .await?;
+    Ok(Empty {})
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagOutput {
+    tag_key: String,
+    tag_value: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Tags {
+    tags: Vec<TagOutput>,
+}
+
+async fn list_resource_tags(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyPagingInput,
+    facts: &mut CallFacts,
+) -> Result<Paged<Tags>, AwsError> {
+    facts.asked_for(&input.key_id);
+    let page = kms
+        .list_resource_tags(caller, &input.key_id, input.limit, input.marker.as_deref())
+        .await?;
+    let tags = page
+        .items
+        .into_iter()
+        .map(|(tag_key, tag_value)| TagOutput { tag_key, tag_value })
+        .collect();
+    Ok(Paged::new(Tags { tags }, page.next_token))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ScheduleKeyDeletionInput {
+    key_id: String,
+    pending_window_in_days: Option<i64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ScheduleKeyDeletionOutput {
+    key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deletion_date: Option<i64>,
+    key_state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_window_in_days: Option<u32>,
+}
+
+async fn schedule_key_deletion(
+    kms: &Kms,
+    caller: &Caller,
+    input: ScheduleKeyDeletionInput,
+    facts: &mut CallFacts,
+) -> Result<ScheduleKeyDeletionOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let metadata = kms
+        .schedule_key_deletion(caller, &input.key_id, input.pending_window_in_days)
+        .await?;
+    facts.done_with(&metadata.arn);
+    Ok(ScheduleKeyDeletionOutput {
+        key_id: metadata.arn,
+        deletion_date: metadata.deletion_date,
+        key_state: metadata.key_state.as_str(),
+        pending_window_in_days: metadata.pending_deletion_window_in_days,
+    })
+}
+
+async fn cancel_key_deletion(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+    facts: &mut CallFacts,
+) -> Result<KeyIdOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let key_id = kms.cancel_key_deletion(caller, &input.key_id).await?;
+    facts.done_with(&key_id);
+    Ok(KeyIdOutput { key_id })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Aliases
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AliasTargetInput {
+    alias_name: String,
+    target_key_id: String,
+}
+
+async fn create_alias(
+    kms: &Kms,
+    caller: &Caller,
+    input: AliasTargetInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.alias_name);
+    kms.create_alias(caller, &input.alias_name, &input.target_key_id)
+        .await?;
+    Ok(Empty {})
+}
+
+async fn update_alias(
+    kms: &Kms,
+    caller: &Caller,
+    input: AliasTargetInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.alias_name);
+    kms.update_alias(caller, &input.alias_name, &input.target_key_id)
+        .await?;
+    Ok(Empty {})
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AliasNameInput {
+    alias_name: String,
+}
+
+async fn delete_alias(
+    kms: &Kms,
+    caller: &Caller,
+    input: AliasNameInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.alias_name);
+    kms.delete_alias(caller, &input.alias_name).await?;
+    Ok(Empty {})
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListAliasesInput {
+    key_id: Option<String>,
+    limit: Option<i64>,
+    marker: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Aliases {
+    aliases: Vec<crate::engine::kms::AliasListEntry>,
+}
+
+async fn list_aliases(
+    kms: &Kms,
+    caller: &Caller,
+    input: ListAliasesInput,
+    facts: &mut CallFacts,
+) -> Result<Paged<Aliases>, AwsError> {
+    if let Some(key_id) = &input.key_id {
+        facts.asked_for(key_id);
+    }
+    let page = kms
+        .list_aliases(
+            caller,
+            input.key_id.as_deref(),
+            input.limit,
+            input.marker.as_deref(),
+        )
+        .await?;
+    Ok(Paged::new(
+        Aliases {
+            aliases: page.items,
+        },
+        page.next_token,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Symmetric cryptography: the hot path
+// ---------------------------------------------------------------------------------------------
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct EncryptInput {
     key_id: String,
-    plaintext: Blob,
+    plaintext: SecretBlob,
     #[serde(default)]
-    encryption_context: BTreeMap<String, String>,
+    encryption_context: Context,
     encryption_algorithm: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EncryptOutput {
+    #[serde(serialize_with = "wire::base64")]
+    ciphertext_blob: Vec<u8>,
+    key_id: String,
+    encryption_algorithm: &'static str,
+}
+
+async fn encrypt(
+    kms: &Kms,
+    caller: &Caller,
+    input: EncryptInput,
+    facts: &mut CallFacts,
+) -> Result<EncryptOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let (ciphertext_blob, key_id, encryption_algorithm) = kms
+        .encrypt(
+            caller,
+            &input.key_id,
+            input.plaintext.0.expose(),
+            &input.encryption_context,
+            input.encryption_algorithm.as_deref(),
+        )
+        .await?;
+    facts.done_with(&key_id);
+    Ok(EncryptOutput {
+        ciphertext_blob,
+        key_id,
+        encryption_algorithm,
+    })
 }
 
 #[derive(Deserialize)]
@@ -172,9 +549,44 @@ struct EncryptInput {
 struct DecryptInput {
     ciphertext_blob: Blob,
     #[serde(default)]
-    encryption_context: BTreeMap<String, String>,
+    encryption_context: Context,
     key_id: Option<String>,
     encryption_algorithm: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DecryptOutput {
+    #[serde(serialize_with = "wire::secret_base64")]
+    plaintext: SecretBytes,
+    key_id: String,
+    encryption_algorithm: &'static str,
+}
+
+async fn decrypt(
+    kms: &Kms,
+    caller: &Caller,
+    input: DecryptInput,
+    facts: &mut CallFacts,
+) -> Result<DecryptOutput, AwsError> {
+    if let Some(key_id) = &input.key_id {
+        facts.asked_for(key_id);
+    }
+    let (plaintext, key_id, encryption_algorithm) = kms
+        .decrypt(
+            caller,
+            &input.ciphertext_blob.0,
+            &input.encryption_context,
+            input.key_id.as_deref(),
+            input.encryption_algorithm.as_deref(),
+        )
+        .await?;
+    facts.done_with(&key_id);
+    Ok(DecryptOutput {
+        plaintext,
+        key_id,
+        encryption_algorithm,
+    })
 }
 
 #[derive(Deserialize)]
@@ -182,13 +594,53 @@ struct DecryptInput {
 struct ReEncryptInput {
     ciphertext_blob: Blob,
     #[serde(default)]
-    source_encryption_context: BTreeMap<String, String>,
+    source_encryption_context: Context,
     source_key_id: Option<String>,
     destination_key_id: String,
     #[serde(default)]
-    destination_encryption_context: BTreeMap<String, String>,
+    destination_encryption_context: Context,
     source_encryption_algorithm: Option<String>,
     destination_encryption_algorithm: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReEncryptOutput {
+    #[serde(serialize_with = "wire::base64")]
+    ciphertext_blob: Vec<u8>,
+    source_key_id: String,
+    key_id: String,
+    source_encryption_algorithm: &'static str,
+    destination_encryption_algorithm: &'static str,
+}
+
+async fn re_encrypt(
+    kms: &Kms,
+    caller: &Caller,
+    input: ReEncryptInput,
+    facts: &mut CallFacts,
+) -> Result<ReEncryptOutput, AwsError> {
+    facts.asked_for(&input.destination_key_id);
+    let done = kms
+        .re_encrypt(
+            caller,
+            &input.ciphertext_blob.0,
+            &input.source_encryption_context,
+            input.source_key_id.as_deref(),
+            input.source_encryption_algorithm.as_deref(),
+            &input.destination_key_id,
+            &input.destination_encryption_context,
+            input.destination_encryption_algorithm.as_deref(),
+        )
+        .await?;
+    facts.done_with(&done.key_arn);
+    Ok(ReEncryptOutput {
+        ciphertext_blob: done.ciphertext,
+        source_key_id: done.source_key_arn,
+        key_id: done.key_arn,
+        source_encryption_algorithm: done.source_algorithm,
+        destination_encryption_algorithm: done.destination_algorithm,
+    })
 }
 
 #[derive(Deserialize)]
@@ -196,9 +648,66 @@ struct ReEncryptInput {
 struct DataKeyInput {
     key_id: String,
     #[serde(default)]
-    encryption_context: BTreeMap<String, String>,
+    encryption_context: Context,
     number_of_bytes: Option<i64>,
     key_spec: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DataKeyOutput {
+    #[serde(serialize_with = "wire::base64")]
+    ciphertext_blob: Vec<u8>,
+    #[serde(
+        serialize_with = "wire::optional_secret_base64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    plaintext: Option<SecretBytes>,
+    key_id: String,
+}
+
+async fn data_key(
+    kms: &Kms,
+    caller: &Caller,
+    input: DataKeyInput,
+    facts: &mut CallFacts,
+    with_plaintext: bool,
+) -> Result<DataKeyOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let size = DataKeySize::from_request(input.key_spec.as_deref(), input.number_of_bytes)?;
+    let key = kms
+        .generate_data_key(
+            caller,
+            &input.key_id,
+            size,
+            &input.encryption_context,
+            with_plaintext,
+        )
+        .await?;
+    facts.done_with(&key.key_arn);
+    Ok(DataKeyOutput {
+        ciphertext_blob: key.ciphertext,
+        plaintext: with_plaintext.then_some(key.plaintext),
+        key_id: key.key_arn,
+    })
+}
+
+async fn generate_data_key(
+    kms: &Kms,
+    caller: &Caller,
+    input: DataKeyInput,
+    facts: &mut CallFacts,
+) -> Result<DataKeyOutput, AwsError> {
+    data_key(kms, caller, input, facts, true).await
+}
+
+async fn generate_data_key_without_plaintext(
+    kms: &Kms,
+    caller: &Caller,
+    input: DataKeyInput,
+    facts: &mut CallFacts,
+) -> Result<DataKeyOutput, AwsError> {
+    data_key(kms, caller, input, facts, false).await
 }
 
 #[derive(Deserialize)]
@@ -206,8 +715,131 @@ struct DataKeyInput {
 struct DataKeyPairInput {
     key_id: String,
     #[serde(default)]
-    encryption_context: BTreeMap<String, String>,
+    encryption_context: Context,
     key_pair_spec: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DataKeyPairOutput {
+    #[serde(serialize_with = "wire::base64")]
+    private_key_ciphertext_blob: Vec<u8>,
+    #[serde(
+        serialize_with = "wire::optional_secret_base64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    private_key_plaintext: Option<SecretBytes>,
+    #[serde(serialize_with = "wire::base64")]
+    public_key: Vec<u8>,
+    key_id: String,
+    key_pair_spec: &'static str,
+}
+
+async fn data_key_pair(
+    kms: &Kms,
+    caller: &Caller,
+    input: DataKeyPairInput,
+    facts: &mut CallFacts,
+    with_plaintext: bool,
+) -> Result<DataKeyPairOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let pair = kms
+        .generate_data_key_pair(
+            caller,
+            &input.key_id,
+            &input.key_pair_spec,
+            &input.encryption_context,
+            with_plaintext,
+        )
+        .await?;
+    facts.done_with(&pair.key_arn);
+    Ok(DataKeyPairOutput {
+        private_key_ciphertext_blob: pair.private_ciphertext,
+        private_key_plaintext: with_plaintext.then_some(pair.private_plaintext),
+        public_key: pair.public_key,
+        key_id: pair.key_arn,
+        key_pair_spec: pair.key_pair_spec,
+    })
+}
+
+async fn generate_data_key_pair(
+    kms: &Kms,
+    caller: &Caller,
+    input: DataKeyPairInput,
+    facts: &mut CallFacts,
+) -> Result<DataKeyPairOutput, AwsError> {
+    data_key_pair(kms, caller, input, facts, true).await
+}
+
+async fn generate_data_key_pair_without_plaintext(
+    kms: &Kms,
+    caller: &Caller,
+    input: DataKeyPairInput,
+    facts: &mut CallFacts,
+) -> Result<DataKeyPairOutput, AwsError> {
+    data_key_pair(kms, caller, input, facts, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GenerateRandomInput {
+    number_of_bytes: Option<i64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GenerateRandomOutput {
+    #[serde(serialize_with = "wire::secret_base64")]
+    plaintext: SecretBytes,
+}
+
+async fn generate_random(
+    kms: &Kms,
+    caller: &Caller,
+    input: GenerateRandomInput,
+    _facts: &mut CallFacts,
+) -> Result<GenerateRandomOutput, AwsError> {
+    let plaintext = kms.generate_random(caller, input.number_of_bytes).await?;
+    Ok(GenerateRandomOutput { plaintext })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asymmetric keys
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetPublicKeyOutput {
+    key_id: String,
+    #[serde(serialize_with = "wire::base64")]
+    public_key: Vec<u8>,
+    key_spec: &'static str,
+    customer_master_key_spec: &'static str,
+    key_usage: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    encryption_algorithms: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    signing_algorithms: Vec<&'static str>,
+}
+
+async fn get_public_key(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+    facts: &mut CallFacts,
+) -> Result<GetPublicKeyOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let info = kms.get_public_key(caller, &input.key_id).await?;
+    facts.done_with(&info.key_id);
+    Ok(GetPublicKeyOutput {
+        key_id: info.key_id,
+        public_key: info.public_key,
+        key_spec: info.key_spec.as_str(),
+        customer_master_key_spec: info.key_spec.as_str(),
+        key_usage: info.key_usage.as_str(),
+        encryption_algorithms: info.encryption_algorithms,
+        signing_algorithms: info.signing_algorithms,
+    })
 }
 
 #[derive(Deserialize)]
@@ -217,6 +849,39 @@ struct SignInput {
     message: Blob,
     message_type: Option<String>,
     signing_algorithm: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SignOutput {
+    key_id: String,
+    #[serde(serialize_with = "wire::base64")]
+    signature: Vec<u8>,
+    signing_algorithm: &'static str,
+}
+
+async fn sign(
+    kms: &Kms,
+    caller: &Caller,
+    input: SignInput,
+    facts: &mut CallFacts,
+) -> Result<SignOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let (signature, key_id, signing_algorithm) = kms
+        .sign(
+            caller,
+            &input.key_id,
+            &input.message.0,
+            input.message_type.as_deref(),
+            &input.signing_algorithm,
+        )
+        .await?;
+    facts.done_with(&key_id);
+    Ok(SignOutput {
+        key_id,
+        signature,
+        signing_algorithm,
+    })
 }
 
 #[derive(Deserialize)]
@@ -229,630 +894,326 @@ struct VerifyInput {
     signing_algorithm: String,
 }
 
-/// Calls one KMS operation and returns the response body.
-///
-/// Encrypt and Decrypt, the hot path, parse straight into their input shapes and write their
-/// output without a JSON tree: base64 needs no JSON escaping, and at 4 KiB the tree and the
-/// escaping scan cost more than the rest of the encoding.
-pub(super) async fn dispatch(
-    kms: &Kms,
-    caller: &Caller,
-    operation: &str,
-    body: &[u8],
-    facts: &mut CallFacts,
-) -> Result<String, AwsError> {
-    match operation {
-        "Encrypt" => {
-            let input: EncryptInput = input_from_bytes(body)?;
-            facts.resource = Some(super::truncate_for_message(&input.key_id));
-            let (ciphertext, key_arn, algorithm) = kms
-                .encrypt(
-                    caller,
-                    &input.key_id,
-                    &input.plaintext.0,
-                    &input.encryption_context,
-                    input.encryption_algorithm.as_deref(),
-                )
-                .await?;
-            let body = blob_response(
-                "CiphertextBlob",
-                &ciphertext,
-                &[("KeyId", &key_arn), ("EncryptionAlgorithm", algorithm)],
-            );
-            facts.resource = Some(key_arn);
-            body
-        }
-        "Decrypt" => {
-            let input: DecryptInput = input_from_bytes(body)?;
-            facts.resource = input.key_id.as_deref().map(super::truncate_for_message);
-            let (plaintext, key_arn, algorithm) = kms
-                .decrypt(
-                    caller,
-                    &input.ciphertext_blob.0,
-                    &input.encryption_context,
-                    input.key_id.as_deref(),
-                    input.encryption_algorithm.as_deref(),
-                )
-                .await?;
-            let body = blob_response(
-                "Plaintext",
-                plaintext.expose(),
-                &[("KeyId", &key_arn), ("EncryptionAlgorithm", algorithm)],
-            );
-            facts.resource = Some(key_arn);
-            body
-        }
-        _ => {
-            let body = super::json_object(body)?;
-            dispatch_json(kms, caller, operation, body, facts)
-                .await
-                .map(|value| value.to_string())
-        }
-    }
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct VerifyOutput {
+    key_id: String,
+    signature_valid: bool,
+    signing_algorithm: &'static str,
 }
 
-/// Parses a request body straight into an input shape.
-fn input_from_bytes<T: DeserializeOwned>(body: &[u8]) -> Result<T, AwsError> {
-    let body = if body.is_empty() {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    if body.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(AwsError::client(
-            "SerializationException",
-            "The request body must be a JSON object.",
-        ));
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed = T::deserialize(&mut deserializer).map_err(|err| input_error(&err))?;
-    deserializer.end().map_err(|_| {
-        AwsError::client(
-            "SerializationException",
-            "The request body is not valid JSON.",
+async fn verify(
+    kms: &Kms,
+    caller: &Caller,
+    input: VerifyInput,
+    facts: &mut CallFacts,
+) -> Result<VerifyOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let (key_id, signing_algorithm) = kms
+        .verify(
+            caller,
+            &input.key_id,
+            &input.message.0,
+            input.message_type.as_deref(),
+            &input.signature.0,
+            &input.signing_algorithm,
         )
-    })?;
-    Ok(parsed)
+        .await?;
+    facts.done_with(&key_id);
+    // An invalid signature is KMSInvalidSignatureException, never `false`, as in AWS.
+    Ok(VerifyOutput {
+        key_id,
+        signature_valid: true,
+        signing_algorithm,
+    })
 }
 
-/// `{"<blob_field>":"<base64>", "<name>":<json string>, ...}` written directly. The base64
-/// alphabet needs no escaping; the other values are escaped as JSON strings.
-fn blob_response(
-    blob_field: &str,
-    blob: &[u8],
-    fields: &[(&str, &str)],
-) -> Result<String, AwsError> {
-    let mut out = String::with_capacity(blob.len() * 4 / 3 + 256);
-    out.push_str("{\"");
-    out.push_str(blob_field);
-    out.push_str("\":\"");
-    STANDARD.encode_string(blob, &mut out);
-    out.push('"');
-    for (name, value) in fields {
-        out.push_str(",\"");
-        out.push_str(name);
-        out.push_str("\":");
-        out.push_str(
-            &serde_json::to_string(value).map_err(|_| AwsError::fault("InternalFailure"))?,
-        );
-    }
-    out.push('}');
-    Ok(out)
+// ---------------------------------------------------------------------------------------------
+// Rotation
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EnableKeyRotationInput {
+    key_id: String,
+    rotation_period_in_days: Option<i64>,
 }
 
-/// Calls one KMS operation whose input is a parsed JSON object.
-async fn dispatch_json(
+async fn enable_key_rotation(
     kms: &Kms,
     caller: &Caller,
-    operation: &str,
-    body: Value,
+    input: EnableKeyRotationInput,
     facts: &mut CallFacts,
-) -> Result<Value, AwsError> {
-    // Until the engine names the key, the audit line carries what the caller asked for, cut short.
-    facts.resource = body
-        .get("KeyId")
-        .and_then(Value::as_str)
-        .map(super::truncate_for_message);
-    match operation {
-        "CreateKey" => {
-            let input: CreateKeyInput = input(body)?;
-            let metadata = kms
-                .create_key(
-                    caller,
-                    CreateKeyRequest {
-                        description: input.description,
-                        key_spec: input.key_spec.or(input.customer_master_key_spec),
-                        key_usage: input.key_usage,
-                        origin: input.origin,
-                        policy: input.policy,
-                        bypass_policy_lockout_safety_check: input
-                            .bypass_policy_lockout_safety_check,
-                        tags: input
-                            .tags
-                            .into_iter()
-                            .map(|tag| (tag.tag_key, tag.tag_value))
-                            .collect(),
-                        multi_region: input.multi_region,
-                    },
-                )
-                .await?;
-            facts.resource = Some(metadata.arn.clone());
-            Ok(json!({ "KeyMetadata": to_output(&metadata)? }))
-        }
-        "DescribeKey" => {
-            let input: KeyIdInput = input(body)?;
-            let metadata = kms.describe_key(caller, &input.key_id).await?;
-            facts.resource = Some(metadata.arn.clone());
-            Ok(json!({ "KeyMetadata": to_output(&metadata)? }))
-        }
-        "ListKeys" => {
-            let input: PagingInput = input(body)?;
-            let page = kms
-                .list_keys(caller, input.limit, input.marker.as_deref())
-                .await?;
-            Ok(paged("Keys", to_output(&page.items)?, page.next_marker))
-        }
-        "EnableKey" => {
-            let input: KeyIdInput = input(body)?;
-            kms.enable_key(caller, &input.key_id).await?;
-            Ok(json!({}))
-        }
-        "DisableKey" => {
-            let input: KeyIdInput = input(body)?;
-            kms.disable_key(caller, &input.key_id).await?;
-            Ok(json!({}))
-        }
-        "UpdateKeyDescription" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                key_id: String,
-                description: String,
-            }
-            let input: Input = input(body)?;
-            kms.update_key_description(caller, &input.key_id, &input.description)
-                .await?;
-            Ok(json!({}))
-        }
-        "TagResource" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                key_id: String,
-                tags: Vec<TagInput>,
-            }
-            let input: Input = input(body)?;
-            let tags = input
-                .tags
-                .into_iter()
-                .map(|tag| (tag.tag_key, tag.tag_value))
-                .collect();
-            kms.tag_resource(caller, &input.key_id, tags).await?;
-            Ok(json!({}))
-        }
-        "UntagResource" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                key_id: String,
-                tag_keys: Vec<String>,
-            }
-            let input: Input = input(body)?;
-            kms.untag_resource(caller, &input.key_id, input.tag_keys)
-                .await?;
-            Ok(json!({}))
-        }
-        "ListResourceTags" => {
-            let input: KeyPagingInput = input(body)?;
-            let page = kms
-                .list_resource_tags(caller, &input.key_id, input.limit, input.marker.as_deref())
-                .await?;
-            let tags: Vec<Value> = page
-                .items
-                .iter()
-                .map(|(key, value)| json!({"TagKey": key, "TagValue": value}))
-                .collect();
-            Ok(paged("Tags", Value::Array(tags), page.next_marker))
-        }
-        "CreateAlias" | "UpdateAlias" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                alias_name: String,
-                target_key_id: String,
-            }
-            let input: Input = input(body)?;
-            facts.resource = Some(super::truncate_for_message(&input.alias_name));
-            if operation == "CreateAlias" {
-                kms.create_alias(caller, &input.alias_name, &input.target_key_id)
-                    .await?;
-            } else {
-                kms.update_alias(caller, &input.alias_name, &input.target_key_id)
-                    .await?;
-            }
-            Ok(json!({}))
-        }
-        "DeleteAlias" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                alias_name: String,
-            }
-            let input: Input = input(body)?;
-            facts.resource = Some(super::truncate_for_message(&input.alias_name));
-            kms.delete_alias(caller, &input.alias_name).await?;
-            Ok(json!({}))
-        }
-        "ListAliases" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                key_id: Option<String>,
-                limit: Option<i64>,
-                marker: Option<String>,
-            }
-            let input: Input = input(body)?;
-            let page = kms
-                .list_aliases(
-                    caller,
-                    input.key_id.as_deref(),
-                    input.limit,
-                    input.marker.as_deref(),
-                )
-                .await?;
-            Ok(paged("Aliases", to_output(&page.items)?, page.next_marker))
-        }
-        "ReEncrypt" => {
-            let input: ReEncryptInput = input(body)?;
-            let done = kms
-                .re_encrypt(
-                    caller,
-                    &input.ciphertext_blob.0,
-                    &input.source_encryption_context,
-                    input.source_key_id.as_deref(),
-                    input.source_encryption_algorithm.as_deref(),
-                    &input.destination_key_id,
-                    &input.destination_encryption_context,
-                    input.destination_encryption_algorithm.as_deref(),
-                )
-                .await?;
-            facts.resource = Some(done.key_arn.clone());
-            Ok(json!({
-                "CiphertextBlob": b64(&done.ciphertext),
-                "SourceKeyId": done.source_key_arn,
-                "KeyId": done.key_arn,
-                "SourceEncryptionAlgorithm": done.source_algorithm,
-                "DestinationEncryptionAlgorithm": done.destination_algorithm,
-            }))
-        }
-        "GenerateDataKey" | "GenerateDataKeyWithoutPlaintext" => {
-            let input: DataKeyInput = input(body)?;
-            let size = DataKeySize::from_request(input.key_spec.as_deref(), input.number_of_bytes)?;
-            let with_plaintext = operation == "GenerateDataKey";
-            let key = kms
-                .generate_data_key(
-                    caller,
-                    &input.key_id,
-                    size,
-                    &input.encryption_context,
-                    with_plaintext,
-                )
-                .await?;
-            facts.resource = Some(key.key_arn.clone());
-            let mut output = json!({"CiphertextBlob": b64(&key.ciphertext), "KeyId": key.key_arn});
-            if with_plaintext {
-                output["Plaintext"] = Value::String(b64(key.plaintext.expose()));
-            }
-            Ok(output)
-        }
-        "GenerateDataKeyPair" | "GenerateDataKeyPairWithoutPlaintext" => {
-            let input: DataKeyPairInput = input(body)?;
-            let with_plaintext = operation == "GenerateDataKeyPair";
-            let pair = kms
-                .generate_data_key_pair(
-                    caller,
-                    &input.key_id,
-                    &input.key_pair_spec,
-                    &input.encryption_context,
-                    with_plaintext,
-                )
-                .await?;
-            facts.resource = Some(pair.key_arn.clone());
-            let mut output = json!({
-                "PrivateKeyCiphertextBlob": b64(&pair.private_ciphertext),
-                "PublicKey": b64(&pair.public_key),
-                "KeyId": pair.key_arn,
-                "KeyPairSpec": pair.key_pair_spec,
-            });
-            if with_plaintext {
-                output["PrivateKeyPlaintext"] = Value::String(b64(pair.private_plaintext.expose()));
-            }
-            Ok(output)
-        }
-        "GenerateRandom" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                number_of_bytes: Option<i64>,
-            }
-            let input: Input = input(body)?;
-            let bytes = kms.generate_random(caller, input.number_of_bytes).await?;
-            Ok(json!({"Plaintext": b64(bytes.expose())}))
-        }
-        "GetPublicKey" => {
-            let input: KeyIdInput = input(body)?;
-            let info = kms.get_public_key(caller, &input.key_id).await?;
-            facts.resource = Some(info.key_id.clone());
-            let mut output = json!({
-                "KeyId": info.key_id,
-                "PublicKey": b64(&info.public_key),
-                "KeySpec": info.key_spec.as_str(),
-                "CustomerMasterKeySpec": info.key_spec.as_str(),
-                "KeyUsage": info.key_usage.as_str(),
-            });
-            if !info.encryption_algorithms.is_empty() {
-                output["EncryptionAlgorithms"] = json!(info.encryption_algorithms);
-            }
-            if !info.signing_algorithms.is_empty() {
-                output["SigningAlgorithms"] = json!(info.signing_algorithms);
-            }
-            Ok(output)
-        }
-        "Sign" => {
-            let input: SignInput = input(body)?;
-            let (signature, key_arn, algorithm) = kms
-                .sign(
-                    caller,
-                    &input.key_id,
-                    &input.message.0,
-                    input.message_type.as_deref(),
-                    &input.signing_algorithm,
-                )
-                .await?;
-            facts.resource = Some(key_arn.clone());
-            Ok(
-                json!({"KeyId": key_arn, "Signature": b64(&signature), "SigningAlgorithm": algorithm}),
-            )
-        }
-        "Verify" => {
-            let input: VerifyInput = input(body)?;
-            let (key_arn, algorithm) = kms
-                .verify(
-                    caller,
-                    &input.key_id,
-                    &input.message.0,
-                    input.message_type.as_deref(),
-                    &input.signature.0,
-                    &input.signing_algorithm,
-                )
-                .await?;
-            facts.resource = Some(key_arn.clone());
-            Ok(json!({"KeyId": key_arn, "SignatureValid": true, "SigningAlgorithm": algorithm}))
-        }
-        "EnableKeyRotation" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                key_id: String,
-                rotation_period_in_days: Option<i64>,
-            }
-            let input: Input = input(body)?;
-            kms.enable_key_rotation(caller, &input.key_id, input.rotation_period_in_days)
-                .await?;
-            Ok(json!({}))
-        }
-        "DisableKeyRotation" => {
-            let input: KeyIdInput = input(body)?;
-            kms.disable_key_rotation(caller, &input.key_id).await?;
-            Ok(json!({}))
-        }
-        "GetKeyRotationStatus" => {
-            let input: KeyIdInput = input(body)?;
-            let status = kms.get_key_rotation_status(caller, &input.key_id).await?;
-            to_output(&status)
-        }
-        "RotateKeyOnDemand" => {
-            let input: KeyIdInput = input(body)?;
-            let key_arn = kms.rotate_key_on_demand(caller, &input.key_id).await?;
-            Ok(json!({"KeyId": key_arn}))
-        }
-        "ListKeyRotations" => {
-            let input: KeyPagingInput = input(body)?;
-            let page = kms
-                .list_key_rotations(caller, &input.key_id, input.limit, input.marker.as_deref())
-                .await?;
-            Ok(paged(
-                "Rotations",
-                to_output(&page.items)?,
-                page.next_marker,
-            ))
-        }
-        "ScheduleKeyDeletion" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                key_id: String,
-                pending_window_in_days: Option<i64>,
-            }
-            let input: Input = input(body)?;
-            let metadata = kms
-                .schedule_key_deletion(caller, &input.key_id, input.pending_window_in_days)
-                .await?;
-            Ok(json!({
-                "KeyId": metadata.arn,
-                "DeletionDate": metadata.deletion_date,
-                "KeyState": metadata.key_state.as_str(),
-                "PendingWindowInDays": metadata.pending_deletion_window_in_days,
-            }))
-        }
-        "CancelKeyDeletion" => {
-            let input: KeyIdInput = input(body)?;
-            let key_arn = kms.cancel_key_deletion(caller, &input.key_id).await?;
-            Ok(json!({"KeyId": key_arn}))
-        }
-        "GetParametersForImport" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                key_id: String,
-                wrapping_algorithm: String,
-                wrapping_key_spec: String,
-            }
-            let input: Input = input(body)?;
-            let parameters = kms
-                .get_parameters_for_import(
-                    caller,
-                    &input.key_id,
-                    &input.wrapping_algorithm,
-                    &input.wrapping_key_spec,
-                )
-                .await?;
-            Ok(json!({
-                "KeyId": parameters.key_arn,
-                "ImportToken": b64(&parameters.import_token),
-                "PublicKey": b64(&parameters.public_key),
-                "ParametersValidTo": parameters.valid_to,
-            }))
-        }
-        "ImportKeyMaterial" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                key_id: String,
-                import_token: Blob,
-                encrypted_key_material: Blob,
-                valid_to: Option<f64>,
-                expiration_model: Option<String>,
-            }
-            let input: Input = input(body)?;
-            // Timestamps arrive as epoch seconds, possibly fractional.
-            let valid_to = input.valid_to.map(|seconds| seconds.floor() as i64);
-            kms.import_key_material(
-                caller,
-                &input.key_id,
-                &input.import_token.0,
-                &input.encrypted_key_material.0,
-                valid_to,
-                input.expiration_model.as_deref(),
-            )
-            .await?;
-            Ok(json!({}))
-        }
-        "DeleteImportedKeyMaterial" => {
-            let input: KeyIdInput = input(body)?;
-            kms.delete_imported_key_material(caller, &input.key_id)
-                .await?;
-            Ok(json!({}))
-        }
-        "GetKeyPolicy" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                key_id: String,
-                policy_name: Option<String>,
-            }
-            let input: Input = input(body)?;
-            let policy = kms
-                .get_key_policy(caller, &input.key_id, input.policy_name.as_deref())
-                .await?;
-            Ok(json!({"Policy": policy, "PolicyName": "default"}))
-        }
-        "PutKeyPolicy" => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct Input {
-                key_id: String,
-                policy_name: Option<String>,
-                policy: String,
-                #[serde(default)]
-                bypass_policy_lockout_safety_check: bool,
-            }
-            let input: Input = input(body)?;
-            kms.put_key_policy(
-                caller,
-                &input.key_id,
-                input.policy_name.as_deref(),
-                &input.policy,
-                input.bypass_policy_lockout_safety_check,
-            )
-            .await?;
-            Ok(json!({}))
-        }
-        "ListKeyPolicies" => {
-            let input: KeyIdInput = input(body)?;
-            let names = kms.list_key_policies(caller, &input.key_id).await?;
-            Ok(json!({"PolicyNames": names, "Truncated": false}))
-        }
-        _ => Err(AwsError::client(
-            "UnknownOperationException",
-            format!(
-                "TrentService.{} is not a known KMS operation.",
-                super::truncate_for_message(operation)
-            ),
-        )),
-    }
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.key_id);
+    kms.enable_key_rotation(caller, &input.key_id, input.rotation_period_in_days)
+        .await?;
+    Ok(Empty {})
 }
 
-/// A listing's output with `Truncated` and, when there is more, `NextMarker`.
-fn paged(field: &str, items: Value, next_marker: Option<String>) -> Value {
-    let mut output = json!({ field: items, "Truncated": next_marker.is_some() });
-    if let Some(marker) = next_marker {
-        output["NextMarker"] = Value::String(marker);
-    }
-    output
+async fn disable_key_rotation(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.key_id);
+    kms.disable_key_rotation(caller, &input.key_id).await?;
+    Ok(Empty {})
+}
+
+async fn get_key_rotation_status(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+    facts: &mut CallFacts,
+) -> Result<RotationStatus, AwsError> {
+    facts.asked_for(&input.key_id);
+    Ok(kms.get_key_rotation_status(caller, &input.key_id).await?)
+}
+
+async fn rotate_key_on_demand(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+    facts: &mut CallFacts,
+) -> Result<KeyIdOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let key_id = kms.rotate_key_on_demand(caller, &input.key_id).await?;
+    facts.done_with(&key_id);
+    Ok(KeyIdOutput { key_id })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Rotations {
+    rotations: Vec<crate::engine::kms::RotationEntry>,
+}
+
+async fn list_key_rotations(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyPagingInput,
+    facts: &mut CallFacts,
+) -> Result<Paged<Rotations>, AwsError> {
+    facts.asked_for(&input.key_id);
+    let page = kms
+        .list_key_rotations(caller, &input.key_id, input.limit, input.marker.as_deref())
+        .await?;
+    Ok(Paged::new(
+        Rotations {
+            rotations: page.items,
+        },
+        page.next_token,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Imported key material
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetParametersForImportInput {
+    key_id: String,
+    wrapping_algorithm: String,
+    wrapping_key_spec: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetParametersForImportOutput {
+    key_id: String,
+    #[serde(serialize_with = "wire::base64")]
+    import_token: Vec<u8>,
+    #[serde(serialize_with = "wire::base64")]
+    public_key: Vec<u8>,
+    parameters_valid_to: i64,
+}
+
+async fn get_parameters_for_import(
+    kms: &Kms,
+    caller: &Caller,
+    input: GetParametersForImportInput,
+    facts: &mut CallFacts,
+) -> Result<GetParametersForImportOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let parameters = kms
+        .get_parameters_for_import(
+            caller,
+            &input.key_id,
+            &input.wrapping_algorithm,
+            &input.wrapping_key_spec,
+        )
+        .await?;
+    facts.done_with(&parameters.key_arn);
+    Ok(GetParametersForImportOutput {
+        key_id: parameters.key_arn,
+        import_token: parameters.import_token,
+        public_key: parameters.public_key,
+        parameters_valid_to: parameters.valid_to,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImportKeyMaterialInput {
+    key_id: String,
+    import_token: Blob,
+    encrypted_key_material: Blob,
+    valid_to: Option<f64>,
+    expiration_model: Option<String>,
+}
+
+async fn import_key_material(
+    kms: &Kms,
+    caller: &Caller,
+    input: ImportKeyMaterialInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.key_id);
+    let valid_to = input
+        .valid_to
+        .map(|seconds| wire::timestamp(seconds, "ValidTo"))
+        .transpose()?;
+    kms.import_key_material(
+        caller,
+        &input.key_id,
+        &input.import_token.0,
+        &input.encrypted_key_material.0,
+        valid_to,
+        input.expiration_model.as_deref(),
+    )
+    .await?;
+    Ok(Empty {})
+}
+
+async fn delete_imported_key_material(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.key_id);
+    kms.delete_imported_key_material(caller, &input.key_id)
+        .await?;
+    Ok(Empty {})
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key policies
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetKeyPolicyInput {
+    key_id: String,
+    policy_name: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetKeyPolicyOutput {
+    policy: String,
+    policy_name: &'static str,
+}
+
+async fn get_key_policy(
+    kms: &Kms,
+    caller: &Caller,
+    input: GetKeyPolicyInput,
+    facts: &mut CallFacts,
+) -> Result<GetKeyPolicyOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let policy = kms
+        .get_key_policy(caller, &input.key_id, input.policy_name.as_deref())
+        .await?;
+    Ok(GetKeyPolicyOutput {
+        policy,
+        policy_name: "default",
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutKeyPolicyInput {
+    key_id: String,
+    policy_name: Option<String>,
+    policy: String,
+    #[serde(default)]
+    bypass_policy_lockout_safety_check: bool,
+}
+
+async fn put_key_policy(
+    kms: &Kms,
+    caller: &Caller,
+    input: PutKeyPolicyInput,
+    facts: &mut CallFacts,
+) -> Result<Empty, AwsError> {
+    facts.asked_for(&input.key_id);
+    kms.put_key_policy(
+        caller,
+        &input.key_id,
+        input.policy_name.as_deref(),
+        &input.policy,
+        input.bypass_policy_lockout_safety_check,
+    )
+    .await?;
+    Ok(Empty {})
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListKeyPoliciesOutput {
+    policy_names: Vec<String>,
+    truncated: bool,
+}
+
+async fn list_key_policies(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+    facts: &mut CallFacts,
+) -> Result<ListKeyPoliciesOutput, AwsError> {
+    facts.asked_for(&input.key_id);
+    let policy_names = kms.list_key_policies(caller, &input.key_id).await?;
+    Ok(ListKeyPoliciesOutput {
+        policy_names,
+        truncated: false,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::aws::identity::AccessKeyDirectory;
+    use crate::aws::ops::Services;
+    use crate::crypto::RootKeyring;
+    use crate::engine::{Principal, SystemClock};
+    use crate::store::{EmbeddedStore, Store};
 
     #[test]
-    fn blob_responses_are_valid_json() {
-        let body = blob_response(
-            "CiphertextBlob",
-            &[0u8, 255, 7, 250, 1],
-            &[
-                ("KeyId", "arn:aws:kms:r:1:key/\"x\\"),
-                ("EncryptionAlgorithm", "SYMMETRIC_DEFAULT"),
-            ],
-        )
-        .unwrap();
-        let parsed: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(parsed["CiphertextBlob"], b64(&[0u8, 255, 7, 250, 1]));
-        assert_eq!(parsed["KeyId"], "arn:aws:kms:r:1:key/\"x\\");
-        assert_eq!(parsed["EncryptionAlgorithm"], "SYMMETRIC_DEFAULT");
-    }
-
-    #[test]
-    fn absent_members_are_validation_errors_and_bad_types_serialization_errors() {
-        let Err(missing) = input::<KeyIdInput>(json!({})) else {
-            panic!("an empty body must be refused")
-        };
-        assert_eq!(missing.code, "ValidationException");
+    fn the_table_is_sorted_and_every_target_is_of_kms() {
+        let targets: Vec<&str> = OPERATIONS
+            .iter()
+            .map(|operation| operation.target)
+            .collect();
+        let mut sorted = targets.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(targets, sorted, "sorted, once each: lookups binary-search");
         assert!(
-            missing.message.contains("Value null at 'keyId'"),
-            "{}",
-            missing.message
+            targets
+                .iter()
+                .all(|target| target.starts_with("TrentService."))
         );
-        let Err(wrong_type) = input::<KeyIdInput>(json!({"KeyId": 7})) else {
-            panic!("a number KeyId must be refused")
-        };
-        assert_eq!(wrong_type.code, "SerializationException");
-        let Err(bad_blob) = input::<EncryptInput>(json!({"KeyId": "k", "Plaintext": "@@"})) else {
-            panic!("a bad blob must be refused")
-        };
-        assert_eq!(bad_blob.code, "SerializationException");
+        assert_eq!(targets.len(), 37);
     }
 
     #[tokio::test]
     async fn every_listed_operation_is_dispatched() {
-        use std::sync::Arc;
-
-        use crate::aws::identity::AccessKeyDirectory;
-        use crate::crypto::RootKeyring;
-        use crate::engine::{Principal, SystemClock};
-        use crate::store::{EmbeddedStore, Store};
-
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("db")).unwrap());
         let keyring = Arc::new(RootKeyring::generate());
@@ -861,13 +1222,13 @@ mod tests {
             keyring.clone(),
             "default",
         ));
-        let kms = Kms::new(
+        let kms = Arc::new(Kms::new(
             store,
             keyring,
             directory,
             Arc::new(SystemClock),
             "us-east-1",
-        );
+        ));
         let caller = Caller {
             namespace: "default".into(),
             principal: Principal {
@@ -875,21 +1236,33 @@ mod tests {
                 account_id: "000000000000".into(),
             },
         };
-        for target in OPERATIONS {
-            let operation = target.strip_prefix("TrentService.").unwrap();
+        let services = Services::new().with(kms);
+        let kms = services.for_target("TrentService.Encrypt").unwrap();
+        for target in kms.targets() {
             let mut facts = CallFacts::default();
-            let outcome = dispatch(&kms, &caller, operation, b"{}", &mut facts).await;
+            let outcome = kms.call(target, &caller, b"{}", &mut facts).await;
             if let Err(error) = outcome {
                 assert_ne!(
                     error.code, "UnknownOperationException",
                     "{target} is listed but not served"
                 );
+                // An empty body misses required members, or the caller may not: never a fault.
+                assert!(!error.status.is_server_error(), "{target}: {error:?}");
             }
         }
         let mut facts = CallFacts::default();
-        let Err(unknown) = dispatch(&kms, &caller, "CreateGrant", b"{}", &mut facts).await else {
+        let Err(unknown) = kms
+            .call("TrentService.CreateGrant", &caller, b"{}", &mut facts)
+            .await
+        else {
             panic!("an unlisted operation must be refused")
         };
         assert_eq!(unknown.code, "UnknownOperationException");
+        assert!(services.for_target("AmazonSSM.GetParameter").is_none());
+        assert_eq!(
+            services.known_operation("TrentService.Decrypt"),
+            Some("TrentService.Decrypt")
+        );
+        assert_eq!(services.known_operation("TrentService.Nope"), None);
     }
 }

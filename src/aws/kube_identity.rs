@@ -249,12 +249,8 @@ pub fn token_expiry(token: &str) -> Option<i64> {
     let json = Zeroizing::new(URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?);
     let claims: Claims = serde_json::from_slice(&json).ok()?;
     let exp = claims.exp?;
-    exp.as_i64().or_else(|| {
-        exp.as_f64()
-            .filter(|value| value.is_finite())
-            // Fractional seconds round down; out-of-range values saturate.
-            .map(|value| value as i64)
-    })
+    exp.as_i64()
+        .or_else(|| exp.as_f64().and_then(crate::engine::whole_seconds))
 }
 
 /// A small map whose entries expire, holding at most `capacity` of them. When full, expired

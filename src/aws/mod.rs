@@ -9,8 +9,10 @@ pub mod identity;
 mod kms;
 pub mod kube_identity;
 pub mod metrics;
+pub mod ops;
 pub mod sigv4;
 pub mod throttle;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -21,12 +23,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Serialize;
+use tracing::Instrument as _;
 
-use crate::engine::Caller;
-use crate::engine::kms::Kms;
+use crate::engine::{Caller, ServiceError};
 use audit::{AuditEvent, AuditSink};
 use identity::{Authenticator, BearerAuthenticator};
+use ops::Services;
 use sigv4::SignedRequest;
 use throttle::Throttle;
 
@@ -37,7 +39,8 @@ const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
 /// Everything the front end needs.
 pub struct AwsApi {
-    pub kms: Arc<Kms>,
+    /// The services served, each with its table of operations.
+    pub services: Services,
     pub authenticator: Arc<dyn Authenticator>,
     pub throttle: Throttle,
     pub audit: AuditSink,
@@ -80,43 +83,33 @@ impl AwsError {
         }
     }
 
-    fn serialization(message: impl Into<String>) -> Self {
-        Self::client("SerializationException", message)
+    /// An engine's error: its AWS name, and 500 with a fixed message when it is a fault (whose
+    /// detail goes to the log, with the request's id, and never to the caller).
+    pub fn from_service<E: ServiceError>(err: &E) -> Self {
+        if err.is_fault() {
+            tracing::error!(error = %crate::redact::chain(err), "engine fault");
+            return AwsError::fault(err.aws_code());
+        }
+        AwsError::client(err.aws_code(), err.to_string())
     }
 }
 
-/// The services a target prefix names, with the SigV4 scope each must be signed for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Service {
-    Kms,
-    SecretsManager,
-    Ssm,
-}
-
-impl Service {
-    fn from_target(target: &str) -> Option<(Service, &str)> {
-        let (prefix, operation) = target.split_once('.')?;
-        let service = match prefix {
-            "TrentService" => Service::Kms,
-            "secretsmanager" => Service::SecretsManager,
-            "AmazonSSM" => Service::Ssm,
-            _ => return None,
-        };
-        (!operation.is_empty()).then_some((service, operation))
-    }
-
-    fn signing_name(self) -> &'static str {
-        match self {
-            Service::Kms => "kms",
-            Service::SecretsManager => "secretsmanager",
-            Service::Ssm => "ssm",
+impl From<sigv4::SigV4Error> for AwsError {
+    fn from(err: sigv4::SigV4Error) -> Self {
+        AwsError {
+            status: StatusCode::from_u16(err.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: err.aws_code(),
+            message: err.to_string(),
         }
     }
 }
 
 /// What a handled call reports for the audit line.
 #[derive(Default)]
-pub(crate) struct CallFacts {
+pub struct CallFacts {
+    /// The resource the call was about: what the caller named (cut short) until the engine
+    /// names it by its ARN.
     pub resource: Option<String>,
 }
 
@@ -141,31 +134,43 @@ async fn render_metrics(State(api): State<Arc<AwsApi>>) -> Response {
 
 async fn handle(State(api): State<Arc<AwsApi>>, request: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let target = header_text(&parts.headers, "x-amz-target").unwrap_or_default();
+    let operation = api.services.known_operation(&target);
+    // Every line logged while serving names the request and (when known) the operation.
+    let span = tracing::info_span!(
+        "aws_call",
+        request_id = %request_id,
+        operation = operation.unwrap_or(metrics::UNKNOWN_OPERATION),
+    );
+    serve_call(&api, request_id, parts, body, target, operation)
+        .instrument(span)
+        .await
+}
+
+async fn serve_call(
+    api: &AwsApi,
+    request_id: String,
+    parts: axum::http::request::Parts,
+    body: Body,
+    target: String,
+    operation: Option<&'static str>,
+) -> Response {
+    let started = std::time::Instant::now();
     let mut facts = CallFacts::default();
     let mut principal = None;
     let outcome = async {
-        let (service, operation) = Service::from_target(&target).ok_or_else(|| {
-            AwsError::client(
-                "UnknownOperationException",
-                "The X-Amz-Target header names no known operation.",
-            )
-        })?;
+        let service = api
+            .services
+            .for_target(&target)
+            .ok_or_else(|| ops::unknown_operation(&target))?;
         let body = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
             AwsError::client("ValidationException", "The request body is too large.")
         })?;
-        let caller = authenticate(&api, &parts, &body, service).await?;
+        let caller = authenticate(api, &parts, &body, service.signing_name()).await?;
         principal = Some(caller.principal.arn.clone());
         api.throttle.check(&caller.principal.arn)?;
-        match service {
-            Service::Kms => kms::dispatch(&api.kms, &caller, operation, &body, &mut facts).await,
-            Service::SecretsManager | Service::Ssm => Err(AwsError::client(
-                "UnknownOperationException",
-                format!("{} is not served yet.", service.signing_name()),
-            )),
-        }
+        service.call(&target, &caller, &body, &mut facts).await
     }
     .await;
 
@@ -173,15 +178,18 @@ async fn handle(State(api): State<Arc<AwsApi>>, request: Request<Body>) -> Respo
         Ok(body) => (StatusCode::OK, body, None),
         Err(error) => {
             if error.status.is_server_error() {
-                tracing::error!(request_id = %request_id, code = error.code, "request failed with a fault");
+                tracing::error!(code = error.code, "request failed with a fault");
             }
-            let body =
-                serde_json::json!({"__type": error.code, "message": error.message}).to_string();
+            let body = serde_json::to_vec(&serde_json::json!({
+                "__type": error.code,
+                "message": error.message,
+            }))
+            .unwrap_or_default();
             (error.status, body, Some(error.code))
         }
     };
     api.metrics.record(
-        metrics::known_operation(&target, kms::OPERATIONS),
+        operation.unwrap_or(metrics::UNKNOWN_OPERATION),
         error_code,
         started.elapsed(),
     );
@@ -217,7 +225,7 @@ async fn authenticate(
     api: &AwsApi,
     parts: &axum::http::request::Parts,
     body: &[u8],
-    service: Service,
+    signing_name: &str,
 ) -> Result<Caller, AwsError> {
     if let Some(bearer) = &api.bearer
         && let Some(token) = bearer_token(&parts.headers)
@@ -225,7 +233,7 @@ async fn authenticate(
         // A token names no signing scope, so the service scope check does not apply.
         return bearer.authenticate(token).await;
     }
-    let signed = SignedRequest::parse(parts).map_err(sigv4_error)?;
+    let signed = SignedRequest::parse(parts)?;
     let (secret, caller) = api
         .authenticator
         .lookup(&signed.access_key_id, signed.session_token.as_deref())
@@ -236,18 +244,8 @@ async fn authenticate(
                 "The security token included in the request is invalid.",
             )
         })?;
-    signed
-        .verify(parts, body, secret.expose(), SystemTime::now())
-        .map_err(sigv4_error)?;
-    if signed.service != service.signing_name() {
-        return Err(AwsError::client(
-            "InvalidSignatureException",
-            format!(
-                "Credential should be scoped to correct service: '{}'.",
-                service.signing_name()
-            ),
-        ));
-    }
+    signed.verify(parts, body, secret.expose(), SystemTime::now())?;
+    signed.require_service(signing_name)?;
     Ok(caller)
 }
 
@@ -267,20 +265,6 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-fn sigv4_error(err: sigv4::SigV4Error) -> AwsError {
-    let code = err.aws_code();
-    let status = if code == "MissingAuthenticationTokenException" {
-        StatusCode::FORBIDDEN
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    AwsError {
-        status,
-        code,
-        message: err.to_string(),
-    }
-}
-
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -288,30 +272,9 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A request body as a JSON object (`{}` when empty).
-pub(crate) fn json_object(body: &[u8]) -> Result<serde_json::Value, AwsError> {
-    let input: serde_json::Value = if body.is_empty() {
-        serde_json::Value::Object(Default::default())
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|_| AwsError::serialization("The request body is not valid JSON."))?
-    };
-    if !input.is_object() {
-        return Err(AwsError::serialization(
-            "The request body must be a JSON object.",
-        ));
-    }
-    Ok(input)
-}
-
-/// Serializes an output shape.
-pub(crate) fn to_output<T: Serialize>(value: &T) -> Result<serde_json::Value, AwsError> {
-    serde_json::to_value(value).map_err(|_| AwsError::fault("InternalFailure"))
-}
-
 /// Caller-supplied text echoed in an error message, cut short.
 pub(crate) fn truncate_for_message(text: &str) -> String {
-    crate::engine::kms::truncate_text(text)
+    crate::engine::text::truncate(text)
 }
 
 #[cfg(test)]
@@ -320,6 +283,7 @@ mod tests {
     use crate::aws::kube_identity::{ServiceAccountIdentity, TokenReviewer};
     use crate::crypto::{RootKeyring, SecretBytes};
     use crate::engine::account::account_id;
+    use crate::engine::kms::Kms;
     use crate::engine::{AccountAuthority, SystemClock};
     use crate::mock_api::{ApiServer, client, expect, respond, status};
     use crate::store::{EmbeddedStore, Store};
@@ -375,7 +339,7 @@ mod tests {
         ));
         let (kube, server) = client();
         let api = Arc::new(AwsApi {
-            kms,
+            services: Services::new().with(kms),
             authenticator: Arc::new(NoAccessKeys),
             throttle: Throttle::disabled(),
             audit: AuditSink::off(),

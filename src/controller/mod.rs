@@ -207,7 +207,7 @@ pub async fn run_with_client_and_metrics(
             .map_err(|err| ControllerError::Credentials(err.to_string()))?,
     );
     let api = Arc::new(AwsApi {
-        kms: Arc::clone(&kms),
+        services: crate::aws::ops::Services::new().with(Arc::clone(&kms)),
         authenticator: Arc::new(TemporaryCredentialAuthenticator::new(Arc::clone(
             &temporary,
         ))),

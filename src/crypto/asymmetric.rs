@@ -11,8 +11,9 @@
 //! - `MessageType::Digest` means the message already is the digest, so it must be
 //!   exactly the hash's length; `MessageType::Raw` messages are at most 4096 bytes.
 //!
-//! The cryptography itself is the RustCrypto crates' (`rsa`, `p256`, `p384`,
-//! `ecdsa`, `sha1`, `sha2`); this module maps KMS names and rules onto them.
+//! The cryptography itself is AWS-LC's for RSA (`aws-lc-rs`: constant-time private-key
+//! operations) and the RustCrypto crates' for ECDSA (`p256`, `p384`) and hashing (`sha2`); this
+//! module maps KMS names and rules onto them.
 //!
 //! Secrets (private keys, decrypted plaintext) come back in [`Zeroizing`] buffers,
 //! and no [`AsymmetricError`] message ever carries key material or plaintext.
@@ -22,8 +23,6 @@ use std::str::FromStr;
 
 use pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rand::rngs::SysRng;
-use rsa::traits::PublicKeyParts;
-use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use spki::{DecodePublicKey, EncodePublicKey};
 use zeroize::Zeroizing;
@@ -611,54 +610,70 @@ fn message_digest(
     }
 }
 
-/// RSA keys, PKCS#1 v1.5 and PSS signatures, OAEP encryption.
+/// RSA keys, PKCS#1 v1.5 and PSS signatures, OAEP encryption, on AWS-LC (`aws-lc-rs`), whose
+/// private-key operations run in constant time: a caller timing Decrypt or Sign learns nothing
+/// of the key (the Marvin attack, RUSTSEC-2023-0071, on the `rsa` crate).
 mod rsa_keys {
+    use aws_lc_rs::digest::{self as lc_digest, Digest};
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+    use aws_lc_rs::rsa::{
+        KeyPair as RsaKeyPair, KeySize, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepAlgorithm,
+        OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
+        PublicEncryptingKey,
+    };
+    use aws_lc_rs::signature::{self as lc_signature, KeyPair as _, RsaEncoding, RsaParameters};
+
     use super::*;
 
-    fn modulus_matches(spec: KeySpec, key: &impl PublicKeyParts) -> bool {
-        spec.rsa_bits()
-            .is_some_and(|bits| usize::try_from(key.n().bit_width()).is_ok_and(|n| n == bits))
+    fn key_size(spec: KeySpec) -> Option<KeySize> {
+        match spec {
+            KeySpec::Rsa2048 => Some(KeySize::Rsa2048),
+            KeySpec::Rsa3072 => Some(KeySize::Rsa3072),
+            KeySpec::Rsa4096 => Some(KeySize::Rsa4096),
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 => None,
+        }
     }
 
-    fn private_key(spec: KeySpec, der: &[u8]) -> Result<rsa::PrivateKey, AsymmetricError> {
+    fn bits_match(spec: KeySpec, bits: usize) -> bool {
+        spec.rsa_bits() == Some(bits)
+    }
+
+    fn private_key(spec: KeySpec, der: &[u8]) -> Result<RsaKeyPair, AsymmetricError> {
         let invalid = AsymmetricError::InvalidPrivateKey { spec };
-        let key = rsa::PrivateKey::from_pkcs8_der(der).map_err(|_| invalid.clone())?;
-        if modulus_matches(spec, &key) {
+        let key = RsaKeyPair::from_pkcs8(der).map_err(|_| invalid.clone())?;
+        if bits_match(spec, key.public_modulus_len() * 8) {
             Ok(key)
         } else {
             Err(invalid)
         }
     }
 
-    fn public_key(spec: KeySpec, der: &[u8]) -> Result<rsa::PublicKey, AsymmetricError> {
+    fn public_key(spec: KeySpec, der: &[u8]) -> Result<PublicEncryptingKey, AsymmetricError> {
         let invalid = AsymmetricError::InvalidPublicKey { spec };
-        let key = rsa::PublicKey::from_public_key_der(der).map_err(|_| invalid.clone())?;
-        if modulus_matches(spec, &key) {
+        let key = PublicEncryptingKey::from_der(der).map_err(|_| invalid.clone())?;
+        if bits_match(spec, key.key_size_bits()) {
             Ok(key)
         } else {
             Err(invalid)
         }
     }
 
-    fn spki_der(spec: KeySpec, key: &rsa::PublicKey) -> Result<Vec<u8>, AsymmetricError> {
-        key.to_public_key_der()
-            .map(|document| document.into_vec())
+    fn spki_der(spec: KeySpec, key: &RsaKeyPair) -> Result<Vec<u8>, AsymmetricError> {
+        AsDer::<PublicKeyX509Der>::as_der(key.public_key())
+            .map(|der| der.as_ref().to_vec())
             .map_err(|_| AsymmetricError::InvalidPublicKey { spec })
     }
 
     pub(super) fn generate(spec: KeySpec) -> Result<KeyPair, AsymmetricError> {
         let failed = AsymmetricError::KeyGenerationFailed { spec };
-        let bits = spec.rsa_bits().ok_or_else(|| failed.clone())?;
-        let key = rsa::PrivateKey::new(&mut SysRng, bits).map_err(|_| failed.clone())?;
-        let private_pkcs8_der = key.to_pkcs8_der().map_err(|_| failed.clone())?.to_bytes();
-        let public_spki_der = key
-            .as_public_key()
-            .to_public_key_der()
-            .map_err(|_| failed)?
-            .into_vec();
+        let size = key_size(spec).ok_or_else(|| failed.clone())?;
+        let key = RsaKeyPair::generate(size).map_err(|_| failed.clone())?;
+        let private_pkcs8_der = AsDer::<Pkcs8V1Der>::as_der(&key)
+            .map(|der| Zeroizing::new(der.as_ref().to_vec()))
+            .map_err(|_| failed)?;
         Ok(KeyPair {
             private_pkcs8_der,
-            public_spki_der,
+            public_spki_der: spki_der(spec, &key)?,
         })
     }
 
@@ -666,8 +681,59 @@ mod rsa_keys {
         spec: KeySpec,
         der: &[u8],
     ) -> Result<Vec<u8>, AsymmetricError> {
-        let key = private_key(spec, der)?;
-        spki_der(spec, key.as_public_key())
+        spki_der(spec, &private_key(spec, der)?)
+    }
+
+    /// The padding of a signing algorithm, its verification parameters and its digest.
+    fn signing(
+        spec: KeySpec,
+        algorithm: SigningAlgorithm,
+    ) -> Result<
+        (
+            &'static dyn RsaEncoding,
+            &'static RsaParameters,
+            &'static lc_digest::Algorithm,
+        ),
+        AsymmetricError,
+    > {
+        Ok(match algorithm {
+            SigningAlgorithm::RsassaPssSha256 => (
+                &lc_signature::RSA_PSS_SHA256,
+                &lc_signature::RSA_PSS_2048_8192_SHA256,
+                &lc_digest::SHA256,
+            ),
+            SigningAlgorithm::RsassaPssSha384 => (
+                &lc_signature::RSA_PSS_SHA384,
+                &lc_signature::RSA_PSS_2048_8192_SHA384,
+                &lc_digest::SHA384,
+            ),
+            SigningAlgorithm::RsassaPssSha512 => (
+                &lc_signature::RSA_PSS_SHA512,
+                &lc_signature::RSA_PSS_2048_8192_SHA512,
+                &lc_digest::SHA512,
+            ),
+            SigningAlgorithm::RsassaPkcs1V15Sha256 => (
+                &lc_signature::RSA_PKCS1_SHA256,
+                &lc_signature::RSA_PKCS1_2048_8192_SHA256,
+                &lc_digest::SHA256,
+            ),
+            SigningAlgorithm::RsassaPkcs1V15Sha384 => (
+                &lc_signature::RSA_PKCS1_SHA384,
+                &lc_signature::RSA_PKCS1_2048_8192_SHA384,
+                &lc_digest::SHA384,
+            ),
+            SigningAlgorithm::RsassaPkcs1V15Sha512 => (
+                &lc_signature::RSA_PKCS1_SHA512,
+                &lc_signature::RSA_PKCS1_2048_8192_SHA512,
+                &lc_digest::SHA512,
+            ),
+            SigningAlgorithm::EcdsaSha256 | SigningAlgorithm::EcdsaSha384 => {
+                return Err(AsymmetricError::UnsupportedAlgorithm {
+                    spec,
+                    algorithm: algorithm.as_str(),
+                });
+            }
+        })
     }
 
     pub(super) fn sign(
@@ -676,22 +742,15 @@ mod rsa_keys {
         algorithm: SigningAlgorithm,
         digest: &[u8],
     ) -> Result<Vec<u8>, AsymmetricError> {
+        let (padding, _, hash) = signing(spec, algorithm)?;
         let key = private_key(spec, der)?;
-        let signature = match algorithm {
-            SigningAlgorithm::RsassaPssSha256 => key.pss_sign_prehash::<Sha256>(digest),
-            SigningAlgorithm::RsassaPssSha384 => key.pss_sign_prehash::<Sha384>(digest),
-            SigningAlgorithm::RsassaPssSha512 => key.pss_sign_prehash::<Sha512>(digest),
-            SigningAlgorithm::RsassaPkcs1V15Sha256 => key.pkcs1v15_sign_prehash::<Sha256>(digest),
-            SigningAlgorithm::RsassaPkcs1V15Sha384 => key.pkcs1v15_sign_prehash::<Sha384>(digest),
-            SigningAlgorithm::RsassaPkcs1V15Sha512 => key.pkcs1v15_sign_prehash::<Sha512>(digest),
-            SigningAlgorithm::EcdsaSha256 | SigningAlgorithm::EcdsaSha384 => {
-                return Err(AsymmetricError::UnsupportedAlgorithm {
-                    spec,
-                    algorithm: algorithm.as_str(),
-                });
-            }
-        };
-        signature.map_err(|_| AsymmetricError::SigningFailed)
+        // The digest was computed here from a RAW message, or checked for its length.
+        let digest =
+            Digest::import_less_safe(digest, hash).map_err(|_| AsymmetricError::SigningFailed)?;
+        let mut signature = vec![0; key.public_modulus_len()];
+        key.sign_digest(padding, &digest, &mut signature)
+            .map_err(|_| AsymmetricError::SigningFailed)?;
+        Ok(signature)
     }
 
     pub(super) fn verify(
@@ -701,34 +760,22 @@ mod rsa_keys {
         digest: &[u8],
         signature: &[u8],
     ) -> Result<bool, AsymmetricError> {
-        let key = public_key(spec, der)?;
-        let outcome = match algorithm {
-            SigningAlgorithm::RsassaPssSha256 => {
-                key.pss_verify_prehash::<Sha256>(digest, signature)
-            }
-            SigningAlgorithm::RsassaPssSha384 => {
-                key.pss_verify_prehash::<Sha384>(digest, signature)
-            }
-            SigningAlgorithm::RsassaPssSha512 => {
-                key.pss_verify_prehash::<Sha512>(digest, signature)
-            }
-            SigningAlgorithm::RsassaPkcs1V15Sha256 => {
-                key.pkcs1v15_verify_prehash::<Sha256>(digest, signature)
-            }
-            SigningAlgorithm::RsassaPkcs1V15Sha384 => {
-                key.pkcs1v15_verify_prehash::<Sha384>(digest, signature)
-            }
-            SigningAlgorithm::RsassaPkcs1V15Sha512 => {
-                key.pkcs1v15_verify_prehash::<Sha512>(digest, signature)
-            }
-            SigningAlgorithm::EcdsaSha256 | SigningAlgorithm::EcdsaSha384 => {
-                return Err(AsymmetricError::UnsupportedAlgorithm {
-                    spec,
-                    algorithm: algorithm.as_str(),
-                });
-            }
+        let (_, parameters, hash) = signing(spec, algorithm)?;
+        // Parsed for its size; the verifier parses the same bytes again.
+        public_key(spec, der)?;
+        let Ok(digest) = Digest::import_less_safe(digest, hash) else {
+            return Ok(false);
         };
-        Ok(outcome.is_ok())
+        Ok(lc_signature::UnparsedPublicKey::new(parameters, der)
+            .verify_digest(&digest, signature)
+            .is_ok())
+    }
+
+    fn oaep(algorithm: EncryptionAlgorithm) -> &'static OaepAlgorithm {
+        match algorithm {
+            EncryptionAlgorithm::RsaesOaepSha1 => &OAEP_SHA1_MGF1SHA1,
+            EncryptionAlgorithm::RsaesOaepSha256 => &OAEP_SHA256_MGF1SHA256,
+        }
     }
 
     pub(super) fn encrypt(
@@ -737,12 +784,15 @@ mod rsa_keys {
         algorithm: EncryptionAlgorithm,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, AsymmetricError> {
-        let key = public_key(spec, der)?;
-        let ciphertext = match algorithm {
-            EncryptionAlgorithm::RsaesOaepSha1 => key.oaep_encrypt::<Sha1>(plaintext),
-            EncryptionAlgorithm::RsaesOaepSha256 => key.oaep_encrypt::<Sha256>(plaintext),
-        };
-        ciphertext.map_err(|_| AsymmetricError::EncryptionFailed)
+        let key = OaepPublicEncryptingKey::new(public_key(spec, der)?)
+            .map_err(|_| AsymmetricError::EncryptionFailed)?;
+        let mut ciphertext = vec![0; key.ciphertext_size()];
+        let written = key
+            .encrypt(oaep(algorithm), plaintext, &mut ciphertext, None)
+            .map_err(|_| AsymmetricError::EncryptionFailed)?
+            .len();
+        ciphertext.truncate(written);
+        Ok(ciphertext)
     }
 
     pub(super) fn decrypt(
@@ -751,14 +801,20 @@ mod rsa_keys {
         algorithm: EncryptionAlgorithm,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, AsymmetricError> {
-        let key = private_key(spec, der)?;
-        let plaintext = match algorithm {
-            EncryptionAlgorithm::RsaesOaepSha1 => key.oaep_decrypt::<Sha1>(ciphertext),
-            EncryptionAlgorithm::RsaesOaepSha256 => key.oaep_decrypt::<Sha256>(ciphertext),
-        };
-        plaintext
-            .map(Zeroizing::new)
-            .map_err(|_| AsymmetricError::DecryptionFailed)
+        let invalid = AsymmetricError::InvalidPrivateKey { spec };
+        let key = PrivateDecryptingKey::from_pkcs8(der).map_err(|_| invalid.clone())?;
+        if !bits_match(spec, key.key_size_bits()) {
+            return Err(invalid);
+        }
+        let key =
+            OaepPrivateDecryptingKey::new(key).map_err(|_| AsymmetricError::DecryptionFailed)?;
+        let mut plaintext = Zeroizing::new(vec![0; key.min_output_size()]);
+        let written = key
+            .decrypt(oaep(algorithm), ciphertext, &mut plaintext, None)
+            .map_err(|_| AsymmetricError::DecryptionFailed)?
+            .len();
+        plaintext.truncate(written);
+        Ok(plaintext)
     }
 }
 
@@ -1045,9 +1101,13 @@ mod tests {
             }
         }
         for spec in [KeySpec::Rsa2048, KeySpec::Rsa3072, KeySpec::Rsa4096] {
-            let public = rsa::PublicKey::from_public_key_der(&key(spec).public_spki_der)
-                .expect("SPKI parses");
-            assert_eq!(&*public.e_bytes(), &[0x01, 0x00, 0x01]);
+            // SubjectPublicKeyInfo ends with RSAPublicKey's exponent: INTEGER 65537.
+            assert!(
+                key(spec)
+                    .public_spki_der
+                    .ends_with(&[0x02, 0x03, 0x01, 0x00, 0x01]),
+                "{spec}"
+            );
         }
     }
 
@@ -1443,7 +1503,7 @@ mod tests {
             let pair = key(spec);
             for algorithm in EncryptionAlgorithm::ALL {
                 let max = max_plaintext_len(spec, algorithm).expect("RSA can encrypt");
-                let plaintext: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
+                let plaintext: Vec<u8> = (0..max).map(|i| u8::try_from(i % 251).unwrap()).collect();
                 let ciphertext =
                     encrypt(spec, &pair.public_spki_der, algorithm, &plaintext).expect("encrypt");
                 assert_eq!(ciphertext.len(), spec.rsa_bits().unwrap_or(0) / 8);

@@ -113,9 +113,13 @@ impl RootKeyring {
             }
             out.extend_from_slice(format!("\"{version}\":\"").as_bytes());
             let n = BASE64
-                .encode_slice(material.expose(), &mut encoded[..])
+                .encode_slice(material.expose(), encoded.as_mut_slice())
                 .map_err(|_| CryptoError::Internal("base64 buffer too small"))?;
-            out.extend_from_slice(&encoded[..n]);
+            out.extend_from_slice(
+                encoded
+                    .get(..n)
+                    .ok_or(CryptoError::Internal("base64 buffer too small"))?,
+            );
             out.push(b'"');
         }
         out.extend_from_slice(b"}}");
@@ -256,9 +260,10 @@ impl Visitor<'_> for B64KeyVisitor {
         }
         let mut decoded = Zeroizing::new([0u8; KEY_LEN + 3]);
         let n = BASE64
-            .decode_slice(text, &mut decoded[..])
+            .decode_slice(text, decoded.as_mut_slice())
             .map_err(|_| invalid())?;
-        let key = KeyMaterial::from_bytes(&decoded[..n]).map_err(|_| invalid())?;
+        let key = KeyMaterial::from_bytes(decoded.get(..n).ok_or_else(invalid)?)
+            .map_err(|_| invalid())?;
         Ok(B64Key(key))
     }
 }

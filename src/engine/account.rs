@@ -8,7 +8,9 @@ use sha2::{Digest as _, Sha256};
 pub fn account_id(namespace: &str) -> String {
     let digest = Sha256::digest(format!("coffer/account/{namespace}").as_bytes());
     let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
+    for (byte, digest_byte) in first.iter_mut().zip(digest.iter()) {
+        *byte = *digest_byte;
+    }
     format!("{:012}", u64::from_be_bytes(first) % 1_000_000_000_000)
 }
 

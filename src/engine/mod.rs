@@ -3,7 +3,9 @@
 
 pub mod account;
 pub mod kms;
+pub mod paging;
 pub mod policy;
+pub mod text;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +30,28 @@ impl Clock for SystemClock {
             .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0)
     }
+}
+
+/// Whole seconds from a count that may be fractional (AWS timestamps are JSON numbers): rounded
+/// down; `None` when it is not finite or does not fit.
+pub fn whole_seconds(seconds: f64) -> Option<i64> {
+    const LIMIT: f64 = 9.2e18; // a little under i64::MAX, exactly representable in f64
+    let floor = seconds.floor();
+    if !floor.is_finite() || floor.abs() >= LIMIT {
+        return None;
+    }
+    // In range and integral: the conversion is exact.
+    #[allow(clippy::cast_possible_truncation)]
+    Some(floor as i64)
+}
+
+/// An engine's error as AWS names it: every service's error enum implements this, so that the
+/// front end maps them all in one place.
+pub trait ServiceError: std::error::Error + Send + Sync + 'static {
+    /// The AWS exception name, such as `NotFoundException`.
+    fn aws_code(&self) -> &'static str;
+    /// Whether it is Coffer's fault (HTTP 500) rather than the caller's (400).
+    fn is_fault(&self) -> bool;
 }
 
 /// Who is calling, as established by a front end.

@@ -130,7 +130,7 @@ pub async fn run(
         config.region.clone(),
     ));
     let api = Arc::new(AwsApi {
-        kms: Arc::clone(&kms),
+        services: crate::aws::ops::Services::new().with(Arc::clone(&kms)),
         authenticator: directory,
         throttle: Throttle::new(config.throttle_per_second, config.throttle_burst),
         audit: audit.clone(),

@@ -236,7 +236,10 @@ mod tests {
     fn value(n: u64) -> RecordValue {
         RecordValue {
             meta: json!({ "n": n }),
-            sealed: BTreeMap::from([("v1".to_owned(), vec![n as u8, 0, 255])]),
+            sealed: BTreeMap::from([(
+                "v1".to_owned(),
+                vec![u8::try_from(n % 256).unwrap(), 0, 255],
+            )]),
         }
     }
 

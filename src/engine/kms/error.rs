@@ -2,6 +2,7 @@
 
 use crate::crypto::CryptoError;
 use crate::crypto::asymmetric::AsymmetricError;
+use crate::engine::paging::PagingError;
 use crate::engine::policy::PolicyError;
 use crate::store::StoreError;
 
@@ -52,6 +53,16 @@ pub enum KmsError {
     Internal(String),
 }
 
+impl crate::engine::ServiceError for KmsError {
+    fn aws_code(&self) -> &'static str {
+        KmsError::aws_code(self)
+    }
+
+    fn is_fault(&self) -> bool {
+        KmsError::is_fault(self)
+    }
+}
+
 impl KmsError {
     /// The AWS exception name.
     pub fn aws_code(&self) -> &'static str {
@@ -91,6 +102,15 @@ impl From<StoreError> for KmsError {
         match err {
             StoreError::Refused(message) => KmsError::InvalidState(message),
             other => KmsError::Internal(format!("store: {other}")),
+        }
+    }
+}
+
+impl From<PagingError> for KmsError {
+    fn from(err: PagingError) -> Self {
+        match err {
+            PagingError::Limit { .. } => KmsError::Validation(err.to_string()),
+            PagingError::Token => KmsError::InvalidMarker("Marker is invalid.".into()),
         }
     }
 }

@@ -7,8 +7,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 
+use crate::engine::paging::{self, Page};
+
 use super::model::{AliasRecord, KeyRecord, KeySpec, KeyState, KeyUsage, KeyVersion, Origin};
-use super::{KeyLocation, Kms, KmsError, key_record_key, truncate};
+use super::{KeyLocation, Kms, KmsError, key_record_key};
 use crate::crypto::KeyMaterial;
 use crate::crypto::asymmetric;
 use crate::engine::Caller;
@@ -78,56 +80,20 @@ pub struct KeyListEntry {
     pub key_arn: String,
 }
 
-/// A page of a listing.
-#[derive(Clone, Debug)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_marker: Option<String>,
-}
-
-/// Cuts a sorted list into a page after `marker` (the last name of the previous page).
+/// A listing cut into pages, with KMS's page sizes.
 pub(crate) fn paginate<T>(
-    mut items: Vec<(String, T)>,
+    items: Vec<(String, T)>,
     limit: Option<i64>,
     marker: Option<&str>,
-    max_limit: i64,
-    default_limit: i64,
+    max: i64,
+    default: i64,
 ) -> Result<Page<T>, KmsError> {
-    let limit = limit.unwrap_or(default_limit);
-    if !(1..=max_limit).contains(&limit) {
-        return Err(KmsError::Validation(format!(
-            "Limit must be between 1 and {max_limit}."
-        )));
-    }
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    let start = match marker {
-        None => 0,
-        Some(marker) => {
-            let after = String::from_utf8(
-                STANDARD
-                    .decode(marker)
-                    .map_err(|_| KmsError::InvalidMarker("Marker is invalid.".into()))?,
-            )
-            .map_err(|_| KmsError::InvalidMarker("Marker is invalid.".into()))?;
-            items.partition_point(|(name, _)| name.as_str() <= after.as_str())
-        }
-    };
-    let limit = usize::try_from(limit).unwrap_or(1);
-    let end = (start + limit).min(items.len());
-    let next_marker = (end < items.len())
-        .then(|| {
-            items
-                .get(end.saturating_sub(1))
-                .map(|(name, _)| STANDARD.encode(name))
-        })
-        .flatten();
-    let items = items
-        .into_iter()
-        .skip(start)
-        .take(end - start)
-        .map(|(_, item)| item)
-        .collect();
-    Ok(Page { items, next_marker })
+    Ok(paging::paginate(
+        items,
+        limit,
+        marker,
+        paging::PageLimits { max, default },
+    )?)
 }
 
 pub(crate) fn validate_description(description: &str) -> Result<(), KmsError> {
@@ -172,7 +138,7 @@ pub(crate) fn validate_alias_name(name: &str) -> Result<(), KmsError> {
     {
         return Err(KmsError::Validation(format!(
             "Alias {} must match ^alias/[a-zA-Z0-9/_-]+$ and be at most 256 characters.",
-            truncate(name)
+            crate::engine::text::truncate(name)
         )));
     }
     if rest.starts_with("aws/") {
@@ -380,13 +346,19 @@ impl Kms {
         let key_spec = match request.key_spec.as_deref() {
             None => KeySpec::SymmetricDefault,
             Some(text) => KeySpec::parse(text).ok_or_else(|| {
-                KmsError::Validation(format!("KeySpec {} is not supported.", truncate(text)))
+                KmsError::Validation(format!(
+                    "KeySpec {} is not supported.",
+                    crate::engine::text::truncate(text)
+                ))
             })?,
         };
         let key_usage = match request.key_usage.as_deref() {
             None => KeyUsage::EncryptDecrypt,
             Some(text) => KeyUsage::parse(text).ok_or_else(|| {
-                KmsError::Validation(format!("KeyUsage {} is not supported.", truncate(text)))
+                KmsError::Validation(format!(
+                    "KeyUsage {} is not supported.",
+                    crate::engine::text::truncate(text)
+                ))
             })?,
         };
         let origin = match request.origin.as_deref() {
@@ -394,7 +366,7 @@ impl Kms {
             Some(text) => Origin::parse(text).ok_or_else(|| {
                 KmsError::UnsupportedOperation(format!(
                     "Origin {} is not supported.",
-                    truncate(text)
+                    crate::engine::text::truncate(text)
                 ))
             })?,
         };
@@ -935,7 +907,8 @@ impl Kms {
             .list(RecordKind::Alias, Some(&location.namespace))
             .await?
         {
-            let points_here = record.value.meta["targetKeyId"] == location.key_id.as_str();
+            let points_here = record.value.meta.get("targetKeyId")
+                == Some(&serde_json::Value::from(location.key_id.as_str()));
             if points_here {
                 match self.store.delete(&key, &record.revision).await {
                     Ok(()) | Err(crate::store::StoreError::NotFound(_)) => {}

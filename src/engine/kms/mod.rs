@@ -28,15 +28,18 @@ use crate::engine::policy::{AccessRequest, Decision};
 use crate::engine::{AccountAuthority, Caller, Clock};
 use crate::store::{Change, RecordKey, RecordKind, RecordValue, Store, modify};
 
+pub use crate::engine::paging::Page;
 pub use cache::CACHE_TTL;
 pub use declared::{DeclaredKey, DeclaredRotation, KeyEvent};
 pub use error::KmsError;
-pub use lifecycle::{CreateKeyRequest, KeyListEntry, KeyMetadata, Page};
+pub use lifecycle::{AliasListEntry, CreateKeyRequest, KeyListEntry, KeyMetadata};
 pub use model::{
     AliasRecord, ExpirationModel, KeyRecord, KeySpec, KeyState, KeyUsage, KeyVersion, Origin,
     RotationType,
 };
-pub use operations::{DataKey, DataKeyPair, DataKeySize, ImportParameters, RotationStatus};
+pub use operations::{
+    DataKey, DataKeyPair, DataKeySize, ImportParameters, RotationEntry, RotationStatus,
+};
 
 use cache::{KeyCache, LoadedKey};
 
@@ -140,12 +143,17 @@ impl Kms {
         if let Some(rest) = key_ref.strip_prefix("arn:") {
             let arn = Arn::parse(key_ref)
                 .filter(|arn| arn.service == "kms")
-                .ok_or_else(|| KmsError::InvalidArn(format!("Invalid arn {}", truncate(rest))))?;
+                .ok_or_else(|| {
+                    KmsError::InvalidArn(format!(
+                        "Invalid arn {}",
+                        crate::engine::text::truncate(rest)
+                    ))
+                })?;
             let namespace = self.namespace_of_account(caller, &arn.account_id)?;
             if arn.region != self.region {
                 return Err(KmsError::NotFound(format!(
                     "Invalid arn: region {} is not this region",
-                    truncate(&arn.region)
+                    crate::engine::text::truncate(&arn.region)
                 )));
             }
             if let Some(key_id) = arn.resource.strip_prefix("key/") {
@@ -156,7 +164,7 @@ impl Kms {
             }
             return Err(KmsError::InvalidArn(format!(
                 "Invalid arn resource {}",
-                truncate(&arn.resource)
+                crate::engine::text::truncate(&arn.resource)
             )));
         }
         if key_ref.starts_with("alias/") {
@@ -173,7 +181,7 @@ impl Kms {
         } else {
             Err(KmsError::NotFound(format!(
                 "Account {} is not known here.",
-                truncate(account)
+                crate::engine::text::truncate(account)
             )))
         }
     }
@@ -186,7 +194,7 @@ impl Kms {
         if !valid_key_id(key_id) {
             return Err(KmsError::NotFound(format!(
                 "Invalid keyId {}",
-                truncate(key_id)
+                crate::engine::text::truncate(key_id)
             )));
         }
         // Existence is checked by the load every operation does next.
@@ -205,7 +213,7 @@ impl Kms {
             .ok_or_else(|| {
                 KmsError::NotFound(format!(
                     "Alias {} is not found.",
-                    self.alias_arn(namespace, &truncate(alias_name))
+                    self.alias_arn(namespace, &crate::engine::text::truncate(alias_name))
                 ))
             })?;
         let alias: AliasRecord = serde_json::from_value(record.value.meta)
@@ -389,24 +397,6 @@ fn slot_context(location: &KeyLocation, slot: &str) -> Vec<u8> {
 /// Key ids are UUIDs; anything else cannot name a key.
 fn valid_key_id(key_id: &str) -> bool {
     uuid::Uuid::try_parse(key_id).is_ok()
-}
-
-/// Caller-supplied text echoed in an error message, cut short.
-pub fn truncate_text(text: &str) -> String {
-    truncate(text)
-}
-
-/// Caller-supplied text echoed in an error message, cut short.
-pub(crate) fn truncate(text: &str) -> String {
-    const LIMIT: usize = 128;
-    if text.len() <= LIMIT {
-        return text.to_owned();
-    }
-    let mut end = LIMIT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }
 
 /// Derives the 64-byte AES-SIV key from imported 256-bit material.

@@ -9,15 +9,16 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::cache::LoadedKey;
-use super::lifecycle::{Page, paginate, refuse_deleted, refuse_unrotatable};
+use super::lifecycle::{paginate, refuse_deleted, refuse_unrotatable};
 use super::model::{
     ExpirationModel, IMPORT_WRAPPING_SLOT, KeyRecord, KeySpec, KeyState, KeyUsage, KeyVersion,
     Origin, PendingImport, RotationType,
 };
-use super::{KeyLocation, Kms, KmsError, truncate};
+use super::{KeyLocation, Kms, KmsError};
 use crate::crypto::asymmetric::{self, EncryptionAlgorithm, MessageType, SigningAlgorithm};
 use crate::crypto::{Binding, KeyMaterial, KeyRef, SecretBytes, open, parse_header, seal};
 use crate::engine::Caller;
+use crate::engine::paging::Page;
 
 const MAX_PLAINTEXT: usize = 4096;
 const MAX_CIPHERTEXT: usize = 6144;
@@ -49,7 +50,7 @@ impl DataKeySize {
             (Some("AES_128"), None) => Ok(DataKeySize::Aes128),
             (Some(other), None) => Err(KmsError::Validation(format!(
                 "KeySpec {} is not AES_256 or AES_128.",
-                truncate(other)
+                crate::engine::text::truncate(other)
             ))),
             (None, Some(bytes)) => Ok(DataKeySize::Bytes(bytes)),
             (Some(_), Some(_)) => Err(KmsError::Validation(
@@ -176,7 +177,7 @@ fn encryption_algorithm(
             let algorithm = text.parse::<EncryptionAlgorithm>().ok().ok_or_else(|| {
                 KmsError::InvalidKeyUsage(format!(
                     "EncryptionAlgorithm {} is not valid for this key.",
-                    truncate(text)
+                    crate::engine::text::truncate(text)
                 ))
             })?;
             if asymmetric::encryption_algorithms(asym).contains(&algorithm) {
@@ -192,7 +193,7 @@ fn encryption_algorithm(
         )),
         (Some(other), None) => Err(KmsError::InvalidKeyUsage(format!(
             "EncryptionAlgorithm {} is not valid for a symmetric key.",
-            truncate(other)
+            crate::engine::text::truncate(other)
         ))),
     }
 }
@@ -478,7 +479,7 @@ impl Kms {
             .ok_or_else(|| {
                 KmsError::Validation(format!(
                     "KeyPairSpec {} is not supported.",
-                    truncate(key_pair_spec)
+                    crate::engine::text::truncate(key_pair_spec)
                 ))
             })?;
         validate_context(context)?;
@@ -738,7 +739,7 @@ impl Kms {
         let algorithm = wrapping_algorithm.parse::<EncryptionAlgorithm>().ok().ok_or_else(|| {
             KmsError::Validation(format!(
                 "WrappingAlgorithm {} is not supported; use RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256.",
-                truncate(wrapping_algorithm)
+                crate::engine::text::truncate(wrapping_algorithm)
             ))
         })?;
         let spec = match KeySpec::parse(wrapping_key_spec) {
@@ -748,7 +749,7 @@ impl Kms {
         .ok_or_else(|| {
             KmsError::Validation(format!(
                 "WrappingKeySpec {} is not supported.",
-                truncate(wrapping_key_spec)
+                crate::engine::text::truncate(wrapping_key_spec)
             ))
         })?;
         let (location, key) = self
@@ -797,7 +798,10 @@ impl Kms {
             (None, None) => ExpirationModel::KeyMaterialDoesNotExpire,
             (None, Some(_)) => ExpirationModel::KeyMaterialExpires,
             (Some(text), _) => ExpirationModel::parse(text).ok_or_else(|| {
-                KmsError::Validation(format!("ExpirationModel {} is not valid.", truncate(text)))
+                KmsError::Validation(format!(
+                    "ExpirationModel {} is not valid.",
+                    crate::engine::text::truncate(text)
+                ))
             })?,
         };
         let now = self.now();
@@ -1023,14 +1027,17 @@ fn parse_message_type(text: Option<&str>) -> Result<MessageType, KmsError> {
         Some("DIGEST") => Ok(MessageType::Digest),
         Some(other) => Err(KmsError::Validation(format!(
             "MessageType {} is not RAW or DIGEST.",
-            truncate(other)
+            crate::engine::text::truncate(other)
         ))),
     }
 }
 
 fn signing_algorithm(text: &str, spec: asymmetric::KeySpec) -> Result<SigningAlgorithm, KmsError> {
     let algorithm = text.parse::<SigningAlgorithm>().ok().ok_or_else(|| {
-        KmsError::Validation(format!("SigningAlgorithm {} is not valid.", truncate(text)))
+        KmsError::Validation(format!(
+            "SigningAlgorithm {} is not valid.",
+            crate::engine::text::truncate(text)
+        ))
     })?;
     if !asymmetric::signing_algorithms(spec).contains(&algorithm) {
         return Err(KmsError::InvalidKeyUsage(format!(

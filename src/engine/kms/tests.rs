@@ -544,7 +544,7 @@ async fn listing_keys_pages_with_markers() {
             .unwrap();
         assert!(page.items.len() <= 2);
         seen.extend(page.items.into_iter().map(|entry| entry.key_id));
-        match page.next_marker {
+        match page.next_token {
             Some(next) => marker = Some(next),
             None => break,
         }
