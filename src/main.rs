@@ -279,7 +279,7 @@ fn main() -> ExitCode {
                     admin,
                     &profile,
                 ))
-                .map_err(|err| err.to_string())
+                .map_err(|err| coffer::redact::chain(&err))
                 .map(|text| print!("{text}"))
         }),
     };
@@ -305,7 +305,7 @@ fn run_server(config: ServerConfig) -> Result<(), String> {
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         server::run(config, shutdown)
             .await
-            .map_err(|err| err.to_string())
+            .map_err(|err| coffer::redact::chain(&err))
     })
 }
 
@@ -356,7 +356,7 @@ fn run_controller(config: ControllerConfig) -> Result<(), String> {
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         controller::run(config, shutdown)
             .await
-            .map_err(|err| err.to_string())
+            .map_err(|err| coffer::redact::chain(&err))
     })
 }
 
@@ -367,17 +367,17 @@ fn run_credentials_proxy(
 ) -> Result<(), String> {
     runtime()?.block_on(async {
         let proxy = coffer::credentials_proxy::CredentialsProxy::new(upstream, ca_file)
-            .map_err(|err| err.to_string())?;
+            .map_err(|err| coffer::redact::chain(&err))?;
         let shutdown = server::shutdown_signal()
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         coffer::credentials_proxy::run(listen, proxy, shutdown)
             .await
-            .map_err(|err| err.to_string())
+            .map_err(|err| coffer::redact::chain(&err))
     })
 }
 
 fn print_crds() -> Result<(), String> {
-    let yaml = coffer::resources::crds_yaml().map_err(|err| err.to_string())?;
+    let yaml = coffer::resources::crds_yaml().map_err(|err| coffer::redact::chain(&err))?;
     print!("{yaml}");
     Ok(())
 }

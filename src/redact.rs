@@ -14,10 +14,15 @@ pub fn chain(error: &(dyn Error + 'static)) -> String {
     let mut text = String::new();
     let mut next: Option<&(dyn Error + 'static)> = Some(error);
     while let Some(error) = next {
-        if !text.is_empty() {
-            text.push_str(": ");
+        let mut own = String::new();
+        let _ = write!(own, "{}", Safe(error));
+        // Many errors already print their cause in their own message: say it once.
+        if !text.contains(&own) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&own);
         }
-        let _ = write!(text, "{}", Safe(error));
         // A source told by its kind alone ends the chain: its own causes carry the detail.
         next = if quotes_content(error) {
             None
@@ -71,6 +76,16 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("reading the record")]
     struct Outer(#[source] serde_json::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("opening the file: {0}")]
+    struct Echoing(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_an_error_already_prints_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        assert_eq!(chain(&Echoing(io)), "opening the file: no such file");
+    }
 
     #[test]
     fn chains_name_every_cause_without_quoting_values() {

@@ -404,6 +404,23 @@ mod tests {
         )
     }
 
+    #[test]
+    fn sigv4_errors_keep_their_status() {
+        use sigv4::SigV4Error;
+        let fault = AwsError::from(SigV4Error::Internal("HMAC"));
+        assert_eq!(
+            (fault.status, fault.code),
+            (StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure")
+        );
+        let missing = AwsError::from(SigV4Error::MissingAuthentication);
+        assert_eq!(missing.status, StatusCode::FORBIDDEN);
+        let bad = AwsError::from(SigV4Error::InvalidSignature);
+        assert_eq!(
+            (bad.status, bad.code),
+            (StatusCode::BAD_REQUEST, "InvalidSignatureException")
+        );
+    }
+
     #[tokio::test]
     async fn a_reviewed_service_account_token_reaches_kms_as_that_service_account() {
         let (url, mut server, _dir) = serve_api(true).await;

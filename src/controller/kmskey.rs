@@ -53,8 +53,8 @@ pub enum ReconcileError {
     Kms(#[from] KmsError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("Kubernetes API: {0}")]
-    Api(String),
+    #[error("Kubernetes API request failed")]
+    Api(#[source] kube::Error),
     #[error("resource has no namespace")]
     NoNamespace,
     #[error("resource has no uid")]
@@ -73,13 +73,6 @@ impl ReconcileError {
     }
 }
 
-fn api_error(err: kube::Error) -> ReconcileError {
-    ReconcileError::Api(match err {
-        kube::Error::Api(status) => format!("{} {}", status.code, status.reason),
-        other => other.to_string(),
-    })
-}
-
 /// Reconciles one KmsKey.
 pub async fn reconcile(resource: Arc<KmsKey>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let namespace = resource.namespace().ok_or(ReconcileError::NoNamespace)?;
@@ -96,7 +89,7 @@ pub async fn reconcile(resource: Arc<KmsKey>, ctx: Arc<Context>) -> Result<Actio
 
 /// How long to wait after a failure.
 pub fn error_policy(_resource: Arc<KmsKey>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error, "KmsKey reconcile failed; retrying");
+    tracing::warn!(error = %crate::redact::chain(error), "KmsKey reconcile failed; retrying");
     Action::requeue(Duration::from_secs(15))
 }
 
@@ -175,6 +168,15 @@ async fn apply(
     };
     let declared = mapping::declared_key(namespace, &resource.spec);
     let previous = ctx.kms.key_record(namespace, &key_id).await?;
+    // Taking a key back from its deletion window on the word of a cached copy would let a
+    // reconcile queued before a deletion undo it: ask the API server that this object still is.
+    if previous
+        .as_ref()
+        .is_some_and(|record| record.state == EngineState::PendingDeletion)
+        && !ctx.store.is_live(&resource).await?
+    {
+        return Ok(Action::await_change());
+    }
     let (record, events) = match ctx.kms.apply_declared(namespace, &key_id, &declared).await {
         Ok(applied) => applied,
         Err(err) if is_spec_error(&err) => {
@@ -274,7 +276,7 @@ pub async fn schedule_abandoned(ctx: Arc<Context>) {
         match sweep_abandoned(&ctx).await {
             Ok(()) => gone.notified().await,
             Err(err) => {
-                tracing::warn!(error = %err, "could not start the deletion window of a key whose KmsKey is gone; retrying");
+                tracing::warn!(error = %crate::redact::chain(&err), "could not start the deletion window of a key whose KmsKey is gone; retrying");
                 tokio::time::sleep(Duration::from_secs(15)).await;
             }
         }
@@ -405,7 +407,7 @@ async fn publish_to(
     };
     if let Err(err) = ctx.recorder.publish(&event, reference).await {
         // A namespace being deleted takes no new Events: not worth more than a line.
-        tracing::warn!(reason, error = %api_error(err), "could not publish an Event");
+        tracing::warn!(reason, error = %crate::redact::chain(&err), "could not publish an Event");
     }
 }
 
@@ -553,7 +555,7 @@ async fn write_status(
             &Patch::Apply(&patch),
         )
         .await
-        .map_err(api_error)?;
+        .map_err(ReconcileError::Api)?;
     ctx.store.remember(written);
     Ok(())
 }

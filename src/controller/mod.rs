@@ -27,6 +27,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::aws::audit::AuditSink;
 use crate::aws::credentials_endpoint::{
@@ -80,14 +81,14 @@ pub struct ControllerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
-    #[error("cannot reach Kubernetes (kubeconfig or in-cluster account): {0}")]
-    Connect(String),
+    #[error("cannot reach Kubernetes (kubeconfig or in-cluster account)")]
+    Connect(#[source] crate::engine::fault::BoxError),
     #[error(
         "the Coffer CRDs are not installed (kmskeys.coffer.dev not found): run `coffer crd | kubectl apply --server-side -f -` or install the Helm chart"
     )]
     CrdsMissing,
-    #[error("cannot check for the Coffer CRDs: {0}")]
-    CrdCheck(String),
+    #[error("cannot check for the Coffer CRDs")]
+    CrdCheck(#[source] kube::Error),
     #[error("root key: {0}")]
     RootKey(#[from] CryptoError),
     #[error("credentials endpoint: {0}")]
@@ -116,11 +117,7 @@ async fn check_crds(client: &Client) -> Result<(), ControllerError> {
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.is_not_found() => Err(ControllerError::CrdsMissing),
-        Err(kube::Error::Api(status)) => Err(ControllerError::CrdCheck(format!(
-            "API server answered {} {}",
-            status.code, status.reason
-        ))),
-        Err(other) => Err(ControllerError::CrdCheck(other.to_string())),
+        Err(other) => Err(ControllerError::CrdCheck(other)),
     }
 }
 
@@ -142,10 +139,10 @@ pub async fn run(
     let metrics = Metrics::new();
     let kube_config = kube::Config::infer()
         .await
-        .map_err(|err| ControllerError::Connect(err.to_string()))?;
+        .map_err(|err| ControllerError::Connect(err.into()))?;
     let counting = metrics.kubernetes().layer();
     let client = kube::client::ClientBuilder::try_from(kube_config)
-        .map_err(|err| ControllerError::Connect(err.to_string()))?
+        .map_err(|err| ControllerError::Connect(err.into()))?
         .with_layer(&counting)
         .build();
     run_with_client_and_metrics(config, client, metrics, shutdown).await
@@ -381,16 +378,26 @@ async fn lead(
             kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
         )
         .run(
-            |resource, ctx: Arc<Context>| async move {
-                let started = Instant::now();
-                let outcome = kmskey::reconcile(resource, Arc::clone(&ctx)).await;
-                if let Some(metrics) = &ctx.metrics {
-                    match &outcome {
-                        Ok(_) => metrics.success("kmskey", started.elapsed()),
-                        Err(err) => metrics.error("kmskey", err.kind(), started.elapsed()),
+            |resource, ctx: Arc<Context>| {
+                // Every line logged while reconciling names the object.
+                let span = tracing::info_span!(
+                    "reconcile",
+                    kind = "KmsKey",
+                    namespace = resource.metadata.namespace.as_deref().unwrap_or_default(),
+                    name = resource.metadata.name.as_deref().unwrap_or_default(),
+                );
+                async move {
+                    let started = Instant::now();
+                    let outcome = kmskey::reconcile(resource, Arc::clone(&ctx)).await;
+                    if let Some(metrics) = &ctx.metrics {
+                        match &outcome {
+                            Ok(_) => metrics.success("kmskey", started.elapsed()),
+                            Err(err) => metrics.error("kmskey", err.kind(), started.elapsed()),
+                        }
                     }
+                    outcome
                 }
-                outcome
+                .instrument(span)
             },
             kmskey::error_policy,
             Arc::clone(&context),

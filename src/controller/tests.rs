@@ -447,6 +447,27 @@ async fn a_resource_reapplied_before_the_sweep_keeps_its_key_without_a_deletion(
 }
 
 #[tokio::test]
+async fn a_reconcile_queued_before_a_deletion_does_not_take_the_key_back() {
+    let h = harness();
+    h.apply("app", json!({}));
+    let settled = h.settle("app").await;
+    let id = key_id(&settled);
+    h.delete("app");
+    h.sweep().await;
+    // The controller's own watch has not seen the deletion yet and hands over its last copy.
+    reconcile(Arc::new(settled), Arc::clone(&h.ctx))
+        .await
+        .unwrap();
+    let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
+    assert_eq!(record.state, KeyState::PendingDeletion);
+    assert!(
+        !h.fake
+            .event_reasons()
+            .contains(&"DeletionCancelled".to_owned())
+    );
+}
+
+#[tokio::test]
 async fn an_api_write_racing_a_deletion_never_brings_the_resource_back() {
     let h = harness();
     h.apply("app", json!({}));

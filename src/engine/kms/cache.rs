@@ -39,19 +39,17 @@ impl LoadedKey {
         arn: String,
         value: RecordValue,
     ) -> Result<Self, KmsError> {
-        let record: KeyRecord = serde_json::from_value(value.meta)
-            .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+        let record: KeyRecord =
+            serde_json::from_value(value.meta).map_err(|err| KmsError::fault("key record", err))?;
         let policy = KeyPolicy::parse(&record.policy)
-            .map_err(|err| KmsError::Internal(format!("stored key policy: {err}")))?;
+            .map_err(|err| KmsError::fault("stored key policy", err))?;
         let mut symmetric = BTreeMap::new();
         let mut private_key = None;
         for version in &record.versions {
             let wrapped = value
                 .sealed
                 .get(&KeyRecord::material_slot(version.id))
-                .ok_or_else(|| {
-                    KmsError::Internal(format!("key version {} has no material", version.id))
-                })?;
+                .ok_or_else(|| KmsError::fault_at("a key version has no material"))?;
             let secret = keyring.unwrap(&material_context(location, version.id), wrapped)?;
             if record.key_spec.asymmetric().is_some() {
                 private_key = Some(secret);

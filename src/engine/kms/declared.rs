@@ -74,7 +74,7 @@ impl Kms {
             return Ok(None);
         };
         let parsed = serde_json::from_value(record.value.meta)
-            .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+            .map_err(|err| KmsError::fault("key record", err))?;
         Ok(Some(parsed))
     }
 
@@ -143,8 +143,8 @@ impl Kms {
                 )
                 .await?;
             converge(&mut record, declared, &policy, now)?;
-            let meta = serde_json::to_value(&record)
-                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+            let meta =
+                serde_json::to_value(&record).map_err(|err| KmsError::fault("key record", err))?;
             match self
                 .store
                 .create(&key_record_key(&location), RecordValue { meta, sealed })
@@ -166,7 +166,7 @@ impl Kms {
         modify::<_, _, KmsError>(self.store.as_ref(), &key_record_key(&location), |current| {
             let current = current.ok_or_else(not_found)?;
             let before: KeyRecord = serde_json::from_value(current.value.meta.clone())
-                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+                .map_err(|err| KmsError::fault("key record", err))?;
             if (before.key_spec, before.key_usage, before.origin)
                 != (declared.key_spec, declared.key_usage, declared.origin)
             {
@@ -180,7 +180,7 @@ impl Kms {
                 Change::Keep
             } else {
                 let meta = serde_json::to_value(&record)
-                    .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+                    .map_err(|err| KmsError::fault("key record", err))?;
                 Change::Put(RecordValue {
                     meta,
                     sealed: current.value.sealed.clone(),
@@ -192,7 +192,7 @@ impl Kms {
         .await?;
         self.cache.remove(&location);
         self.schedule_changed.notify_one();
-        outcome.ok_or_else(|| KmsError::Internal("declared key update wrote nothing".into()))
+        outcome.ok_or_else(|| KmsError::fault_at("declared key update wrote nothing"))
     }
 
     /// Starts the deletion window of a key whose resource was deleted: the window its
@@ -212,7 +212,7 @@ impl Kms {
                 return Ok(Change::Keep);
             };
             let mut record: KeyRecord = serde_json::from_value(current.value.meta.clone())
-                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+                .map_err(|err| KmsError::fault("key record", err))?;
             if record.state == KeyState::PendingDeletion {
                 outcome = Some((record, None));
                 return Ok(Change::Keep);
@@ -224,8 +224,8 @@ impl Kms {
             record.state = KeyState::PendingDeletion;
             record.deletion_date = Some(now + i64::from(window_days) * SECONDS_PER_DAY);
             record.pending_window_days = Some(window_days);
-            let meta = serde_json::to_value(&record)
-                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+            let meta =
+                serde_json::to_value(&record).map_err(|err| KmsError::fault("key record", err))?;
             outcome = Some((record, Some(KeyEvent::DeletionScheduled)));
             Ok(Change::Put(RecordValue {
                 meta,

@@ -2,6 +2,7 @@
 
 use crate::crypto::CryptoError;
 use crate::crypto::asymmetric::AsymmetricError;
+use crate::engine::fault::{BoxError, Fault};
 use crate::engine::paging::PagingError;
 use crate::engine::policy::PolicyError;
 use crate::store::StoreError;
@@ -50,7 +51,19 @@ pub enum KmsError {
     Tag(String),
     /// A fault on Coffer's side. The detail goes to the log, not to the caller.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Fault),
+}
+
+impl KmsError {
+    /// A fault while doing `context`, caused by `source`.
+    pub fn fault(context: &'static str, source: impl Into<BoxError>) -> Self {
+        KmsError::Internal(Fault::caused_by(context, source))
+    }
+
+    /// A fault found while doing `context` (a broken invariant, with no error behind it).
+    pub fn fault_at(context: &'static str) -> Self {
+        KmsError::Internal(Fault::new(context))
+    }
 }
 
 impl crate::engine::ServiceError for KmsError {
@@ -101,7 +114,7 @@ impl From<StoreError> for KmsError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Refused(message) => KmsError::InvalidState(message),
-            other => KmsError::Internal(format!("store: {other}")),
+            other => KmsError::fault("store", other),
         }
     }
 }
@@ -123,12 +136,12 @@ impl From<PolicyError> for KmsError {
 
 impl From<CryptoError> for KmsError {
     fn from(err: CryptoError) -> Self {
-        KmsError::Internal(format!("crypto: {err}"))
+        KmsError::fault("crypto", err)
     }
 }
 
 impl From<AsymmetricError> for KmsError {
     fn from(err: AsymmetricError) -> Self {
-        KmsError::Internal(format!("asymmetric crypto: {err}"))
+        KmsError::fault("asymmetric crypto", err)
     }
 }

@@ -243,9 +243,7 @@ impl Kms {
                 Some(spec) => {
                     let pair = tokio::task::spawn_blocking(move || asymmetric::generate(spec))
                         .await
-                        .map_err(|err| {
-                            KmsError::Internal(format!("key generation task: {err}"))
-                        })??;
+                        .map_err(|err| KmsError::fault("key generation task", err))??;
                     sealed.insert(
                         KeyRecord::material_slot(1),
                         self.wrap_material(location, 1, &pair.private_pkcs8_der)?,
@@ -409,8 +407,8 @@ impl Kms {
                 },
             )
             .await?;
-        let meta = serde_json::to_value(&record)
-            .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+        let meta =
+            serde_json::to_value(&record).map_err(|err| KmsError::fault("key record", err))?;
         self.store
             .create(&key_record_key(&location), RecordValue { meta, sealed })
             .await?;
@@ -762,8 +760,8 @@ impl Kms {
             created: now,
             updated: now,
         };
-        let meta = serde_json::to_value(&record)
-            .map_err(|err| KmsError::Internal(format!("alias record: {err}")))?;
+        let meta =
+            serde_json::to_value(&record).map_err(|err| KmsError::fault("alias record", err))?;
         match self
             .store
             .create(
@@ -829,11 +827,11 @@ impl Kms {
             let current =
                 current.ok_or_else(|| KmsError::NotFound("Alias is not found.".into()))?;
             let mut record: AliasRecord = serde_json::from_value(current.value.meta.clone())
-                .map_err(|err| KmsError::Internal(format!("alias record: {err}")))?;
+                .map_err(|err| KmsError::fault("alias record", err))?;
             new_location.key_id.clone_into(&mut record.target_key_id);
             record.updated = now;
             let meta = serde_json::to_value(&record)
-                .map_err(|err| KmsError::Internal(format!("alias record: {err}")))?;
+                .map_err(|err| KmsError::fault("alias record", err))?;
             Ok(Change::Put(RecordValue {
                 meta,
                 sealed: BTreeMap::new(),
@@ -881,7 +879,7 @@ impl Kms {
             .await?
         {
             let alias: AliasRecord = serde_json::from_value(record.value.meta)
-                .map_err(|err| KmsError::Internal(format!("alias record: {err}")))?;
+                .map_err(|err| KmsError::fault("alias record", err))?;
             if only
                 .as_ref()
                 .is_some_and(|only| *only != alias.target_key_id)

@@ -217,7 +217,7 @@ impl Kms {
                 ))
             })?;
         let alias: AliasRecord = serde_json::from_value(record.value.meta)
-            .map_err(|err| KmsError::Internal(format!("alias record: {err}")))?;
+            .map_err(|err| KmsError::fault("alias record", err))?;
         Ok(KeyLocation {
             namespace: namespace.to_owned(),
             key_id: alias.target_key_id,
@@ -263,18 +263,18 @@ impl Kms {
         modify::<_, _, KmsError>(self.store.as_ref(), &key, |current| {
             let current = current.ok_or_else(not_found)?;
             let mut record: KeyRecord = serde_json::from_value(current.value.meta.clone())
-                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+                .map_err(|err| KmsError::fault("key record", err))?;
             let mut sealed = current.value.sealed.clone();
             change(&mut record, &mut sealed)?;
-            let meta = serde_json::to_value(&record)
-                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+            let meta =
+                serde_json::to_value(&record).map_err(|err| KmsError::fault("key record", err))?;
             written = Some(record);
             Ok(Change::Put(RecordValue { meta, sealed }))
         })
         .await?;
         self.cache.remove(location);
         self.schedule_changed.notify_one();
-        written.ok_or_else(|| KmsError::Internal("key update wrote nothing".into()))
+        written.ok_or_else(|| KmsError::fault_at("key update wrote nothing"))
     }
 
     /// Checks the key policy (and, through its account statement, the account authority).
@@ -404,7 +404,7 @@ pub(crate) fn material_from_import(raw: &[u8]) -> Result<KeyMaterial, KmsError> 
     let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"coffer/imported-key-material/v1"), raw);
     let mut okm = zeroize::Zeroizing::new([0u8; 64]);
     hkdf.expand(b"aes-256-siv", okm.as_mut())
-        .map_err(|_| KmsError::Internal("HKDF expand failed".into()))?;
+        .map_err(|_| KmsError::fault_at("HKDF expand failed"))?;
     Ok(KeyMaterial::from_bytes(okm.as_ref())?)
 }
 

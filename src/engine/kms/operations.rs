@@ -227,7 +227,7 @@ impl Kms {
         let (version, material) = key
             .symmetric
             .last_key_value()
-            .ok_or_else(|| KmsError::Internal("enabled key has no material".into()))?;
+            .ok_or_else(|| KmsError::fault_at("enabled key has no material"))?;
         let blob_key_id = Kms::blob_key_id(&key.location);
         let binding = Binding {
             resource: None,
@@ -494,7 +494,7 @@ impl Kms {
         require_symmetric(&key, &arn)?;
         let pair = tokio::task::spawn_blocking(move || asymmetric::generate(spec))
             .await
-            .map_err(|err| KmsError::Internal(format!("key generation task: {err}")))??;
+            .map_err(|err| KmsError::fault("key generation task", err))??;
         let private_ciphertext = self.seal_symmetric(&key, context, &pair.private_pkcs8_der)?;
         Ok(DataKeyPair {
             private_plaintext: SecretBytes::from_slice(&pair.private_pkcs8_der),
@@ -759,7 +759,7 @@ impl Kms {
         refuse_deleted(&key.record)?;
         let pair = tokio::task::spawn_blocking(move || asymmetric::generate(spec))
             .await
-            .map_err(|err| KmsError::Internal(format!("key generation task: {err}")))??;
+            .map_err(|err| KmsError::fault("key generation task", err))??;
         let token = SecretBytes::random(64);
         let token_sha256 = hex_sha256(token.expose());
         let valid_to = self.now() + IMPORT_PARAMETERS_LIFETIME;
@@ -855,10 +855,10 @@ impl Kms {
             .wrapping_algorithm
             .parse::<EncryptionAlgorithm>()
             .ok()
-            .ok_or_else(|| KmsError::Internal("stored wrapping algorithm".into()))?;
+            .ok_or_else(|| KmsError::fault_at("stored wrapping algorithm"))?;
         let spec = KeySpec::parse(&pending.wrapping_key_spec)
             .and_then(KeySpec::asymmetric)
-            .ok_or_else(|| KmsError::Internal("stored wrapping key spec".into()))?;
+            .ok_or_else(|| KmsError::fault_at("stored wrapping key spec"))?;
         let material = asymmetric::decrypt(
             spec,
             private_key.expose(),
@@ -1003,10 +1003,10 @@ fn public_key_of(key: &LoadedKey) -> Result<(asymmetric::KeySpec, Vec<u8>), KmsE
         .record
         .public_key
         .as_deref()
-        .ok_or_else(|| KmsError::Internal("asymmetric key without public key".into()))?;
+        .ok_or_else(|| KmsError::fault_at("asymmetric key without public key"))?;
     let der = STANDARD
         .decode(public_key)
-        .map_err(|_| KmsError::Internal("stored public key is not base64".into()))?;
+        .map_err(|_| KmsError::fault_at("stored public key is not base64"))?;
     Ok((spec, der))
 }
 
@@ -1017,7 +1017,7 @@ fn private_key_of(key: &LoadedKey) -> Result<(asymmetric::KeySpec, &SecretBytes)
     let private_key = key
         .private_key
         .as_ref()
-        .ok_or_else(|| KmsError::Internal("asymmetric key without private key".into()))?;
+        .ok_or_else(|| KmsError::fault_at("asymmetric key without private key"))?;
     Ok((spec, private_key))
 }
 

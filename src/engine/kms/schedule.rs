@@ -83,7 +83,7 @@ impl Kms {
             return Ok(None);
         };
         let parsed: KeyRecord = serde_json::from_value(record.value.meta)
-            .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+            .map_err(|err| KmsError::fault("key record", err))?;
         Ok(self.do_due(&location, &parsed, self.now()).await)
     }
 
@@ -136,7 +136,7 @@ impl Kms {
                 return Ok(Change::Keep);
             };
             let record: KeyRecord = serde_json::from_value(current.value.meta.clone())
-                .map_err(|err| KmsError::Internal(format!("key record: {err}")))?;
+                .map_err(|err| KmsError::fault("key record", err))?;
             if record.state == KeyState::PendingDeletion
                 && record.deletion_date.is_some_and(|at| at <= now)
             {

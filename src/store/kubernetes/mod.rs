@@ -372,6 +372,18 @@ impl KubernetesStore {
             .collect()
     }
 
+    /// Asks the API server itself whether this very object (same uid) still exists and is not
+    /// being deleted.
+    pub async fn is_live(&self, resource: &KmsKey) -> Result<bool, StoreError> {
+        let namespace = resource.namespace().unwrap_or_default();
+        let current = Api::<KmsKey>::namespaced(self.client.clone(), &namespace)
+            .get_opt(&resource.name_any())
+            .await
+            .map_err(|err| api_error(err, &resource_label(resource)))?;
+        Ok(current
+            .is_some_and(|current| current.uid() == resource.uid() && !is_terminating(&current)))
+    }
+
     /// Asks the API server itself whether an abandoned key's resource is really gone.
     pub async fn confirm_abandoned(&self, key: &AbandonedKey) -> Result<bool, StoreError> {
         let api = Api::<KmsKey>::namespaced(self.client.clone(), &key.namespace);
