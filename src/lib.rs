@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod engine;
 #[cfg(test)]
 mod fake_api;
+pub mod fault;
 pub mod fsutil;
 pub mod leader;
 pub mod metrics;

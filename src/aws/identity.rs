@@ -113,7 +113,12 @@ pub async fn create_access_key(
     let key = generate_access_key();
     let wrapped = keyring
         .wrap(&wrapping_context(&key.id), key.secret.expose())
-        .map_err(|err| StoreError::Backend(format!("wrapping the access key: {err}")))?;
+        .map_err(|err| {
+            StoreError::Backend(crate::fault::Fault::caused_by(
+                "wrapping the access key",
+                err,
+            ))
+        })?;
     let record = AccessKeyRecord {
         access_key_id: key.id.clone(),
         user: user.to_owned(),

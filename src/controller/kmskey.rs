@@ -31,7 +31,7 @@ use crate::resources::common::CONDITION_READY;
 use crate::resources::kmskey::{KeyState, KeyVersion, KmsKey, KmsKeyStatus};
 use crate::store::StoreError;
 use crate::store::kubernetes::{
-    self, AbandonedKey, ClaimedElsewhere, FIELD_MANAGER, KubernetesStore, mapping,
+    self, AbandonedKey, ClaimedElsewhere, FIELD_MANAGER, KmsKeys, mapping,
 };
 
 /// Longest wait before a resource is looked at again when nothing is due.
@@ -40,7 +40,8 @@ const RESYNC: Duration = Duration::from_secs(3600);
 /// What the reconciler works with.
 pub struct Context {
     pub kms: Arc<Kms>,
-    pub store: Arc<KubernetesStore>,
+    /// The keeper of KMS key records, whose caches the reconciler reads.
+    pub store: Arc<KmsKeys>,
     pub client: kube::Client,
     pub recorder: Recorder,
     pub clock: Arc<dyn Clock>,
@@ -104,7 +105,7 @@ fn claimed_key(resource: &KmsKey) -> Option<Arc<KmsKey>> {
 fn key_id_for(
     resource: &KmsKey,
     claimed: Option<&KmsKey>,
-    store: &KubernetesStore,
+    store: &KmsKeys,
 ) -> Result<String, Claim> {
     if let Some(key_id) = store.key_of_resource(resource) {
         return Ok(key_id);
@@ -270,7 +271,7 @@ async fn apply(
 /// one may have gone, until the future is dropped (when leadership ends). The API server is
 /// asked before each key is touched, since the caches may lag behind a resource just made.
 pub async fn schedule_abandoned(ctx: Arc<Context>) {
-    ctx.store.synced().await;
+    crate::store::kubernetes::KindStore::synced(ctx.store.as_ref()).await;
     let gone = ctx.store.resources_gone();
     loop {
         match sweep_abandoned(&ctx).await {
@@ -352,7 +353,7 @@ fn note(event: KeyEvent) -> &'static str {
 }
 
 /// The aliases of the spec that an older KmsKey of the namespace holds.
-fn alias_conflict(resource: &KmsKey, namespace: &str, store: &KubernetesStore) -> Option<Problem> {
+fn alias_conflict(resource: &KmsKey, namespace: &str, store: &KmsKeys) -> Option<Problem> {
     let taken: Vec<String> = resource
         .spec
         .aliases

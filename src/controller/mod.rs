@@ -13,6 +13,7 @@ mod tests;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,6 @@ use kube::api::ListParams;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -45,7 +45,7 @@ use crate::leader::LeaderElection;
 use crate::metrics::Metrics;
 use crate::resources::kmskey::KmsKey;
 use crate::serve::{self, ServeError, TlsFiles};
-use crate::store::kubernetes::{KubernetesStore, StoreChange};
+use crate::store::kubernetes::{KmsKeys, KubernetesStore, StoreChange};
 use kmskey::Context;
 
 /// Reconciles running at once; the API server, not the controller, is what limits the pace.
@@ -82,7 +82,7 @@ pub struct ControllerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     #[error("cannot reach Kubernetes (kubeconfig or in-cluster account)")]
-    Connect(#[source] crate::engine::fault::BoxError),
+    Connect(#[source] crate::fault::BoxError),
     #[error(
         "the Coffer CRDs are not installed (kmskeys.coffer.dev not found): run `coffer crd | kubectl apply --server-side -f -` or install the Helm chart"
     )]
@@ -177,10 +177,11 @@ pub async fn run_with_client_and_metrics(
         }
         RootKeySource::File { path } => FileRootKeyProvider::new(path).load().await?,
     });
-    let store = KubernetesStore::new(client.clone(), &config.namespace);
+    let store = Arc::new(KubernetesStore::new(client.clone(), &config.namespace));
     let feeding = tokio::spawn(Arc::clone(&store).run());
+    let keys = Arc::clone(store.kms_keys());
     let authority =
-        Arc::new(KubernetesAuthority::new(client.clone()).with_key_names(store.clone()));
+        Arc::new(KubernetesAuthority::new(client.clone()).with_key_names(Arc::clone(&keys) as _));
     let kms = Arc::new(Kms::new(
         store.clone(),
         Arc::clone(&keyring),
@@ -253,7 +254,7 @@ pub async fn run_with_client_and_metrics(
             tracing::info!("caches synced; ready");
         });
     }
-    let forwarding = tokio::spawn(forward_changes(store.changes(), Arc::clone(&kms)));
+    let forwarding = tokio::spawn(forward_changes(keys.changes(), Arc::clone(&kms)));
 
     let election = LeaderElection::new(
         client.clone(),
@@ -271,20 +272,13 @@ pub async fn run_with_client_and_metrics(
     );
     let context = Arc::new(Context {
         kms: Arc::clone(&kms),
-        store: Arc::clone(&store),
+        store: Arc::clone(&keys),
         client: client.clone(),
         recorder: recorder.clone(),
         clock: Arc::new(SystemClock),
         metrics: Some(metrics.reconcile()),
     });
-    let leader_work = tokio::spawn(lead(
-        leading,
-        context,
-        client.clone(),
-        store.changes(),
-        recorder,
-        stopped(stop_rx.clone()),
-    ));
+    let leader_work = tokio::spawn(lead(leading, context, recorder, stopped(stop_rx.clone())));
 
     let api_server = serve::serve(
         api_listener,
@@ -348,13 +342,40 @@ async fn forward_changes(
     }
 }
 
-/// While this replica leads: reconcile KmsKeys, run the key scheduler, and tell of destroyed
-/// keys. Stops all of it when leadership is lost, and returns on shutdown.
+/// One piece of the leader's work. It runs until leadership ends, when it is dropped.
+type LeaderTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The leader's work, made anew each time this replica takes the Lease. A new scheduled duty
+/// (rotating secrets, expiring parameters) is one more entry here.
+fn leader_tasks(context: &Arc<Context>, recorder: &Recorder) -> Vec<(&'static str, LeaderTask)> {
+    vec![
+        (
+            "KmsKey reconciler",
+            Box::pin(reconcile_kmskeys(Arc::clone(context))),
+        ),
+        (
+            "key scheduler",
+            Box::pin(Arc::clone(&context.kms).run_scheduler()),
+        ),
+        (
+            "deletion windows of deleted KmsKeys",
+            Box::pin(kmskey::schedule_abandoned(Arc::clone(context))),
+        ),
+        (
+            "Events for destroyed keys",
+            Box::pin(announce_destroyed(
+                context.store.changes(),
+                recorder.clone(),
+            )),
+        ),
+    ]
+}
+
+/// While this replica leads, runs the [`leader_tasks`]; stops them all when leadership is lost,
+/// and returns on shutdown.
 async fn lead(
     mut leading: watch::Receiver<bool>,
     context: Arc<Context>,
-    client: Client,
-    mut changes: tokio::sync::broadcast::Receiver<StoreChange>,
     recorder: Recorder,
     stop: impl Future<Output = ()>,
 ) {
@@ -367,10 +388,31 @@ async fn lead(
             }
         }
         tracing::info!("leading: reconciling KmsKeys and running the key scheduler");
-        let reconciler = Controller::new(
-            Api::<KmsKey>::all(client.clone()),
-            watcher::Config::default(),
-        )
+        let tasks = leader_tasks(&context, &recorder)
+            .into_iter()
+            .map(|(name, task)| {
+                Box::pin(async move {
+                    task.await;
+                    name
+                })
+            });
+        let any_ended = futures::future::select_all(tasks);
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = leading.wait_for(|leading| !*leading) => {
+                tracing::warn!("lost leadership: reconciling stops");
+            }
+            (name, _, _) = any_ended => {
+                tracing::warn!(task = name, "a leader task ended; starting the leader's work again");
+            }
+        }
+    }
+}
+
+/// The KmsKey reconciler, fed by the keeper's own watch so that it sees what the store sees.
+async fn reconcile_kmskeys(context: Arc<Context>) {
+    let (resources, reader) = context.store.reconciler_input();
+    Controller::for_stream(resources, reader)
         // A key written elsewhere (the API, the scheduler, another replica) wakes its resource.
         .reconcile_on(changed_resources(Arc::clone(&context.store)))
         // Thousands of KmsKeys applied at once queue up rather than all hold a request open.
@@ -400,28 +442,15 @@ async fn lead(
                 .instrument(span)
             },
             kmskey::error_policy,
-            Arc::clone(&context),
+            context,
         )
-        .for_each(|_| async {});
-        let scheduler = Arc::clone(&context.kms).run_scheduler();
-        let announcing = announce_destroyed(&mut changes, &recorder);
-        let abandoned = kmskey::schedule_abandoned(Arc::clone(&context));
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = leading.wait_for(|leading| !*leading) => {
-                tracing::warn!("lost leadership: reconciling stops");
-            }
-            () = reconciler => {}
-            () = scheduler => {}
-            () = announcing => {}
-            () = abandoned => {}
-        }
-    }
+        .for_each(|_| async {})
+        .await;
 }
 
 /// The KmsKeys whose keys changed, from the store's change feed.
 fn changed_resources(
-    store: Arc<KubernetesStore>,
+    store: Arc<KmsKeys>,
 ) -> impl futures::Stream<Item = ObjectRef<KmsKey>> + Send + 'static {
     let changes = store.changes();
     futures::stream::unfold(changes, move |mut changes| {
@@ -445,8 +474,8 @@ fn changed_resources(
 
 /// Publishes a `Deleted` Event for each key whose material was destroyed.
 async fn announce_destroyed(
-    changes: &mut tokio::sync::broadcast::Receiver<StoreChange>,
-    recorder: &Recorder,
+    mut changes: tokio::sync::broadcast::Receiver<StoreChange>,
+    recorder: Recorder,
 ) {
     loop {
         let change = match changes.recv().await {
@@ -483,8 +512,8 @@ async fn announce_destroyed(
     }
 }
 
-impl crate::aws::kube_identity::KeyNames for KubernetesStore {
+impl crate::aws::kube_identity::KeyNames for KmsKeys {
     fn rbac_name(&self, namespace: &str, key_id: &str) -> String {
-        KubernetesStore::rbac_name(self, namespace, key_id)
+        KmsKeys::rbac_name(self, namespace, key_id)
     }
 }

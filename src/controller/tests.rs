@@ -20,7 +20,7 @@ use crate::engine::{AccountAuthority, Caller, Clock, Principal};
 use crate::fake_api::FakeApi;
 use crate::resources::kmskey::KmsKey;
 use crate::store::kubernetes::{
-    KEY_ID_LABEL, KubernetesStore, NAMESPACE_LABEL, RESOURCE_NAME_ANNOTATION,
+    KEY_ID_LABEL, KmsKeys, KubernetesStore, NAMESPACE_LABEL, RESOURCE_NAME_ANNOTATION,
     RESOURCE_UID_ANNOTATION, StoreChange,
 };
 
@@ -49,7 +49,8 @@ impl AccountAuthority for AllowAll {
 
 struct Harness {
     fake: FakeApi,
-    store: Arc<KubernetesStore>,
+    /// The keeper of KMS keys inside the store the engine writes through.
+    store: Arc<KmsKeys>,
     kms: Arc<Kms>,
     clock: Arc<ManualClock>,
     ctx: Arc<Context>,
@@ -57,10 +58,11 @@ struct Harness {
 
 fn harness() -> Harness {
     let (client, fake) = FakeApi::start();
-    let store = KubernetesStore::new(client.clone(), SYSTEM_NAMESPACE);
+    let kubernetes = Arc::new(KubernetesStore::new(client.clone(), SYSTEM_NAMESPACE));
+    let store = Arc::clone(kubernetes.kms_keys());
     let clock = Arc::new(ManualClock(AtomicI64::new(1_800_000_000)));
     let kms = Arc::new(Kms::new(
-        store.clone(),
+        kubernetes,
         Arc::new(RootKeyring::generate()),
         Arc::new(AllowAll),
         clock.clone(),

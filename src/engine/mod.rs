@@ -2,7 +2,7 @@
 //! store holds its records or which front end calls it.
 
 pub mod account;
-pub mod fault;
+
 pub mod kms;
 pub mod paging;
 pub mod policy;

@@ -10,6 +10,8 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::fault::Fault;
+
 use super::{Record, RecordKey, RecordKind, RecordValue, Revision, Store, StoreError};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
@@ -53,7 +55,7 @@ impl EmbeddedStore {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || work(&db))
             .await
-            .map_err(|join| StoreError::Backend(format!("storage task failed: {join}")))?
+            .map_err(|join| StoreError::Backend(Fault::caused_by("storage task", join)))?
     }
 
     /// One write transaction that checks the current revision and applies `write`.
@@ -166,7 +168,7 @@ impl Store for EmbeddedStore {
     async fn create(&self, key: &RecordKey, value: RecordValue) -> Result<Revision, StoreError> {
         self.write(key, Expected::Absent, Some(value))
             .await?
-            .ok_or_else(|| StoreError::Backend("write returned no revision".into()))
+            .ok_or_else(|| StoreError::Backend(Fault::new("a write returned no revision")))
     }
 
     async fn update(
@@ -177,7 +179,7 @@ impl Store for EmbeddedStore {
     ) -> Result<Revision, StoreError> {
         self.write(key, Expected::At(expected.as_str().to_owned()), Some(value))
             .await?
-            .ok_or_else(|| StoreError::Backend("write returned no revision".into()))
+            .ok_or_else(|| StoreError::Backend(Fault::new("a write returned no revision")))
     }
 
     async fn delete(&self, key: &RecordKey, expected: &Revision) -> Result<(), StoreError> {
@@ -220,7 +222,7 @@ fn decode(bytes: &[u8]) -> Result<StoredRecord, StoreError> {
 }
 
 fn backend(err: impl Into<redb::Error>) -> StoreError {
-    StoreError::Backend(err.into().to_string())
+    StoreError::Backend(Fault::caused_by("embedded database", err.into()))
 }
 
 #[cfg(test)]

@@ -156,8 +156,8 @@ pub enum StoreError {
     /// resource); the message is safe to show the caller.
     #[error("{0}")]
     Refused(String),
-    #[error("storage backend failed: {0}")]
-    Backend(String),
+    #[error("storage backend failed")]
+    Backend(#[source] crate::fault::Fault),
 }
 
 /// The storage interface the engine writes through.

@@ -2,9 +2,9 @@
 
 use crate::crypto::CryptoError;
 use crate::crypto::asymmetric::AsymmetricError;
-use crate::engine::fault::{BoxError, Fault};
 use crate::engine::paging::PagingError;
 use crate::engine::policy::PolicyError;
+use crate::fault::{BoxError, Fault};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

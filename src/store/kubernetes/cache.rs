@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt as _;
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Api, Resource, ResourceExt as _};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -215,21 +215,27 @@ pub enum Observed<K> {
     Relisted,
 }
 
-/// Feeds `cache` from a watch on `api` until the task is dropped, with backoff on errors.
-/// `observe` hears of every change after it is applied.
+/// Feeds `cache` from a watch on `api` until the task is dropped, with backoff on errors, and
+/// `reflector` too when given (a reconciler's store, so that one watch serves both). `observe`
+/// hears of every change after it is applied.
 pub async fn feed<K, F>(
     api: Api<K>,
     config: watcher::Config,
     cache: Arc<ObjectCache<K>>,
+    mut reflector: Option<reflector::store::Writer<K>>,
     observe: F,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     F: Fn(Observed<K>),
 {
     let mut buffer = Vec::new();
     let mut events = watcher(api, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
+        let event = event.map(|event| event.modify(slim));
+        if let (Some(reflector), Ok(event)) = (reflector.as_mut(), &event) {
+            reflector.apply_watcher_event(event);
+        }
         match event {
             Ok(watcher::Event::Init) => buffer.clear(),
             Ok(watcher::Event::InitApply(object)) => buffer.push(object),

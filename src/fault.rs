@@ -7,11 +7,13 @@ use std::error::Error;
 /// Any error, as a fault's cause.
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
-/// What was being done when something broke, and why.
+/// What was being done when something broke (and to what), and why.
 #[derive(Debug, thiserror::Error)]
-#[error("{context}")]
+#[error("{context}{}", subject.as_ref().map(|subject| format!(" ({subject})")).unwrap_or_default())]
 pub struct Fault {
     context: &'static str,
+    /// What it was being done to, when that helps: an object's name, never a value.
+    subject: Option<String>,
     #[source]
     source: Option<BoxError>,
 }
@@ -21,6 +23,7 @@ impl Fault {
     pub fn new(context: &'static str) -> Self {
         Self {
             context,
+            subject: None,
             source: None,
         }
     }
@@ -29,8 +32,15 @@ impl Fault {
     pub fn caused_by(context: &'static str, source: impl Into<BoxError>) -> Self {
         Self {
             context,
+            subject: None,
             source: Some(source.into()),
         }
+    }
+
+    /// Names what the work was being done to.
+    pub fn about(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
     }
 
     /// What was being done.
@@ -50,5 +60,9 @@ mod tests {
         assert_eq!(fault.to_string(), "key record");
         assert!(fault.source().is_some());
         assert!(Fault::new("invariant").source().is_none());
+        assert_eq!(
+            Fault::new("writing").about("secret s").to_string(),
+            "writing (secret s)"
+        );
     }
 }
