@@ -12,7 +12,9 @@ use super::AwsError;
 use crate::crypto::{RootKeyring, SecretBytes};
 use crate::engine::account::account_id;
 use crate::engine::{AccountAuthority, Caller, Principal};
-use crate::store::{RecordKey, RecordKind, RecordValue, Store, StoreError};
+use crate::fault::Fault;
+use crate::store::typed::{self, RecordMeta, Typed};
+use crate::store::{RecordKind, Store, StoreError};
 
 /// Resolves the access key of a signed request to its secret and its caller.
 #[async_trait]
@@ -52,6 +54,10 @@ pub struct AccessKeyRecord {
     #[serde(default)]
     pub bootstrap: bool,
     pub created_date: i64,
+}
+
+impl RecordMeta for AccessKeyRecord {
+    const KIND: RecordKind = RecordKind::AccessKey;
 }
 
 const ACCESS_KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -126,16 +132,13 @@ pub async fn create_access_key(
         bootstrap,
         created_date: now,
     };
-    let meta = serde_json::to_value(&record).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-    store
-        .create(
-            &RecordKey::new(RecordKind::AccessKey, namespace, &key.id),
-            RecordValue {
-                meta,
-                sealed: [(SECRET_SLOT.to_owned(), wrapped)].into_iter().collect(),
-            },
-        )
-        .await?;
+    typed::create(
+        store,
+        &typed::key::<AccessKeyRecord>(namespace, &key.id),
+        &record,
+        [(SECRET_SLOT.to_owned(), wrapped)].into_iter().collect(),
+    )
+    .await?;
     Ok(key)
 }
 
@@ -143,18 +146,16 @@ pub async fn create_access_key(
 fn unwrap_access_key(
     keyring: &RootKeyring,
     id: &str,
-    value: &RecordValue,
-) -> Result<(AccessKeyRecord, SecretBytes), String> {
-    let record: AccessKeyRecord =
-        serde_json::from_value(value.meta.clone()).map_err(|err| err.to_string())?;
-    let wrapped = value
+    record: Typed<AccessKeyRecord>,
+) -> Result<(AccessKeyRecord, SecretBytes), Fault> {
+    let wrapped = record
         .sealed
         .get(SECRET_SLOT)
-        .ok_or_else(|| "access key record has no secret".to_owned())?;
+        .ok_or_else(|| Fault::new("an access key record has no secret"))?;
     let secret = keyring
         .unwrap(&wrapping_context(id), wrapped)
-        .map_err(|err| err.to_string())?;
-    Ok((record, secret))
+        .map_err(|err| Fault::caused_by("unwrapping an access key", err))?;
+    Ok((record.meta, secret))
 }
 
 /// The bootstrap admin key of a namespace, if one was created.
@@ -163,13 +164,13 @@ pub async fn find_bootstrap_key(
     keyring: &RootKeyring,
     namespace: &str,
 ) -> Result<Option<AccessKey>, String> {
-    let records = store
-        .list(RecordKind::AccessKey, Some(namespace))
+    let records = typed::list::<AccessKeyRecord, _>(store, Some(namespace))
         .await
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| crate::redact::chain(&err))?;
     for (key, record) in records {
-        if record.value.meta.get("bootstrap") == Some(&serde_json::Value::Bool(true)) {
-            let (_, secret) = unwrap_access_key(keyring, &key.name, &record.value)?;
+        if record.meta.bootstrap {
+            let (_, secret) = unwrap_access_key(keyring, &key.name, record)
+                .map_err(|err| crate::redact::chain(&err))?;
             return Ok(Some(AccessKey {
                 id: key.name,
                 secret,
@@ -221,24 +222,22 @@ impl AccessKeyDirectory {
         {
             return Ok(Some(hit));
         }
-        let record = self
-            .store
-            .get(&RecordKey::new(
-                RecordKind::AccessKey,
-                &self.namespace,
-                access_key_id,
-            ))
-            .await
-            .map_err(|err| {
-                tracing::error!(error = %err, "reading an access key failed");
-                AwsError::fault("InternalFailure")
-            })?;
+        let record = typed::get::<AccessKeyRecord, _>(
+            self.store.as_ref(),
+            &self.namespace,
+            access_key_id,
+        )
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %crate::redact::chain(&err), "reading an access key failed");
+            AwsError::fault("InternalFailure")
+        })?;
         let Some(record) = record else {
             return Ok(None);
         };
-        let (record, secret) = unwrap_access_key(&self.keyring, access_key_id, &record.value)
-            .map_err(|err| {
-                tracing::error!(error = %err, "unwrapping an access key failed");
+        let (record, secret) =
+            unwrap_access_key(&self.keyring, access_key_id, record).map_err(|err| {
+                tracing::error!(error = %crate::redact::chain(&err), "unwrapping an access key failed");
                 AwsError::fault("InternalFailure")
             })?;
         let principal_arn = user_arn(&self.namespace, &record.user);

@@ -6,6 +6,7 @@ pub mod account;
 pub mod kms;
 pub mod paging;
 pub mod policy;
+pub mod schedule;
 pub mod text;
 
 use std::time::{SystemTime, UNIX_EPOCH};

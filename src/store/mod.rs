@@ -13,6 +13,7 @@
 
 pub mod embedded;
 pub mod kubernetes;
+pub mod typed;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -152,6 +153,13 @@ pub enum StoreError {
     TooManyConflicts(String, usize),
     #[error("stored record is malformed: {0}")]
     Corrupt(String),
+    /// A record whose metadata is not of its kind's shape.
+    #[error("record {record} is malformed")]
+    Malformed {
+        record: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The backend cannot hold this change (for instance an alias on a key that has no
     /// resource); the message is safe to show the caller.
     #[error("{0}")]

@@ -9,7 +9,7 @@ use super::model::{KeyRecord, Origin};
 use super::{KeyLocation, KmsError, material_context, material_from_import};
 use crate::crypto::{KeyMaterial, RootKeyring, SecretBytes};
 use crate::engine::policy::KeyPolicy;
-use crate::store::RecordValue;
+use crate::store::typed::Typed;
 
 /// How long an unwrapped key stays cached after it was loaded.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -37,17 +37,19 @@ impl LoadedKey {
         keyring: &RootKeyring,
         location: &KeyLocation,
         arn: String,
-        value: RecordValue,
+        stored: Typed<KeyRecord>,
     ) -> Result<Self, KmsError> {
-        let record: KeyRecord =
-            serde_json::from_value(value.meta).map_err(|err| KmsError::fault("key record", err))?;
+        let Typed {
+            meta: record,
+            sealed,
+            ..
+        } = stored;
         let policy = KeyPolicy::parse(&record.policy)
             .map_err(|err| KmsError::fault("stored key policy", err))?;
         let mut symmetric = BTreeMap::new();
         let mut private_key = None;
         for version in &record.versions {
-            let wrapped = value
-                .sealed
+            let wrapped = sealed
                 .get(&KeyRecord::material_slot(version.id))
                 .ok_or_else(|| KmsError::fault_at("a key version has no material"))?;
             let secret = keyring.unwrap(&material_context(location, version.id), wrapped)?;

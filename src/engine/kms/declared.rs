@@ -12,7 +12,8 @@ use super::model::{KeyRecord, KeySpec, KeyState, KeyUsage, Origin};
 use super::{KeyLocation, Kms, KmsError, key_record_key};
 use crate::engine::account::account_id;
 use crate::engine::policy::KeyPolicy;
-use crate::store::{Change, RecordValue, StoreError, modify};
+use crate::store::StoreError;
+use crate::store::typed::{self, TypedChange};
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -69,13 +70,11 @@ impl Kms {
         namespace: &str,
         key_id: &str,
     ) -> Result<Option<KeyRecord>, KmsError> {
-        let location = location(namespace, key_id);
-        let Some(record) = self.store.get(&key_record_key(&location)).await? else {
-            return Ok(None);
-        };
-        let parsed = serde_json::from_value(record.value.meta)
-            .map_err(|err| KmsError::fault("key record", err))?;
-        Ok(Some(parsed))
+        Ok(
+            typed::get::<KeyRecord, _>(self.store.as_ref(), namespace, key_id)
+                .await?
+                .map(|record| record.meta),
+        )
     }
 
     /// The key's ARN.
@@ -143,12 +142,13 @@ impl Kms {
                 )
                 .await?;
             converge(&mut record, declared, &policy, now)?;
-            let meta =
-                serde_json::to_value(&record).map_err(|err| KmsError::fault("key record", err))?;
-            match self
-                .store
-                .create(&key_record_key(&location), RecordValue { meta, sealed })
-                .await
+            match typed::create(
+                self.store.as_ref(),
+                &key_record_key(&location),
+                &record,
+                sealed,
+            )
+            .await
             {
                 Ok(_) => {
                     self.schedule_changed.notify_one();
@@ -163,10 +163,10 @@ impl Kms {
         let mut outcome = None;
         let not_found =
             || KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&location)));
-        modify::<_, _, KmsError>(self.store.as_ref(), &key_record_key(&location), |current| {
+        let key = key_record_key(&location);
+        typed::modify::<KeyRecord, _, _, KmsError>(self.store.as_ref(), &key, |current| {
             let current = current.ok_or_else(not_found)?;
-            let before: KeyRecord = serde_json::from_value(current.value.meta.clone())
-                .map_err(|err| KmsError::fault("key record", err))?;
+            let before = &current.meta;
             if (before.key_spec, before.key_usage, before.origin)
                 != (declared.key_spec, declared.key_usage, declared.origin)
             {
@@ -176,15 +176,13 @@ impl Kms {
             }
             let mut record = before.clone();
             let events = converge(&mut record, declared, &policy, now)?;
-            let change = if record == before {
-                Change::Keep
+            let change = if record == *before {
+                TypedChange::Keep
             } else {
-                let meta = serde_json::to_value(&record)
-                    .map_err(|err| KmsError::fault("key record", err))?;
-                Change::Put(RecordValue {
-                    meta,
-                    sealed: current.value.sealed.clone(),
-                })
+                TypedChange::Put {
+                    meta: record.clone(),
+                    sealed: current.sealed.clone(),
+                }
             };
             outcome = Some((record, events));
             Ok(change)
@@ -206,16 +204,16 @@ impl Kms {
         let location = location(namespace, key_id);
         let now = self.now();
         let mut outcome = None;
-        modify::<_, _, KmsError>(self.store.as_ref(), &key_record_key(&location), |current| {
+        let key = key_record_key(&location);
+        typed::modify::<KeyRecord, _, _, KmsError>(self.store.as_ref(), &key, |current| {
             outcome = None;
             let Some(current) = current else {
-                return Ok(Change::Keep);
+                return Ok(TypedChange::Keep);
             };
-            let mut record: KeyRecord = serde_json::from_value(current.value.meta.clone())
-                .map_err(|err| KmsError::fault("key record", err))?;
+            let mut record = current.meta.clone();
             if record.state == KeyState::PendingDeletion {
                 outcome = Some((record, None));
-                return Ok(Change::Keep);
+                return Ok(TypedChange::Keep);
             }
             let window_days = record
                 .deletion_window_days
@@ -224,13 +222,11 @@ impl Kms {
             record.state = KeyState::PendingDeletion;
             record.deletion_date = Some(now + i64::from(window_days) * SECONDS_PER_DAY);
             record.pending_window_days = Some(window_days);
-            let meta =
-                serde_json::to_value(&record).map_err(|err| KmsError::fault("key record", err))?;
-            outcome = Some((record, Some(KeyEvent::DeletionScheduled)));
-            Ok(Change::Put(RecordValue {
-                meta,
-                sealed: current.value.sealed.clone(),
-            }))
+            outcome = Some((record.clone(), Some(KeyEvent::DeletionScheduled)));
+            Ok(TypedChange::Put {
+                meta: record,
+                sealed: current.sealed.clone(),
+            })
         })
         .await?;
         self.cache.remove(&location);

@@ -16,7 +16,8 @@ use crate::crypto::asymmetric;
 use crate::engine::Caller;
 use crate::engine::account::account_id;
 use crate::engine::policy::{AccessRequest, KeyPolicy};
-use crate::store::{Change, RecordKey, RecordKind, RecordValue, modify};
+use crate::store::RecordKind;
+use crate::store::typed::{self, TypedChange};
 
 const SECONDS_PER_DAY: i64 = 86_400;
 const MAX_DESCRIPTION_LEN: usize = 8192;
@@ -407,11 +408,13 @@ impl Kms {
                 },
             )
             .await?;
-        let meta =
-            serde_json::to_value(&record).map_err(|err| KmsError::fault("key record", err))?;
-        self.store
-            .create(&key_record_key(&location), RecordValue { meta, sealed })
-            .await?;
+        typed::create(
+            self.store.as_ref(),
+            &key_record_key(&location),
+            &record,
+            sealed,
+        )
+        .await?;
         Ok(self.metadata(&location, &record))
     }
 
@@ -760,18 +763,13 @@ impl Kms {
             created: now,
             updated: now,
         };
-        let meta =
-            serde_json::to_value(&record).map_err(|err| KmsError::fault("alias record", err))?;
-        match self
-            .store
-            .create(
-                &RecordKey::new(RecordKind::Alias, &caller.namespace, alias_name),
-                RecordValue {
-                    meta,
-                    sealed: BTreeMap::new(),
-                },
-            )
-            .await
+        match typed::create(
+            self.store.as_ref(),
+            &typed::key::<AliasRecord>(&caller.namespace, alias_name),
+            &record,
+            BTreeMap::new(),
+        )
+        .await
         {
             Err(crate::store::StoreError::AlreadyExists(_)) => {
                 Err(KmsError::AlreadyExists(format!(
@@ -822,20 +820,17 @@ impl Kms {
         }
         refuse_deleted(&new_key.record)?;
         let now = self.now();
-        let key = RecordKey::new(RecordKind::Alias, &caller.namespace, alias_name);
-        modify::<_, _, KmsError>(self.store.as_ref(), &key, |current| {
+        let key = typed::key::<AliasRecord>(&caller.namespace, alias_name);
+        typed::modify::<AliasRecord, _, _, KmsError>(self.store.as_ref(), &key, |current| {
             let current =
                 current.ok_or_else(|| KmsError::NotFound("Alias is not found.".into()))?;
-            let mut record: AliasRecord = serde_json::from_value(current.value.meta.clone())
-                .map_err(|err| KmsError::fault("alias record", err))?;
+            let mut record = current.meta.clone();
             new_location.key_id.clone_into(&mut record.target_key_id);
             record.updated = now;
-            let meta = serde_json::to_value(&record)
-                .map_err(|err| KmsError::fault("alias record", err))?;
-            Ok(Change::Put(RecordValue {
-                meta,
+            Ok(TypedChange::Put {
+                meta: record,
                 sealed: BTreeMap::new(),
-            }))
+            })
         })
         .await
         .map(|_| ())
@@ -847,10 +842,12 @@ impl Kms {
         let key = self.load(&location).await?;
         self.authorize(caller, &key, "kms:DeleteAlias", &BTreeMap::new())
             .await?;
-        let key = RecordKey::new(RecordKind::Alias, &caller.namespace, alias_name);
-        modify::<_, _, KmsError>(self.store.as_ref(), &key, |_| Ok(Change::Delete))
-            .await
-            .map(|_| ())
+        let key = typed::key::<AliasRecord>(&caller.namespace, alias_name);
+        typed::modify::<AliasRecord, _, _, KmsError>(self.store.as_ref(), &key, |_| {
+            Ok(TypedChange::Delete)
+        })
+        .await
+        .map(|_| ())
     }
 
     pub async fn list_aliases(
@@ -873,13 +870,10 @@ impl Kms {
             }
         };
         let mut aliases = Vec::new();
-        for (key, record) in self
-            .store
-            .list(RecordKind::Alias, Some(&caller.namespace))
-            .await?
+        for (key, record) in
+            typed::list::<AliasRecord, _>(self.store.as_ref(), Some(&caller.namespace)).await?
         {
-            let alias: AliasRecord = serde_json::from_value(record.value.meta)
-                .map_err(|err| KmsError::fault("alias record", err))?;
+            let alias = record.meta;
             if only
                 .as_ref()
                 .is_some_and(|only| *only != alias.target_key_id)

@@ -18,7 +18,6 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -26,7 +25,8 @@ use crate::crypto::{KeyMaterial, RootKeyring, SecretBytes};
 use crate::engine::account::{Arn, account_id};
 use crate::engine::policy::{AccessRequest, Decision};
 use crate::engine::{AccountAuthority, Caller, Clock};
-use crate::store::{Change, RecordKey, RecordKind, RecordValue, Store, modify};
+use crate::store::typed::{self, TypedChange};
+use crate::store::{RecordKey, RecordKind, Store};
 
 pub use crate::engine::paging::Page;
 pub use cache::CACHE_TTL;
@@ -88,7 +88,7 @@ impl Kms {
         &self.region
     }
 
-    fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         self.clock.now()
     }
 
@@ -206,9 +206,7 @@ impl Kms {
         namespace: &str,
         alias_name: &str,
     ) -> Result<KeyLocation, KmsError> {
-        let record = self
-            .store
-            .get(&RecordKey::new(RecordKind::Alias, namespace, alias_name))
+        let alias = typed::get::<AliasRecord, _>(self.store.as_ref(), namespace, alias_name)
             .await?
             .ok_or_else(|| {
                 KmsError::NotFound(format!(
@@ -216,11 +214,9 @@ impl Kms {
                     self.alias_arn(namespace, &crate::engine::text::truncate(alias_name))
                 ))
             })?;
-        let alias: AliasRecord = serde_json::from_value(record.value.meta)
-            .map_err(|err| KmsError::fault("alias record", err))?;
         Ok(KeyLocation {
             namespace: namespace.to_owned(),
-            key_id: alias.target_key_id,
+            key_id: alias.meta.target_key_id,
         })
     }
 
@@ -229,18 +225,17 @@ impl Kms {
         if let Some(hit) = self.cache.get(location) {
             return Ok(hit);
         }
-        let record = self
-            .store
-            .get(&key_record_key(location))
-            .await?
-            .ok_or_else(|| {
-                KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(location)))
-            })?;
+        let record =
+            typed::get::<KeyRecord, _>(self.store.as_ref(), &location.namespace, &location.key_id)
+                .await?
+                .ok_or_else(|| {
+                    KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(location)))
+                })?;
         let loaded = Arc::new(LoadedKey::unwrap(
             &self.keyring,
             location,
             self.key_arn(location),
-            record.value,
+            record,
         )?);
         self.cache.insert(location.clone(), Arc::clone(&loaded));
         Ok(loaded)
@@ -260,16 +255,16 @@ impl Kms {
         let key = key_record_key(location);
         let not_found =
             || KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(location)));
-        modify::<_, _, KmsError>(self.store.as_ref(), &key, |current| {
+        typed::modify::<KeyRecord, _, _, KmsError>(self.store.as_ref(), &key, |current| {
             let current = current.ok_or_else(not_found)?;
-            let mut record: KeyRecord = serde_json::from_value(current.value.meta.clone())
-                .map_err(|err| KmsError::fault("key record", err))?;
-            let mut sealed = current.value.sealed.clone();
+            let mut record = current.meta.clone();
+            let mut sealed = current.sealed.clone();
             change(&mut record, &mut sealed)?;
-            let meta =
-                serde_json::to_value(&record).map_err(|err| KmsError::fault("key record", err))?;
-            written = Some(record);
-            Ok(Change::Put(RecordValue { meta, sealed }))
+            written = Some(record.clone());
+            Ok(TypedChange::Put {
+                meta: record,
+                sealed,
+            })
         })
         .await?;
         self.cache.remove(location);
@@ -407,7 +402,3 @@ pub(crate) fn material_from_import(raw: &[u8]) -> Result<KeyMaterial, KmsError> 
         .map_err(|_| KmsError::fault_at("HKDF expand failed"))?;
     Ok(KeyMaterial::from_bytes(okm.as_ref())?)
 }
-
-/// How long [`Kms::run_due`] would sleep at most when nothing is due; keeps the loop alive if a
-/// notification were lost.
-pub const MAX_SCHEDULER_SLEEP: Duration = Duration::from_secs(3600);

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::asymmetric;
+use crate::store::RecordKind;
+use crate::store::typed::RecordMeta;
 
 /// Declares an enum whose variants carry their AWS wire names.
 macro_rules! aws_enum {
@@ -173,6 +175,14 @@ pub struct KeyRecord {
     /// When imported material expires, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_to: Option<i64>,
+}
+
+impl RecordMeta for KeyRecord {
+    const KIND: RecordKind = RecordKind::KmsKey;
+}
+
+impl RecordMeta for AliasRecord {
+    const KIND: RecordKind = RecordKind::Alias;
 }
 
 impl KeyRecord {

@@ -3,12 +3,14 @@
 //! write may have moved it), so nothing polls.
 
 use std::sync::Arc;
-use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use super::model::{KeyRecord, KeyState, RotationType};
 use super::operations::remove_imported_material;
-use super::{KeyLocation, Kms, KmsError, MAX_SCHEDULER_SLEEP, key_record_key};
-use crate::store::{Change, RecordKind, modify};
+use super::{KeyLocation, Kms, KmsError, key_record_key};
+use crate::engine::schedule::{self, Scheduled};
+use crate::store::typed::{self, TypedChange};
 
 /// What is due for one key at a given time.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,19 +51,12 @@ impl Kms {
     pub async fn run_due(&self) -> Result<Option<i64>, KmsError> {
         let now = self.now();
         let mut next: Option<i64> = None;
-        for (key, record) in self.store.list(RecordKind::KmsKey, None).await? {
+        for (key, record) in typed::list::<KeyRecord, _>(self.store.as_ref(), None).await? {
             let location = KeyLocation {
                 namespace: key.namespace.clone(),
                 key_id: key.name.clone(),
             };
-            let parsed: KeyRecord = match serde_json::from_value(record.value.meta) {
-                Ok(parsed) => parsed,
-                Err(err) => {
-                    tracing::error!(key = %key, error = %err, "skipping unreadable key record");
-                    continue;
-                }
-            };
-            let later = self.do_due(&location, &parsed, now).await;
+            let later = self.do_due(&location, &record.meta, now).await;
             if let Some(later) = later {
                 next = Some(next.map_or(later, |at| at.min(later)));
             }
@@ -79,12 +74,12 @@ impl Kms {
             namespace: namespace.to_owned(),
             key_id: key_id.to_owned(),
         };
-        let Some(record) = self.store.get(&super::key_record_key(&location)).await? else {
+        let Some(record) =
+            typed::get::<KeyRecord, _>(self.store.as_ref(), namespace, key_id).await?
+        else {
             return Ok(None);
         };
-        let parsed: KeyRecord = serde_json::from_value(record.value.meta)
-            .map_err(|err| KmsError::fault("key record", err))?;
-        Ok(self.do_due(&location, &parsed, self.now()).await)
+        Ok(self.do_due(&location, &record.meta, self.now()).await)
     }
 
     /// Does the work due for one key; on failure, tries again in a minute.
@@ -130,20 +125,20 @@ impl Kms {
     /// race keeps the key.
     async fn delete_key_now(&self, location: &KeyLocation, now: i64) -> Result<(), KmsError> {
         let mut deleted = false;
-        modify::<_, _, KmsError>(self.store.as_ref(), &key_record_key(location), |current| {
+        let key = key_record_key(location);
+        typed::modify::<KeyRecord, _, _, KmsError>(self.store.as_ref(), &key, |current| {
             deleted = false;
             let Some(current) = current else {
-                return Ok(Change::Keep);
+                return Ok(TypedChange::Keep);
             };
-            let record: KeyRecord = serde_json::from_value(current.value.meta.clone())
-                .map_err(|err| KmsError::fault("key record", err))?;
+            let record = &current.meta;
             if record.state == KeyState::PendingDeletion
                 && record.deletion_date.is_some_and(|at| at <= now)
             {
                 deleted = true;
-                Ok(Change::Delete)
+                Ok(TypedChange::Delete)
             } else {
-                Ok(Change::Keep)
+                Ok(TypedChange::Keep)
             }
         })
         .await?;
@@ -155,26 +150,29 @@ impl Kms {
         Ok(())
     }
 
-    /// Runs [`Kms::run_due`] whenever something falls due or a write moves a due time, until
-    /// the task is dropped.
+    /// Runs the key scheduler ([`crate::engine::schedule::run`]) until the task is dropped.
     pub async fn run_scheduler(self: Arc<Self>) {
-        let changed = self.schedule_changed();
-        loop {
-            let sleep = match self.run_due().await {
-                Ok(Some(at)) => {
-                    let wait = at.saturating_sub(self.now()).max(0);
-                    Duration::from_secs(u64::try_from(wait).unwrap_or(0)).min(MAX_SCHEDULER_SLEEP)
-                }
-                Ok(None) => MAX_SCHEDULER_SLEEP,
-                Err(err) => {
-                    tracing::error!(error = %err, "key scheduler pass failed; retrying in a minute");
-                    Duration::from_secs(60)
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(sleep) => {}
-                _ = changed.notified() => {}
-            }
-        }
+        schedule::run(self).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Scheduled for Kms {
+    type Error = KmsError;
+
+    fn name(&self) -> &'static str {
+        "key scheduler"
+    }
+
+    async fn run_due(&self) -> Result<Option<i64>, KmsError> {
+        Kms::run_due(self).await
+    }
+
+    fn changed(&self) -> Arc<Notify> {
+        self.schedule_changed()
+    }
+
+    fn now(&self) -> i64 {
+        Kms::now(self)
     }
 }
