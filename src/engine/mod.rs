@@ -3,9 +3,9 @@
 
 pub mod account;
 
+pub mod iam;
 pub mod kms;
 pub mod paging;
-pub mod policy;
 pub mod schedule;
 pub mod text;
 
@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-pub use policy::Principal;
+pub use iam::Principal;
 
 /// The time source, so that tests can move time.
 pub trait Clock: Send + Sync + 'static {

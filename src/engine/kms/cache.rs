@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::model::{KeyRecord, Origin};
 use super::{KeyLocation, KmsError, material_context, material_from_import};
 use crate::crypto::{KeyMaterial, RootKeyring, SecretBytes};
-use crate::engine::policy::KeyPolicy;
+use crate::engine::kms::policy::KeyPolicy;
 use crate::store::typed::Typed;
 
 /// How long an unwrapped key stays cached after it was loaded.

@@ -11,7 +11,7 @@ use super::lifecycle::{
 use super::model::{KeyRecord, KeySpec, KeyState, KeyUsage, Origin};
 use super::{KeyLocation, Kms, KmsError, key_record_key};
 use crate::engine::account::account_id;
-use crate::engine::policy::KeyPolicy;
+use crate::engine::kms::policy::KeyPolicy;
 use crate::store::StoreError;
 use crate::store::typed::{self, TypedChange};
 

@@ -2,8 +2,8 @@
 
 use crate::crypto::CryptoError;
 use crate::crypto::asymmetric::AsymmetricError;
+use crate::engine::iam::PolicyError;
 use crate::engine::paging::PagingError;
-use crate::engine::policy::PolicyError;
 use crate::fault::{BoxError, Fault};
 use crate::store::StoreError;
 

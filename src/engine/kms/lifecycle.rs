@@ -15,7 +15,7 @@ use crate::crypto::KeyMaterial;
 use crate::crypto::asymmetric;
 use crate::engine::Caller;
 use crate::engine::account::account_id;
-use crate::engine::policy::{AccessRequest, KeyPolicy};
+use crate::engine::kms::policy::{KeyPolicy, KmsRequest as AccessRequest};
 use crate::store::RecordKind;
 use crate::store::typed::{self, TypedChange};
 

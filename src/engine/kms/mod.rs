@@ -12,6 +12,7 @@ mod error;
 mod lifecycle;
 pub mod model;
 mod operations;
+pub mod policy;
 mod schedule;
 #[cfg(test)]
 mod tests;
@@ -23,7 +24,8 @@ use tokio::sync::Notify;
 
 use crate::crypto::{KeyMaterial, RootKeyring, SecretBytes};
 use crate::engine::account::{Arn, account_id};
-use crate::engine::policy::{AccessRequest, Decision};
+use crate::engine::iam::Decision;
+use crate::engine::kms::policy::KmsRequest as AccessRequest;
 use crate::engine::{AccountAuthority, Caller, Clock};
 use crate::store::typed::{self, TypedChange};
 use crate::store::{RecordKey, RecordKind, Store};
@@ -288,7 +290,7 @@ impl Kms {
             principal: &caller.principal,
             action,
             resource_arn: arn,
-            encryption_context: context,
+            context,
             key_account_id: &key.account_id,
         };
         match key.policy.evaluate(&request, &|_| delegated) {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use async_trait::async_trait;
 
 use super::*;
-use crate::engine::policy::Principal;
+use crate::engine::iam::Principal;
 use crate::store::EmbeddedStore;
 
 const DAY: i64 = 86_400;

@@ -12,8 +12,8 @@ use crate::engine::account::account_id;
 use crate::engine::kms::model::{
     KeyRecord, KeySpec as EngineSpec, KeyState, KeyUsage as EngineUsage, Origin,
 };
+use crate::engine::kms::policy::KeyPolicy as PolicyDocument;
 use crate::engine::kms::{DeclaredKey, DeclaredRotation};
-use crate::engine::policy::KeyPolicy as PolicyDocument;
 use crate::resources::kmskey::{
     DEFAULT_ROTATION_PERIOD_DAYS, Effect, KeyOrigin, KeyPolicy, KeyRotation, KeySpec, KeyUsage,
     KmsKeySpec, MAX_DELETION_WINDOW_DAYS,
@@ -267,7 +267,8 @@ mod tests {
 
     use super::*;
     use crate::engine::account::account_id;
-    use crate::engine::policy::{AccessRequest, Decision, Principal};
+    use crate::engine::iam::{Decision, Principal};
+    use crate::engine::kms::policy::KmsRequest as AccessRequest;
     use crate::resources::kmskey::{PolicyConditions, PolicyStatement};
 
     fn record(namespace: &str) -> KeyRecord {
@@ -414,7 +415,7 @@ mod tests {
                 principal: &principal,
                 action: "kms:Decrypt",
                 resource_arn: "arn:aws:kms:us-east-1:111122223333:key/x",
-                encryption_context: &context,
+                context: &context,
                 key_account_id: &account_id("app"),
             };
             policy.evaluate(&request, &|_| false)
