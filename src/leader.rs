@@ -274,10 +274,10 @@ mod tests {
     use super::*;
     use http::Method;
 
-    use crate::mock_api::{ApiServer, expect, respond};
+    use crate::test_support::mock_api::{ApiServer, expect, respond};
 
     fn status(code: u16, reason: &str) -> Vec<u8> {
-        crate::mock_api::status(code, reason, &format!("leases \"{NAME}\""))
+        crate::test_support::mock_api::status(code, reason, &format!("leases \"{NAME}\""))
     }
 
     const NS: &str = "coffer-system";
@@ -288,7 +288,7 @@ mod tests {
     const COLLECTION: &str = "/apis/coordination.k8s.io/v1/namespaces/coffer-system/leases";
 
     fn election() -> (LeaderElection, ApiServer) {
-        let (client, handle) = crate::mock_api::client();
+        let (client, handle) = crate::test_support::mock_api::client();
         (LeaderElection::new(client, NS, NAME, ME), handle)
     }
 

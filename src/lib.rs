@@ -1,15 +1,19 @@
 //! Coffer: AWS KMS, Secrets Manager and SSM Parameter Store for Kubernetes.
 //!
-//! Modules own one idea each:
-//! - [`aws`]: the AWS wire protocol pieces (SigV4 request verification).
+//! Modules own one idea each (docs/architecture.md has the whole picture):
 //! - [`crypto`]: bytes and keys (envelope encryption, root keys); knows nothing of Kubernetes or HTTP.
-//! - [`engine`]: the domain (keys, policies, rotation); knows no store backend and no front end.
-//! - [`store`]: where records live, with optimistic concurrency.
-//! - [`aws`]: the AWS JSON 1.1 front end (SigV4, exceptions, throttling, audit).
+//! - [`engine`]: the domain (keys, policies, scheduling, rotation); knows no store backend and no
+//!   front end.
+//! - [`store`]: where records live, with optimistic concurrency: embedded, or a keeper per kind
+//!   of record in the Kubernetes API server.
+//! - [`aws`]: the AWS JSON 1.1 front end (SigV4, operation tables, exceptions, throttling, audit).
+//! - [`controller`]: `coffer controller`, the reconcilers and the leader's tasks.
 //! - [`resources`]: the custom resource types and their CRDs.
 //! - [`server`]: the standalone `coffer server`.
 //! - [`serve`]: HTTP and HTTPS serving (certificates reloaded on change) and health routes.
-//! - [`metrics`]: one Prometheus registry for the API's and the controller's metrics.
+//! - [`metrics`]: one Prometheus registry for the API's, the controller's and the Kubernetes
+//!   client's metrics.
+//! - [`fault`], [`redact`]: failures that keep their causes, described once where logged.
 #![forbid(unsafe_code)]
 
 pub mod aws;
@@ -17,16 +21,14 @@ pub mod controller;
 pub mod credentials_proxy;
 pub mod crypto;
 pub mod engine;
-#[cfg(test)]
-mod fake_api;
 pub mod fault;
 pub mod fsutil;
 pub mod leader;
 pub mod metrics;
-#[cfg(test)]
-mod mock_api;
 pub mod redact;
 pub mod resources;
 pub mod serve;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod test_support;

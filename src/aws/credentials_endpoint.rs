@@ -1,4 +1,4 @@
-//! Coffer's container-credentials endpoint (PROTOCOLS.md, "Container credentials"): a pod
+//! Coffer's container-credentials endpoint (docs/wire.md, "Container credentials"): a pod
 //! exchanges its ServiceAccount token for temporary SigV4 credentials, the way the AWS SDKs
 //! already do with `AWS_CONTAINER_CREDENTIALS_FULL_URI` and
 //! `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`.

@@ -1,4 +1,4 @@
-//! Kubernetes workload identity (DESIGN decisions 5 and 6): who a ServiceAccount token belongs
+//! Kubernetes workload identity (docs/wire.md, "Kubernetes"): who a ServiceAccount token belongs
 //! to, checked with TokenReview, and what that ServiceAccount may do, asked of RBAC with
 //! SubjectAccessReview.
 //!
@@ -40,7 +40,7 @@ use crate::aws::identity::BearerAuthenticator;
 use crate::engine::account::{Arn, account_id};
 use crate::engine::{AccountAuthority, Caller, Clock as _, Principal, SystemClock};
 
-/// The audience Coffer's ServiceAccount tokens are issued for (DESIGN decision 5).
+/// The audience Coffer's ServiceAccount tokens are issued for (docs/wire.md, "Kubernetes").
 pub const DEFAULT_AUDIENCE: &str = "coffer";
 
 /// How long a successful TokenReview is reused for the same token: 30 seconds, never past the

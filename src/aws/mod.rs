@@ -285,8 +285,8 @@ mod tests {
     use crate::engine::account::account_id;
     use crate::engine::kms::Kms;
     use crate::engine::{AccountAuthority, SystemClock};
-    use crate::mock_api::{ApiServer, client, expect, respond, status};
     use crate::store::{EmbeddedStore, Store};
+    use crate::test_support::mock_api::{ApiServer, client, expect, respond, status};
     use async_trait::async_trait;
     use http::Method;
 

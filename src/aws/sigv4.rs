@@ -146,7 +146,7 @@ impl SigV4Error {
     }
 
     /// The HTTP status to answer with: 403 for a missing token, 500 for an internal failure,
-    /// 400 for everything else (see PROTOCOLS.md, "AWS JSON 1.1").
+    /// 400 for everything else (docs/wire.md, "AWS JSON 1.1").
     pub fn http_status(&self) -> u16 {
         match self {
             SigV4Error::MissingAuthentication => 403,

@@ -17,12 +17,12 @@ use crate::crypto::RootKeyring;
 use crate::engine::account::account_id;
 use crate::engine::kms::{CreateKeyRequest, KeyState, Kms, KmsError};
 use crate::engine::{AccountAuthority, Caller, Clock, Principal};
-use crate::fake_api::FakeApi;
 use crate::resources::kmskey::KmsKey;
 use crate::store::kubernetes::{
     KEY_ID_LABEL, KmsKeys, KubernetesStore, NAMESPACE_LABEL, RESOURCE_NAME_ANNOTATION,
     RESOURCE_UID_ANNOTATION, StoreChange,
 };
+use crate::test_support::fake_api::FakeApi;
 
 const KEYS: &str = "/apis/coffer.dev/v1alpha1/namespaces/app/kmskeys";
 /// Key material lives in the controller's namespace, not the user's.

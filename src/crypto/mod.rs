@@ -1,6 +1,6 @@
 //! Bytes and keys: envelope encryption of stored values, and the root keys above it.
 //!
-//! The hierarchy (DESIGN decision 1): a root key wraps each KmsKey version's material, a KmsKey
+//! The hierarchy (docs/key-material.md): a root key wraps each KmsKey version's material, a KmsKey
 //! version wraps a fresh data key per stored value, and the data key seals the value. Every layer
 //! is AES-256-SIV, chosen because it stays safe if a nonce ever repeats.
 //!

@@ -1,4 +1,4 @@
-//! Root keys (DESIGN decision 2): the top of the hierarchy, wrapping every KmsKey version's
+//! Root keys (docs/architecture.md, `crypto`): the top of the hierarchy, wrapping every KmsKey version's
 //! material and other stored secrets.
 //!
 //! A [`RootKeyring`] holds every root key version; new wraps use the current one, and unwrap
@@ -857,10 +857,10 @@ mod tests {
         use super::*;
         use http::Method;
 
-        use crate::mock_api::{ApiServer, expect, respond};
+        use crate::test_support::mock_api::{ApiServer, expect, respond};
 
         fn status(code: u16, reason: &str) -> Vec<u8> {
-            crate::mock_api::status(code, reason, &format!("secrets \"{NAME}\""))
+            crate::test_support::mock_api::status(code, reason, &format!("secrets \"{NAME}\""))
         }
 
         const NS: &str = "coffer-system";
@@ -869,7 +869,7 @@ mod tests {
         const COLLECTION: &str = "/api/v1/namespaces/coffer-system/secrets";
 
         fn provider() -> (KubernetesRootKeyProvider, ApiServer) {
-            let (client, handle) = crate::mock_api::client();
+            let (client, handle) = crate::test_support::mock_api::client();
             (KubernetesRootKeyProvider::new(client, NS, NAME), handle)
         }
 

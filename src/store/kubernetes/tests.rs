@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use super::*;
-use crate::fake_api::FakeApi;
 use crate::store::StoreError;
+use crate::test_support::fake_api::FakeApi;
 
 const SYSTEM: &str = "coffer-system";
 

@@ -13,7 +13,7 @@ use http::{Method, Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
 
-use crate::mock_api::{ApiServer, client, status};
+use crate::test_support::mock_api::{ApiServer, client, status};
 
 #[derive(Default)]
 struct State {

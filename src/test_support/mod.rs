@@ -1,0 +1,6 @@
+//! Test support: in-memory and mocked Kubernetes API servers behind tower-test connections, so
+//! that the store, the reconciler and the whole controller run against something that answers
+//! like an API server, without one.
+
+pub mod fake_api;
+pub mod mock_api;
