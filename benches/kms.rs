@@ -290,8 +290,12 @@ fn run_http_bench(config: &Config) -> HttpResults {
     }
 }
 
-/// The release binary `make bench` builds first; this bench builds nothing itself.
+/// The release binary `make bench` builds first (or `COFFER_BIN`, to measure another build in
+/// the same run); this bench builds nothing itself.
 fn server_binary() -> PathBuf {
+    if let Some(binary) = std::env::var_os("COFFER_BIN") {
+        return PathBuf::from(binary);
+    }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
         PathBuf::from,

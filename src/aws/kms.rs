@@ -511,13 +511,23 @@ struct EncryptInput {
     encryption_algorithm: Option<String>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
 struct EncryptOutput {
-    #[serde(serialize_with = "wire::base64")]
     ciphertext_blob: Vec<u8>,
     key_id: String,
     encryption_algorithm: &'static str,
+}
+
+impl wire::WireOutput for EncryptOutput {
+    fn to_body(&self) -> Result<Vec<u8>, AwsError> {
+        wire::blob_body(
+            "CiphertextBlob",
+            &self.ciphertext_blob,
+            &[
+                ("KeyId", &self.key_id),
+                ("EncryptionAlgorithm", self.encryption_algorithm),
+            ],
+        )
+    }
 }
 
 async fn encrypt(
@@ -554,13 +564,23 @@ struct DecryptInput {
     encryption_algorithm: Option<String>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
 struct DecryptOutput {
-    #[serde(serialize_with = "wire::secret_base64")]
     plaintext: SecretBytes,
     key_id: String,
     encryption_algorithm: &'static str,
+}
+
+impl wire::WireOutput for DecryptOutput {
+    fn to_body(&self) -> Result<Vec<u8>, AwsError> {
+        wire::blob_body(
+            "Plaintext",
+            self.plaintext.expose(),
+            &[
+                ("KeyId", &self.key_id),
+                ("EncryptionAlgorithm", self.encryption_algorithm),
+            ],
+        )
+    }
 }
 
 async fn decrypt(

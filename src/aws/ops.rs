@@ -48,7 +48,7 @@ macro_rules! aws_operation {
                 Box::pin(async move {
                     let input = $crate::aws::wire::decode(body)?;
                     let output = $handler(service, caller, input, facts).await?;
-                    $crate::aws::wire::encode(&output)
+                    $crate::aws::wire::WireOutput::to_body(&output)
                 })
             },
         }
