@@ -59,8 +59,8 @@ pub enum ProxyError {
         address: SocketAddr,
         source: std::io::Error,
     },
-    #[error("serving failed: {0}")]
-    Serve(std::io::Error),
+    #[error("serving failed")]
+    Serve(#[source] crate::serve::ServeError),
 }
 
 /// Forwards credentials requests to one controller.
@@ -202,10 +202,15 @@ pub async fn run(
         upstream = %proxy.target,
         "coffer credentials proxy listening"
     );
-    axum::serve(listener, Arc::new(proxy).router())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ProxyError::Serve)
+    crate::serve::serve(
+        listener,
+        Arc::new(proxy).router(),
+        None,
+        crate::serve::ConnectionLimits::DEFAULT,
+        shutdown,
+    )
+    .await
+    .map_err(ProxyError::Serve)
 }
 
 #[cfg(test)]
@@ -243,6 +248,7 @@ mod tests {
             listener,
             app,
             Some(TlsFiles::new(&cert, &key)),
+            crate::serve::ConnectionLimits::DEFAULT,
             std::future::pending(),
         ));
         (format!("https://localhost:{port}"), cert)

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use coffer::aws::audit::Rotation;
+use coffer::aws::guard::{FrontDoor, RequestLimits};
 use coffer::controller::{self, ControllerConfig, RootKeySource};
-use coffer::serve::TlsFiles;
+use coffer::serve::{ConnectionLimits, TlsFiles};
 use coffer::server::{self, ServerConfig};
 
 #[derive(Parser)]
@@ -61,6 +63,14 @@ enum Command {
         /// Audit trail: `off`, `stderr`, or a file path [default: DATA_DIR/audit.log].
         #[arg(long, env = "COFFER_AUDIT_LOG")]
         audit_log: Option<String>,
+
+        /// Serve Prometheus `/metrics` on this address (plain HTTP) [default: nowhere]. Never
+        /// on the API's address, where any caller could read it.
+        #[arg(long, env = "COFFER_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
+
+        #[command(flatten)]
+        front_door: FrontDoorArgs,
     },
     /// Run in Kubernetes mode: reconcile KmsKey resources and serve the AWS APIs and the
     /// container-credentials endpoint, with ServiceAccount identities and RBAC. Uses the current
@@ -184,6 +194,76 @@ struct ControllerArgs {
     /// Audit trail: `off`, `stderr`, or a file path.
     #[arg(long, env = "COFFER_AUDIT_LOG", default_value = "stderr")]
     audit_log: String,
+
+    #[command(flatten)]
+    front_door: FrontDoorArgs,
+}
+
+/// Timeouts and limits of every listener and of the API.
+#[derive(clap::Args)]
+struct FrontDoorArgs {
+    /// Seconds a connection may take to send a request's headers, counted from when it starts
+    /// waiting for a request: it also closes idle keep-alive connections.
+    #[arg(long, env = "COFFER_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout_seconds: u64,
+
+    /// Seconds a request's body may take to arrive.
+    #[arg(long, env = "COFFER_BODY_TIMEOUT", default_value_t = 10)]
+    body_timeout_seconds: u64,
+
+    /// Seconds from a request's headers to its answer.
+    #[arg(long, env = "COFFER_REQUEST_TIMEOUT", default_value_t = 30)]
+    request_timeout_seconds: u64,
+
+    /// Connections served at once per listener; more are closed as they arrive.
+    #[arg(long, env = "COFFER_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+
+    /// MiB of request bodies held at once for callers not yet authenticated; more requests
+    /// are answered 503 until some finish.
+    #[arg(
+        long,
+        env = "COFFER_MAX_UNAUTHENTICATED_BODY_MIB",
+        default_value_t = 64
+    )]
+    max_unauthenticated_body_mib: usize,
+
+    /// Requests per second that fail to authenticate, per source address, before its requests
+    /// are refused and no longer audited; 0 turns the limit off.
+    #[arg(long, env = "COFFER_FAILED_AUTH_RPS", default_value_t = 20)]
+    failed_authentications_per_second: u32,
+
+    /// MiB the audit file may grow to before it is rotated (to FILE.1, FILE.2, ...).
+    #[arg(long, env = "COFFER_AUDIT_MAX_MIB", default_value_t = 100)]
+    audit_max_mib: u64,
+
+    /// Rotated audit files kept.
+    #[arg(long, env = "COFFER_AUDIT_KEEP", default_value_t = 5)]
+    audit_keep: u32,
+}
+
+impl FrontDoorArgs {
+    fn front_door(&self) -> FrontDoor {
+        let seconds = std::time::Duration::from_secs;
+        FrontDoor {
+            connections: ConnectionLimits {
+                header_timeout: seconds(self.header_timeout_seconds),
+                max_connections: self.max_connections,
+            },
+            requests: RequestLimits {
+                body_timeout: seconds(self.body_timeout_seconds),
+                request_timeout: seconds(self.request_timeout_seconds),
+                max_unauthenticated_body_bytes: self
+                    .max_unauthenticated_body_mib
+                    .saturating_mul(1024 * 1024),
+                failed_authentications_per_second: self.failed_authentications_per_second,
+            },
+            audit_rotation: Rotation {
+                max_bytes: self.audit_max_mib.saturating_mul(1024 * 1024),
+                keep: self.audit_keep,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -248,6 +328,8 @@ fn main() -> ExitCode {
             throttle_rps,
             throttle_burst,
             audit_log,
+            metrics_listen,
+            front_door,
         } => run_server(ServerConfig {
             data_dir: data_dir.unwrap_or_else(server::default_data_dir),
             listen,
@@ -255,6 +337,8 @@ fn main() -> ExitCode {
             throttle_per_second: throttle_rps,
             throttle_burst: throttle_burst.unwrap_or(throttle_rps),
             audit_log,
+            metrics_listen,
+            front_door: front_door.front_door(),
         }),
         Command::Controller(args) => controller_config(*args).and_then(run_controller),
         Command::CredentialsProxy {
@@ -347,6 +431,7 @@ fn controller_config(args: ControllerArgs) -> Result<ControllerConfig, String> {
         throttle_per_second: args.throttle_rps,
         throttle_burst: args.throttle_burst.unwrap_or(args.throttle_rps),
         audit_log: args.audit_log,
+        front_door: args.front_door.front_door(),
     })
 }
 

@@ -12,20 +12,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Request, StatusCode};
 use axum::routing::get;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tower::ServiceExt as _;
 use zeroize::Zeroizing;
 
 /// How often the certificate and key files are checked for changes.
@@ -229,7 +234,7 @@ async fn watch_files(cert: Arc<ReloadingCert>, every: Duration) {
     }
 }
 
-/// TLS connections whose handshakes finished, for `axum::serve`. Handshakes run in their own
+/// TLS connections whose handshakes finished, for the serving loop. Handshakes run in their own
 /// tasks, so a slow client does not hold up the others.
 struct TlsListener {
     accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -294,6 +299,43 @@ async fn accept_tls(
     }
 }
 
+/// What every listener bounds, against clients that connect and then send slowly, or nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a connection may take to send a request's headers, counted from when it starts
+    /// waiting for the request. The clock starts again after each response, so this also closes
+    /// idle keep-alive connections: one setting bounds both.
+    pub header_timeout: Duration,
+    /// Connections served at once. One more is closed as soon as it is accepted, so a flood of
+    /// idle connections cannot exhaust memory or file descriptors.
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    /// 10 seconds for headers (and for an idle keep-alive connection), 4096 connections.
+    pub const DEFAULT: ConnectionLimits = ConnectionLimits {
+        header_timeout: Duration::from_secs(10),
+        max_connections: 4096,
+    };
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Facts about the connection a request arrived on, as request extensions for the handlers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    /// Whether it is TLS (`aws:SecureTransport`).
+    pub secure: bool,
+}
+
+/// How long open requests may take to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets open requests finish.
 /// With `tls`, serves HTTPS with the certificate in those files, reloaded when they change;
 /// fails at once if they cannot be loaded.
@@ -301,22 +343,22 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsFiles>,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    serve_reloading_every(listener, app, tls, shutdown, RELOAD_INTERVAL).await
+    serve_reloading_every(listener, app, tls, limits, shutdown, RELOAD_INTERVAL).await
 }
 
 async fn serve_reloading_every(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsFiles>,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     reload_every: Duration,
 ) -> Result<(), ServeError> {
     let Some(files) = tls else {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        serve_connections(listener, app, false, limits, shutdown).await;
         return Ok(());
     };
     let provider = Arc::new(provider());
@@ -326,7 +368,7 @@ async fn serve_reloading_every(
         .map_err(ServeError::Config)?
         .with_no_client_auth()
         .with_cert_resolver(cert.clone());
-    // axum serves HTTP/1.1 only here.
+    // HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let local = listener.local_addr()?;
     let (sender, accepted) = mpsc::channel(ACCEPTED_BACKLOG);
@@ -342,10 +384,67 @@ async fn serve_reloading_every(
             tokio::spawn(watch_files(cert, reload_every)),
         ],
     };
-    axum::serve(tls_listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve_connections(tls_listener, app, true, limits, shutdown).await;
     Ok(())
+}
+
+/// The serving loop: each connection in a task of its own under `limits`, every request told
+/// which connection it came on; on shutdown, no new connections, and open ones drain.
+async fn serve_connections<L>(
+    mut listener: L,
+    app: Router,
+    secure: bool,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let refused = AtomicU64::new(0);
+    tokio::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Closing at once costs the client a retry, not the server its memory.
+            if refused.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
+                tracing::warn!(
+                    max = limits.max_connections,
+                    "connection limit reached; closing new connections"
+                );
+            }
+            drop(io);
+            continue;
+        };
+        let connection = Connection { peer, secure };
+        let router = app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(connection);
+            router.clone().oneshot(request)
+        });
+        let serving = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        tokio::spawn(async move {
+            // An error here is a client's (it went away, or sent garbage, or too slowly).
+            if let Err(error) = serving.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still open after the drain timeout; closing them");
+    }
 }
 
 /// `GET /healthz`: 200 `ok` while the process serves. `GET /readyz`: 200 `ready` while `ready`
@@ -442,6 +541,7 @@ mod tests {
             listener,
             app(),
             Some(files.clone()),
+            ConnectionLimits::DEFAULT,
             async {
                 let _ = stopped.await;
             },
@@ -557,9 +657,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (listener, _) = bind().await;
         let files = TlsFiles::new(dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        let err = serve(listener, app(), Some(files), std::future::pending())
-            .await
-            .unwrap_err();
+        let err = serve(
+            listener,
+            app(),
+            Some(files),
+            ConnectionLimits::DEFAULT,
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, ServeError::ReadCertificate { .. }), "{err}");
         assert!(err.to_string().contains("tls.crt"), "{err}");
     }
@@ -568,9 +674,15 @@ mod tests {
     async fn serves_plain_http_until_shutdown() {
         let (listener, address) = bind().await;
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, app(), None, async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(serve(
+            listener,
+            app(),
+            None,
+            ConnectionLimits::DEFAULT,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let response = reqwest::get(format!("http://{address}/hello"))
             .await
             .unwrap();
@@ -592,6 +704,7 @@ mod tests {
             listener,
             health_router(watched),
             None,
+            crate::serve::ConnectionLimits::DEFAULT,
             std::future::pending(),
         ));
         let get = |path: &'static str| async move {

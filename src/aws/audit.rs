@@ -1,10 +1,14 @@
 //! The audit trail: one JSON line per API call, CloudTrail's role. It names the operation, the
 //! principal, the resource, the request id and the outcome, and never a value or key material.
+//!
+//! A file is rotated by size: past [`Rotation::max_bytes`] it becomes `audit.log.1` (the older
+//! ones move up to `.2` ... `.N`, the oldest is dropped) and a new file starts, so a flood of
+//! calls costs at most `(N + 1) × max_bytes` of disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -45,10 +49,83 @@ struct AuditLine<'a> {
     duration_micros: u64,
 }
 
+/// When a file rotates, and how many rotated files are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+impl Rotation {
+    /// 100 MiB a file, five old files.
+    pub const DEFAULT: Rotation = Rotation {
+        max_bytes: 100 * 1024 * 1024,
+        keep: 5,
+    };
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+struct AuditFile {
+    path: PathBuf,
+    rotation: Rotation,
+    writer: BufWriter<File>,
+    /// Bytes in the current file, written or buffered.
+    size: u64,
+}
+
+impl AuditFile {
+    fn open(path: &Path, rotation: Rotation) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_owned(),
+            rotation,
+            writer: BufWriter::with_capacity(64 * 1024, file),
+            size,
+        })
+    }
+
+    fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self.size > 0 && self.size + line.len() as u64 > self.rotation.max_bytes {
+            self.rotate()?;
+        }
+        self.writer.write_all(line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    /// `audit.log` → `audit.log.1` → ... → `audit.log.N`, the last one dropped.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.writer.flush()?;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if self.rotation.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            for n in (1..self.rotation.keep).rev() {
+                if numbered(n).exists() {
+                    std::fs::rename(numbered(n), numbered(n + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, numbered(1))?;
+        }
+        *self = Self::open(&self.path, self.rotation)?;
+        Ok(())
+    }
+}
+
 enum Sink {
     Off,
     Stderr,
-    File(Mutex<BufWriter<File>>),
+    File(Mutex<AuditFile>),
 }
 
 /// Where audit lines go. Cloning shares the sink.
@@ -70,28 +147,20 @@ impl AuditSink {
         }
     }
 
-    /// Appends to `path` (created with mode 0600). Call [`AuditSink::spawn_flusher`] from within
-    /// a runtime so lines reach the file promptly.
-    pub fn file(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
+    /// Appends to `path` (created with mode 0600), rotated by size. Call
+    /// [`AuditSink::spawn_flusher`] from within a runtime so lines reach the file promptly.
+    pub fn file(path: &Path, rotation: Rotation) -> std::io::Result<Self> {
         Ok(Self {
-            sink: Arc::new(Sink::File(Mutex::new(BufWriter::with_capacity(
-                64 * 1024,
-                file,
-            )))),
+            sink: Arc::new(Sink::File(Mutex::new(AuditFile::open(path, rotation)?))),
         })
     }
 
     /// Parses a sink name: `off`, `stderr`, or a file path.
-    pub fn from_setting(setting: &str) -> std::io::Result<Self> {
+    pub fn from_setting(setting: &str, rotation: Rotation) -> std::io::Result<Self> {
         match setting {
             "off" | "" => Ok(Self::off()),
             "stderr" | "-" => Ok(Self::stderr()),
-            path => Self::file(Path::new(path)),
+            path => Self::file(Path::new(path), rotation),
         }
     }
 
@@ -122,21 +191,21 @@ impl AuditSink {
             Sink::Stderr => {
                 let _ = std::io::stderr().write_all(text.as_bytes());
             }
-            Sink::File(writer) => {
-                if let Ok(mut writer) = writer.lock()
-                    && writer.write_all(text.as_bytes()).is_err()
+            Sink::File(file) => {
+                if let Ok(mut file) = file.lock()
+                    && let Err(error) = file.write(text.as_bytes())
                 {
-                    tracing::error!("writing the audit log failed");
+                    tracing::error!(%error, "writing the audit log failed");
                 }
             }
         }
     }
 
     pub fn flush(&self) {
-        if let Sink::File(writer) = &*self.sink
-            && let Ok(mut writer) = writer.lock()
+        if let Sink::File(file) = &*self.sink
+            && let Ok(mut file) = file.lock()
         {
-            let _ = writer.flush();
+            let _ = file.writer.flush();
         }
     }
 
@@ -164,7 +233,7 @@ mod tests {
     fn lines_are_json_with_the_call_facts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let sink = AuditSink::file(&path).unwrap();
+        let sink = AuditSink::file(&path, Rotation::DEFAULT).unwrap();
         sink.record(AuditEvent {
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             request_id: "req-1".into(),
@@ -189,5 +258,49 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    fn event(operation: &str) -> AuditEvent {
+        AuditEvent {
+            time: SystemTime::UNIX_EPOCH,
+            request_id: "r".into(),
+            operation: operation.into(),
+            principal: None,
+            resource: None,
+            outcome: "error",
+            error_code: Some("UnknownOperationException"),
+            status: 400,
+            duration_micros: 1,
+        }
+    }
+
+    #[test]
+    fn the_file_rotates_by_size_and_keeps_n_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let rotation = Rotation {
+            max_bytes: 1000,
+            keep: 2,
+        };
+        let sink = AuditSink::file(&path, rotation).unwrap();
+        for n in 0..200 {
+            sink.record(event(&format!("op-{n}")));
+        }
+        sink.flush();
+        let size = |name: &str| std::fs::metadata(dir.path().join(name)).map(|m| m.len());
+        assert!(size("audit.log").unwrap() <= 1000);
+        assert!(size("audit.log.1").unwrap() <= 1000);
+        assert!(size("audit.log.2").unwrap() <= 1000);
+        assert!(size("audit.log.3").is_err(), "only two old files are kept");
+        // The newest line is in the current file, and every file is mode 0600.
+        assert!(std::fs::read_to_string(&path).unwrap().contains("op-199"));
+        use std::os::unix::fs::PermissionsExt as _;
+        for name in ["audit.log", "audit.log.1", "audit.log.2"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
     }
 }

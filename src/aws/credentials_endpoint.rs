@@ -1359,6 +1359,7 @@ print(json.dumps({
                 listener,
                 app,
                 Some(crate::serve::TlsFiles::new(&cert, &key)),
+                crate::serve::ConnectionLimits::DEFAULT,
                 std::future::pending(),
             ));
             let proxy =

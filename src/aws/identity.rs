@@ -249,6 +249,8 @@ impl AccessKeyDirectory {
                     arn: principal_arn.clone(),
                     account_id: account_id(&self.namespace),
                 },
+                access_key_id: Some(access_key_id.to_owned()),
+                secure_transport: false,
             },
         });
         if let Ok(mut admins) = self.admins.write() {

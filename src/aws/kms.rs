@@ -1255,6 +1255,8 @@ mod tests {
                 arn: "arn:aws:iam::000000000000:user/nobody".into(),
                 account_id: "000000000000".into(),
             },
+            access_key_id: None,
+            secure_transport: false,
         };
         let services = Services::new().with(kms);
         let kms = services.for_target("TrentService.Encrypt").unwrap();

@@ -168,6 +168,8 @@ impl ServiceAccountIdentity {
                 arn: self.principal_arn(),
                 account_id: account_id(&self.namespace),
             },
+            access_key_id: None,
+            secure_transport: false,
         }
     }
 
@@ -1222,6 +1224,8 @@ mod tests {
                     arn: crate::aws::identity::user_arn("team-a", "app"),
                     account_id: account_id("team-a"),
                 },
+                access_key_id: None,
+                secure_transport: false,
             };
             // A principal from another account than the caller's namespace.
             let mut foreign = caller();

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod credentials_endpoint;
+pub mod guard;
 pub mod identity;
 mod kms;
 pub mod kube_identity;
@@ -41,6 +42,10 @@ const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 pub struct AwsApi {
     /// The services served, each with its table of operations.
     pub services: Services,
+    /// The region requests must be signed for.
+    pub region: String,
+    /// Bounds on requests not yet authenticated.
+    pub guard: guard::RequestGuard,
     pub authenticator: Arc<dyn Authenticator>,
     pub throttle: Throttle,
     pub audit: AuditSink,
@@ -113,23 +118,30 @@ pub struct CallFacts {
     pub resource: Option<String>,
 }
 
-/// The routes of the AWS front end, and `/metrics` for Prometheus.
+/// The routes of the AWS front end. `/metrics` is served elsewhere ([`metrics_router`]): on the
+/// probe port in Kubernetes mode, on `--metrics-listen` standalone, never on the API's.
 pub fn router(api: Arc<AwsApi>) -> Router {
-    Router::new()
-        .route("/", post(handle))
-        .route("/metrics", axum::routing::get(render_metrics))
-        .with_state(api)
+    Router::new().route("/", post(handle)).with_state(api)
 }
 
-async fn render_metrics(State(api): State<Arc<AwsApi>>) -> Response {
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        api.metrics.render(),
+/// `GET /metrics`: the whole registry `metrics` belongs to, in the OpenMetrics text format.
+pub fn metrics_router(metrics: metrics::ApiMetrics) -> Router {
+    Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+                    .into_response()
+            }
+        }),
     )
-        .into_response()
 }
 
 async fn handle(State(api): State<Arc<AwsApi>>, request: Request<Body>) -> Response {
@@ -157,22 +169,46 @@ async fn serve_call(
     operation: Option<&'static str>,
 ) -> Response {
     let started = std::time::Instant::now();
+    let limits = api.guard.limits();
+    let connection = parts.extensions.get::<crate::serve::Connection>().copied();
     let mut facts = CallFacts::default();
     let mut principal = None;
-    let outcome = async {
+    let call = async {
         let service = api
             .services
             .for_target(&target)
             .ok_or_else(|| ops::unknown_operation(&target))?;
-        let body = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-            AwsError::client("ValidationException", "The request body is too large.")
-        })?;
-        let caller = authenticate(api, &parts, &body, service.signing_name()).await?;
+        // The body is held in memory before the caller is known: within a shared budget, and
+        // for a bounded time.
+        let reservation = api.guard.reserve_body(&parts.headers)?;
+        let body = tokio::time::timeout(limits.body_timeout, to_bytes(body, MAX_BODY_BYTES))
+            .await
+            .map_err(|_| guard::body_timed_out())?
+            .map_err(|_| {
+                AwsError::client("ValidationException", "The request body is too large.")
+            })?;
+        let mut caller = authenticate(api, &parts, &body, service.signing_name()).await?;
+        drop(reservation);
+        caller.secure_transport = connection.is_some_and(|connection| connection.secure);
         principal = Some(caller.principal.arn.clone());
         api.throttle.check(&caller.principal.arn)?;
         service.call(&target, &caller, &body, &mut facts).await
+    };
+    let mut outcome = tokio::time::timeout(limits.request_timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(guard::request_timed_out()));
+    // Requests that never authenticated are rate-limited per address before they are audited,
+    // so that garbage cannot fill the disk.
+    let mut audited = true;
+    if principal.is_none()
+        && outcome.is_err()
+        && !api
+            .guard
+            .note_failed_authentication(connection.map(|connection| connection.peer.ip()))
+    {
+        outcome = Err(guard::too_many_failures());
+        audited = false;
     }
-    .await;
 
     let (status, body, error_code) = match outcome {
         Ok(body) => (StatusCode::OK, body, None),
@@ -193,21 +229,27 @@ async fn serve_call(
         error_code,
         started.elapsed(),
     );
-    api.audit.record(AuditEvent {
-        time: SystemTime::now(),
-        request_id: request_id.clone(),
-        operation: target,
-        principal,
-        resource: facts.resource,
-        outcome: if error_code.is_none() {
-            "success"
-        } else {
-            "error"
-        },
-        error_code,
-        status: status.as_u16(),
-        duration_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-    });
+    if audited {
+        api.audit.record(AuditEvent {
+            time: SystemTime::now(),
+            request_id: request_id.clone(),
+            // Only names Coffer knows, or the caller's text cut short.
+            operation: operation.map_or_else(
+                || crate::engine::text::truncate_to(&target, 64),
+                str::to_owned,
+            ),
+            principal,
+            resource: facts.resource,
+            outcome: if error_code.is_none() {
+                "success"
+            } else {
+                "error"
+            },
+            error_code,
+            status: status.as_u16(),
+            duration_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        });
+    }
 
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
@@ -246,6 +288,10 @@ async fn authenticate(
         })?;
     signed.verify(parts, body, secret.expose(), SystemTime::now())?;
     signed.require_service(signing_name)?;
+    signed.require_region(&api.region)?;
+    // The operation is chosen by this header: a signature that does not cover it could be
+    // replayed as another operation.
+    signed.require_signed_header("x-amz-target")?;
     Ok(caller)
 }
 
@@ -340,6 +386,8 @@ mod tests {
         let (kube, server) = client();
         let api = Arc::new(AwsApi {
             services: Services::new().with(kms),
+            region: "us-east-1".into(),
+            guard: guard::RequestGuard::new(guard::RequestLimits::DEFAULT),
             authenticator: Arc::new(NoAccessKeys),
             throttle: Throttle::disabled(),
             audit: AuditSink::off(),

@@ -113,6 +113,18 @@ pub enum SigV4Error {
         /// The `YYYYMMDD` of `X-Amz-Date`.
         header_date: String,
     },
+    /// The credential scope names another region than the server's.
+    #[error("Credential should be scoped to a valid region, not '{scoped}'")]
+    WrongRegion {
+        /// The region of the credential scope.
+        scoped: String,
+    },
+    /// A header the server relies on is not covered by the signature.
+    #[error("The {header} header must be signed")]
+    Unsigned {
+        /// The header's name.
+        header: &'static str,
+    },
     /// The credential scope names another service than the one the request is for.
     #[error("Credential should be scoped to correct service: '{expected}'")]
     WrongService {
@@ -140,6 +152,8 @@ impl SigV4Error {
             | SigV4Error::SignatureExpired
             | SigV4Error::ScopeDateMismatch { .. }
             | SigV4Error::WrongService { .. }
+            | SigV4Error::WrongRegion { .. }
+            | SigV4Error::Unsigned { .. }
             | SigV4Error::ContentSha256Mismatch => "InvalidSignatureException",
             SigV4Error::Internal(_) => "InternalFailure",
         }
@@ -284,6 +298,28 @@ impl SignedRequest {
         } else {
             Err(SigV4Error::WrongService {
                 expected: expected.to_owned(),
+            })
+        }
+    }
+
+    /// Checks that the credential scope names the server's region.
+    pub fn require_region(&self, expected: &str) -> Result<(), SigV4Error> {
+        if self.region == expected {
+            Ok(())
+        } else {
+            Err(SigV4Error::WrongRegion {
+                scoped: crate::engine::text::truncate_to(&self.region, 32),
+            })
+        }
+    }
+
+    /// Checks that `header` (lowercase) is among the signed headers.
+    pub fn require_signed_header(&self, header: &'static str) -> Result<(), SigV4Error> {
+        if self.signed_headers.iter().any(|signed| signed == header) {
+            Ok(())
+        } else {
+            Err(SigV4Error::Unsigned {
+                header: "X-Amz-Target",
             })
         }
     }

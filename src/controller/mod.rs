@@ -33,6 +33,7 @@ use crate::aws::audit::AuditSink;
 use crate::aws::credentials_endpoint::{
     self, CredentialsEndpoint, TemporaryCredentialAuthenticator, TemporaryCredentials,
 };
+use crate::aws::guard::{FrontDoor, RequestGuard};
 use crate::aws::kube_identity::{KubernetesAuthority, TokenReviewer};
 use crate::aws::throttle::Throttle;
 use crate::aws::{self, AwsApi};
@@ -77,6 +78,8 @@ pub struct ControllerConfig {
     pub throttle_per_second: u32,
     pub throttle_burst: u32,
     pub audit_log: String,
+    /// Timeouts and limits of the listeners and the API.
+    pub front_door: FrontDoor,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,8 +193,8 @@ pub async fn run_with_client_and_metrics(
         config.region.clone(),
     ));
 
-    let audit =
-        AuditSink::from_setting(&config.audit_log).map_err(|source| ControllerError::AuditLog {
+    let audit = AuditSink::from_setting(&config.audit_log, config.front_door.audit_rotation)
+        .map_err(|source| ControllerError::AuditLog {
             path: config.audit_log.clone(),
             source,
         })?;
@@ -206,6 +209,8 @@ pub async fn run_with_client_and_metrics(
     );
     let api = Arc::new(AwsApi {
         services: crate::aws::ops::Services::new().with(Arc::clone(&kms)),
+        region: config.region.clone(),
+        guard: RequestGuard::new(config.front_door.requests),
         authenticator: Arc::new(TemporaryCredentialAuthenticator::new(Arc::clone(
             &temporary,
         ))),
@@ -218,7 +223,8 @@ pub async fn run_with_client_and_metrics(
         CredentialsEndpoint::new(reviewer, temporary),
     )));
     let (ready_tx, ready_rx) = watch::channel(false);
-    let probe_routes: Router = serve::health_router(ready_rx).merge(metrics_router(metrics.api()));
+    let probe_routes: Router =
+        serve::health_router(ready_rx).merge(aws::metrics_router(metrics.api()));
 
     let (api_listener, api_address) = bind(config.listen).await?;
     let (probe_listener, probe_address) = bind(config.probe_listen).await?;
@@ -284,9 +290,16 @@ pub async fn run_with_client_and_metrics(
         api_listener,
         api_routes,
         config.tls.clone(),
+        config.front_door.connections,
         stopped(stop_rx.clone()),
     );
-    let probe_server = serve::serve(probe_listener, probe_routes, None, stopped(stop_rx.clone()));
+    let probe_server = serve::serve(
+        probe_listener,
+        probe_routes,
+        None,
+        config.front_door.connections,
+        stopped(stop_rx.clone()),
+    );
     let (api_outcome, probe_outcome) = tokio::join!(api_server, probe_server);
 
     let _ = leader_work.await;
@@ -300,25 +313,6 @@ pub async fn run_with_client_and_metrics(
     probe_outcome.map_err(ControllerError::Serve)?;
     tracing::info!("coffer controller stopped");
     Ok(())
-}
-
-/// `/metrics` on the probe port: the whole registry (API and controller).
-fn metrics_router(metrics: crate::aws::metrics::ApiMetrics) -> Router {
-    Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.render(),
-                )
-            }
-        }),
-    )
 }
 
 /// Drops the engine's cached copy of a key another replica changed.

@@ -99,6 +99,8 @@ fn caller() -> Caller {
             arn: format!("arn:aws:iam::{}:role/serviceaccount/api", account_id("app")),
             account_id: account_id("app"),
         },
+        access_key_id: None,
+        secure_transport: false,
     }
 }
 
@@ -752,6 +754,7 @@ mod whole {
             throttle_per_second: 0,
             throttle_burst: 0,
             audit_log: "off".into(),
+            front_door: Default::default(),
         }
     }
 

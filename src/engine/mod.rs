@@ -63,6 +63,11 @@ pub struct Caller {
     /// The namespace (account) the caller belongs to; names and aliases resolve here.
     pub namespace: String,
     pub principal: Principal,
+    /// The access key the request was signed with, in standalone mode, where permissions
+    /// attach to keys rather than to users.
+    pub access_key_id: Option<String>,
+    /// Whether the request arrived over TLS (`aws:SecureTransport`).
+    pub secure_transport: bool,
 }
 
 /// What the caller's account grants outside key policies: AWS's IAM, Coffer's access-key

@@ -6,10 +6,15 @@ const LIMIT: usize = 128;
 
 /// `text`, cut at a character boundary after at most [`LIMIT`] bytes, with `...` when cut.
 pub fn truncate(text: &str) -> String {
-    if text.len() <= LIMIT {
+    truncate_to(text, LIMIT)
+}
+
+/// `text`, cut at a character boundary after at most `limit` bytes, with `...` when cut.
+pub fn truncate_to(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
         return text.to_owned();
     }
-    let mut end = LIMIT;
+    let mut end = limit;
     while !text.is_char_boundary(end) {
         end -= 1;
     }

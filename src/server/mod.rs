@@ -18,6 +18,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::aws::audit::AuditSink;
+use crate::aws::guard::{FrontDoor, RequestGuard};
 use crate::aws::identity::AccessKeyDirectory;
 use crate::aws::throttle::Throttle;
 use crate::aws::{self, AwsApi};
@@ -45,6 +46,10 @@ pub struct ServerConfig {
     pub throttle_burst: u32,
     /// `off`, `stderr`, or a file path; `None` is `DIR/audit.log`.
     pub audit_log: Option<String>,
+    /// Where to serve Prometheus `/metrics`, if anywhere (never on the API's address).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Timeouts and limits of the listeners and the API.
+    pub front_door: FrontDoor,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +80,8 @@ pub enum ServerError {
         path: String,
         source: std::io::Error,
     },
-    #[error("serving HTTP failed: {0}")]
-    Serve(std::io::Error),
+    #[error("serving HTTP failed")]
+    Serve(#[source] crate::serve::ServeError),
 }
 
 /// The default data directory: `$XDG_DATA_HOME/coffer`, else `$HOME/.local/share/coffer`, else
@@ -112,11 +117,12 @@ pub async fn run(
         .audit_log
         .clone()
         .unwrap_or_else(|| dir.path().join("audit.log").display().to_string());
-    let audit =
-        AuditSink::from_setting(&audit_setting).map_err(|source| ServerError::AuditLog {
+    let audit = AuditSink::from_setting(&audit_setting, config.front_door.audit_rotation).map_err(
+        |source| ServerError::AuditLog {
             path: audit_setting.clone(),
             source,
-        })?;
+        },
+    )?;
     let directory = Arc::new(AccessKeyDirectory::new(
         Arc::clone(&store),
         Arc::clone(&keyring),
@@ -129,12 +135,15 @@ pub async fn run(
         Arc::new(SystemClock),
         config.region.clone(),
     ));
+    let metrics = aws::metrics::ApiMetrics::new();
     let api = Arc::new(AwsApi {
         services: crate::aws::ops::Services::new().with(Arc::clone(&kms)),
+        region: config.region.clone(),
+        guard: RequestGuard::new(config.front_door.requests),
         authenticator: directory,
         throttle: Throttle::new(config.throttle_per_second, config.throttle_burst),
         audit: audit.clone(),
-        metrics: aws::metrics::ApiMetrics::new(),
+        metrics: metrics.clone(),
         bearer: None,
     });
 
@@ -151,6 +160,14 @@ pub async fn run(
             address: config.listen,
             source,
         })?;
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServerError::Listen { address, source })?,
+        ),
+        None => None,
+    };
     tracing::info!(
         address = %format!("http://{address}"),
         credentials = %dir.credentials().display(),
@@ -161,10 +178,37 @@ pub async fn run(
     audit.spawn_flusher();
     let scheduler = tokio::spawn(Arc::clone(&kms).run_scheduler());
 
-    let served = axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServerError::Serve);
+    // One shutdown for both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let metrics_server = match metrics_listener {
+        Some(listener) => Some(tokio::spawn(crate::serve::serve(
+            listener,
+            aws::metrics_router(metrics),
+            None,
+            config.front_door.connections,
+            stopping(stopped.clone()),
+        ))),
+        None => None,
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.send_replace(true);
+    });
+    let served = crate::serve::serve(
+        listener,
+        router(api),
+        None,
+        config.front_door.connections,
+        stopping(stopped),
+    )
+    .await
+    .map_err(ServerError::Serve);
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     scheduler.abort();
     audit.flush();
     served?;

@@ -51,6 +51,8 @@ fn caller(user: &str) -> Caller {
             arn: format!("arn:aws:iam::{}:user/{user}", account_id("default")),
             account_id: account_id("default"),
         },
+        access_key_id: None,
+        secure_transport: false,
     }
 }
 
