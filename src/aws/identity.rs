@@ -183,6 +183,8 @@ pub async fn find_bootstrap_key(
 struct KnownKey {
     secret: SecretBytes,
     caller: Caller,
+    /// Admin is a property of the key, not of its user: one user may hold both kinds.
+    admin: bool,
 }
 
 /// Standalone mode's access keys, read from the store and kept unwrapped in memory. A key not in
@@ -192,7 +194,6 @@ pub struct AccessKeyDirectory {
     keyring: Arc<RootKeyring>,
     namespace: String,
     known: RwLock<HashMap<String, Arc<KnownKey>>>,
-    admins: RwLock<HashMap<String, bool>>,
 }
 
 impl AccessKeyDirectory {
@@ -206,7 +207,6 @@ impl AccessKeyDirectory {
             keyring,
             namespace: namespace.into(),
             known: RwLock::new(HashMap::new()),
-            admins: RwLock::new(HashMap::new()),
         }
     }
 
@@ -240,22 +240,19 @@ impl AccessKeyDirectory {
                 tracing::error!(error = %crate::redact::chain(&err), "unwrapping an access key failed");
                 AwsError::fault("InternalFailure")
             })?;
-        let principal_arn = user_arn(&self.namespace, &record.user);
         let known = Arc::new(KnownKey {
             secret,
             caller: Caller {
                 namespace: self.namespace.clone(),
                 principal: Principal {
-                    arn: principal_arn.clone(),
+                    arn: user_arn(&self.namespace, &record.user),
                     account_id: account_id(&self.namespace),
                 },
                 access_key_id: Some(access_key_id.to_owned()),
                 secure_transport: false,
             },
+            admin: record.admin,
         });
-        if let Ok(mut admins) = self.admins.write() {
-            admins.insert(principal_arn, record.admin);
-        }
         if let Ok(mut cache) = self.known.write() {
             cache.insert(access_key_id.to_owned(), Arc::clone(&known));
         }
@@ -283,12 +280,12 @@ impl Authenticator for AccessKeyDirectory {
 
 #[async_trait]
 impl AccountAuthority for AccessKeyDirectory {
+    /// Decided by the key that signed the request.
     async fn allows(&self, caller: &Caller, _action: &str, _resource_arn: &str) -> bool {
-        self.admins
-            .read()
-            .ok()
-            .and_then(|admins| admins.get(&caller.principal.arn).copied())
-            .unwrap_or(false)
+        let Some(access_key_id) = caller.access_key_id.as_deref() else {
+            return false;
+        };
+        matches!(self.load(access_key_id).await, Ok(Some(known)) if known.admin)
     }
 }
 
@@ -355,10 +352,52 @@ mod tests {
                 .is_none()
         );
 
+        // A caller that names no key is no admin, whatever its principal.
+        let keyless = Caller {
+            access_key_id: None,
+            ..admin_caller.clone()
+        };
+        assert!(!directory.allows(&keyless, "kms:CreateKey", "*").await);
+
         let found = find_bootstrap_key(store.as_ref(), &keyring, "default")
             .await
             .unwrap()
             .unwrap();
         assert_eq!(found.id, admin.id);
+    }
+
+    #[tokio::test]
+    async fn admin_is_decided_by_the_key_not_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("db")).unwrap());
+        let keyring = Arc::new(RootKeyring::generate());
+        // One user, two keys: one admin, one not.
+        let admin_key =
+            create_access_key(store.as_ref(), &keyring, "default", "ops", true, false, 1)
+                .await
+                .unwrap();
+        let plain_key =
+            create_access_key(store.as_ref(), &keyring, "default", "ops", false, false, 2)
+                .await
+                .unwrap();
+        for order in [[&admin_key, &plain_key], [&plain_key, &admin_key]] {
+            // Each order of first use, with a fresh directory, so neither key is cached.
+            let directory =
+                AccessKeyDirectory::new(Arc::clone(&store), Arc::clone(&keyring), "default");
+            let mut callers = Vec::new();
+            for key in order {
+                let (_, caller) = directory.lookup(&key.id, None).await.unwrap().unwrap();
+                callers.push((key.id.clone(), caller));
+            }
+            for (id, caller) in &callers {
+                assert_eq!(caller.principal.arn, user_arn("default", "ops"));
+                assert_eq!(
+                    directory.allows(caller, "kms:CreateKey", "*").await,
+                    *id == admin_key.id,
+                    "key {id} after using both in order {:?}",
+                    order.map(|key| &key.id)
+                );
+            }
+        }
     }
 }

@@ -347,33 +347,67 @@ mod tests {
         }
     }
 
-    /// Only the `team-a/app` ServiceAccount may do anything.
+    const ACCESS_KEY_ID: &str = "AKIAFRONTDOORTEST001";
+    const ACCESS_SECRET: &str = "c0ffer/Front+Door/Secret/0123456789abcdefg";
+
+    fn key_user() -> String {
+        identity::user_arn("default", "ops")
+    }
+
+    /// Only the `team-a/app` ServiceAccount and the `ops` user of [`OneAccessKey`] may do
+    /// anything.
     struct OnlyTheServiceAccount;
 
     #[async_trait]
     impl AccountAuthority for OnlyTheServiceAccount {
         async fn allows(&self, caller: &Caller, _action: &str, _resource: &str) -> bool {
             caller.principal.arn == service_account().principal_arn()
+                || caller.principal.arn == key_user()
         }
     }
 
-    /// Knows no access key, so SigV4 callers are all unknown.
-    struct NoAccessKeys;
+    /// Knows one access key, [`ACCESS_KEY_ID`], of the user `ops`.
+    struct OneAccessKey;
 
     #[async_trait]
-    impl Authenticator for NoAccessKeys {
+    impl Authenticator for OneAccessKey {
         async fn lookup(
             &self,
-            _access_key_id: &str,
+            access_key_id: &str,
             _session_token: Option<&str>,
         ) -> Result<Option<(SecretBytes, Caller)>, AwsError> {
-            Ok(None)
+            Ok((access_key_id == ACCESS_KEY_ID).then(|| {
+                (
+                    SecretBytes::from_slice(ACCESS_SECRET.as_bytes()),
+                    Caller {
+                        namespace: "default".into(),
+                        principal: crate::engine::Principal {
+                            arn: key_user(),
+                            account_id: account_id("default"),
+                        },
+                        access_key_id: Some(ACCESS_KEY_ID.into()),
+                        secure_transport: false,
+                    },
+                )
+            }))
         }
     }
 
-    /// The front end served on a loopback port, with bearer tokens reviewed by a mocked API
-    /// server (or not accepted at all, with `bearer` false).
-    async fn serve_api(bearer: bool) -> (String, ApiServer, tempfile::TempDir) {
+    struct Served {
+        url: String,
+        api_server: ApiServer,
+        api: Arc<AwsApi>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// The front end served on a loopback port through Coffer's own connection loop, with
+    /// [`OneAccessKey`], bearer tokens reviewed by a mocked API server (or not accepted at all,
+    /// with `bearer` false), and `audit` and `limits` as given.
+    async fn serve_front_end(
+        bearer: bool,
+        audit: AuditSink,
+        limits: guard::RequestLimits,
+    ) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("db")).unwrap());
         let kms = Arc::new(Kms::new(
@@ -383,24 +417,70 @@ mod tests {
             Arc::new(SystemClock),
             "us-east-1",
         ));
-        let (kube, server) = client();
+        let (kube, api_server) = client();
         let api = Arc::new(AwsApi {
             services: Services::new().with(kms),
             region: "us-east-1".into(),
-            guard: guard::RequestGuard::new(guard::RequestLimits::DEFAULT),
-            authenticator: Arc::new(NoAccessKeys),
+            guard: guard::RequestGuard::new(limits),
+            authenticator: Arc::new(OneAccessKey),
             throttle: Throttle::disabled(),
-            audit: AuditSink::off(),
+            audit,
             metrics: metrics::ApiMetrics::new(),
             bearer: bearer
                 .then(|| Arc::new(TokenReviewer::new(kube)) as Arc<dyn BearerAuthenticator>),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, router(api)).await.unwrap();
-        });
-        (format!("http://{address}/"), server, dir)
+        tokio::spawn(crate::serve::serve(
+            listener,
+            router(Arc::clone(&api)),
+            None,
+            crate::serve::ConnectionLimits::DEFAULT,
+            std::future::pending(),
+        ));
+        Served {
+            url: format!("http://{address}/"),
+            api_server,
+            api,
+            _dir: dir,
+        }
+    }
+
+    async fn serve_api(bearer: bool) -> (String, ApiServer, tempfile::TempDir) {
+        let served = serve_front_end(bearer, AuditSink::off(), guard::RequestLimits::DEFAULT).await;
+        (served.url, served.api_server, served._dir)
+    }
+
+    /// A KMS call signed with [`ACCESS_KEY_ID`] for `region`, `x-amz-target` signed or not.
+    async fn signed_call(
+        url: &str,
+        target: &str,
+        body: &str,
+        region: &str,
+        sign_target: bool,
+    ) -> (u16, serde_json::Value) {
+        let headers = crate::test_support::sigv4_client::signed_headers(
+            &crate::test_support::sigv4_client::SdkCall {
+                url,
+                access_key_id: ACCESS_KEY_ID,
+                secret: ACCESS_SECRET,
+                region,
+                service: "kms",
+                target,
+                body: body.as_bytes(),
+                sign_target,
+            },
+        );
+        let response = reqwest::Client::new()
+            .post(url)
+            .headers(headers)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap())
     }
 
     async fn call(
@@ -623,6 +703,104 @@ mod tests {
         assert!(
             no_request_within_200ms(&mut server).await,
             "no TokenReview for SigV4 or unauthenticated requests"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_signature_covers_the_operation_and_the_region() {
+        let served = serve_front_end(false, AuditSink::off(), guard::RequestLimits::DEFAULT).await;
+        let url = &served.url;
+        let (code, body) =
+            signed_call(url, "TrentService.CreateKey", "{}", "us-east-1", true).await;
+        assert_eq!(code, 200, "{body}");
+        let key = format!(
+            r#"{{"KeyId":"{}"}}"#,
+            body["KeyMetadata"]["KeyId"].as_str().unwrap()
+        );
+
+        // Signed without x-amz-target, the request could be replayed as any operation.
+        let (code, body) =
+            signed_call(url, "TrentService.DisableKey", &key, "us-east-1", false).await;
+        assert_eq!(
+            (code, body["__type"].as_str()),
+            (400, Some("InvalidSignatureException"))
+        );
+        assert_eq!(body["message"], "The X-Amz-Target header must be signed");
+        // Signed for another region.
+        let (code, body) =
+            signed_call(url, "TrentService.DisableKey", &key, "xx-nowhere-9", true).await;
+        assert_eq!(
+            (code, body["__type"].as_str()),
+            (400, Some("InvalidSignatureException"))
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains("xx-nowhere-9"),
+            "{body}"
+        );
+
+        // Neither touched the key.
+        let (code, body) =
+            signed_call(url, "TrentService.DescribeKey", &key, "us-east-1", true).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["KeyMetadata"]["KeyState"], "Enabled");
+        // Signed properly, the same call goes through.
+        let (code, body) =
+            signed_call(url, "TrentService.DisableKey", &key, "us-east-1", true).await;
+        assert_eq!(code, 200, "{body}");
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_requests_are_audited_by_known_names_and_limited_per_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let served = serve_front_end(
+            false,
+            AuditSink::file(&path, audit::Rotation::DEFAULT).unwrap(),
+            guard::RequestLimits {
+                failed_authentications_per_second: 2,
+                ..guard::RequestLimits::DEFAULT
+            },
+        )
+        .await;
+        // A known operation is audited by its name.
+        let (code, _, body, _) = call(&served.url, "TrentService.Encrypt", None).await;
+        assert_eq!(code, 403, "{body}");
+        // Unknown targets, 16 KiB each, from one address.
+        let huge = format!("TrentService.{}", "X".repeat(16 * 1024));
+        let mut codes = Vec::new();
+        for _ in 0..50 {
+            let (_, error_type, _, _) = call(&served.url, &huge, None).await;
+            codes.push(error_type.unwrap());
+        }
+        served.api.audit.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        // A burst of five seconds' worth (ten), and at most a refill or two while the test runs.
+        assert!(
+            (10..=13).contains(&lines.len()),
+            "{} audit lines, {} bytes",
+            lines.len(),
+            text.len()
+        );
+        assert_eq!(lines[0]["operation"], "TrentService.Encrypt");
+        for line in &lines[1..] {
+            let operation = line["operation"].as_str().unwrap();
+            let kept = operation.strip_suffix("...").unwrap();
+            assert!(kept.len() <= 64 && huge.starts_with(kept), "{operation}");
+        }
+        assert!(text.len() < 13 * 512, "{} bytes", text.len());
+        // Past the burst, the address is refused, unaudited.
+        assert_eq!(codes[0], "MissingAuthenticationTokenException");
+        assert_eq!(codes.last().unwrap(), "ThrottlingException");
+        // Another address is not held back by this one (the limiter is per address).
+        assert!(
+            served
+                .api
+                .guard
+                .note_failed_authentication(Some([10, 9, 8, 7].into()))
         );
     }
 }

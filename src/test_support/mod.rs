@@ -1,6 +1,7 @@
 //! Test support: in-memory and mocked Kubernetes API servers behind tower-test connections, so
 //! that the store, the reconciler and the whole controller run against something that answers
-//! like an API server, without one.
+//! like an API server, without one; and requests signed as the AWS SDKs sign them.
 
 pub mod fake_api;
 pub mod mock_api;
+pub mod sigv4_client;
