@@ -17,6 +17,8 @@ use std::time::Duration;
 struct Running {
     child: Child,
     address: String,
+    /// `/metrics` URL, or empty when the server serves none.
+    metrics: String,
     credentials: String,
     stderr: BufReader<ChildStderr>,
 }
@@ -37,7 +39,12 @@ impl Drop for Running {
 // The child is reaped by `Running`'s Drop, or by the panic's process exit in a failing test.
 #[allow(clippy::zombie_processes)]
 fn start(data_dir: &Path) -> Running {
-    let mut child = spawn_server(&["--log-format", "json"], data_dir);
+    start_with(data_dir, &[])
+}
+
+#[allow(clippy::zombie_processes)]
+fn start_with(data_dir: &Path, server_args: &[&str]) -> Running {
+    let mut child = spawn_server_with(&["--log-format", "json"], data_dir, server_args);
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     loop {
@@ -51,9 +58,11 @@ fn start(data_dir: &Path) -> Running {
         if event["fields"]["message"] == "coffer server listening" {
             let address = event["fields"]["address"].as_str().unwrap().to_owned();
             let credentials = event["fields"]["credentials"].as_str().unwrap().to_owned();
+            let metrics = event["fields"]["metrics"].as_str().unwrap_or("").to_owned();
             return Running {
                 child,
                 address,
+                metrics,
                 credentials,
                 stderr,
             };
@@ -93,7 +102,7 @@ async fn first_start_writes_credentials_and_restart_reuses_them() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
 
-    let first = start(&data_dir);
+    let first = start_with(&data_dir, &["--metrics-listen", "127.0.0.1:0"]);
     assert_eq!(
         first.credentials,
         data_dir.join("credentials").to_str().unwrap()
@@ -109,8 +118,17 @@ async fn first_start_writes_credentials_and_restart_reuses_them() {
         .await
         .unwrap();
     assert_eq!(refused.status().as_u16(), 403);
-    let metrics = reqwest::Client::new()
+    // Metrics are served on their own listener, never on the API port.
+    let on_api_port = reqwest::Client::new()
         .get(format!("{}/metrics", first.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_api_port.status().as_u16(), 404);
+    assert!(first.metrics.ends_with("/metrics"), "{}", first.metrics);
+    assert_ne!(first.metrics, format!("{}/metrics", first.address));
+    let metrics = reqwest::Client::new()
+        .get(&first.metrics)
         .send()
         .await
         .unwrap();
@@ -141,6 +159,7 @@ async fn first_start_writes_credentials_and_restart_reuses_them() {
     assert!(stopped.contains("coffer server stopped"));
 
     let second = start(&data_dir);
+    assert_eq!(second.metrics, "", "no metrics listener unless asked for");
     assert_eq!(healthz(&second.address).await.0, 200);
     assert_eq!(
         std::fs::read_to_string(data_dir.join("credentials")).unwrap(),
@@ -242,10 +261,15 @@ fn bad_flags_fail_with_usage() {
 /// `coffer GLOBAL_ARGS server` on an ephemeral port, stderr piped, logging settings of the
 /// calling environment removed.
 fn spawn_server(global_args: &[&str], data_dir: &Path) -> Child {
+    spawn_server_with(global_args, data_dir, &[])
+}
+
+fn spawn_server_with(global_args: &[&str], data_dir: &Path, server_args: &[&str]) -> Child {
     coffer()
         .args(global_args)
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(server_args)
         .env_remove("COFFER_LOG")
         .env_remove("COFFER_LOG_FORMAT")
         .env_remove("NO_COLOR")

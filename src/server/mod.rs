@@ -168,8 +168,16 @@ pub async fn run(
         ),
         None => None,
     };
+    let metrics_address = match &metrics_listener {
+        Some(listener) => listener
+            .local_addr()
+            .map(|bound| format!("http://{bound}/metrics"))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
     tracing::info!(
         address = %format!("http://{address}"),
+        metrics = %metrics_address,
         credentials = %dir.credentials().display(),
         access_key_id = %admin.id,
         "coffer server listening"
