@@ -925,19 +925,14 @@ mod tests {
         use std::sync::Mutex;
         use std::sync::atomic::AtomicUsize;
 
-        const SA_TOKEN_EXP: i64 = 4_000_000_000;
+        use crate::test_support::tokens::service_account_token_exp as sa_token_exp;
 
         fn jwt(exp: i64) -> String {
-            let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"test"}"#);
-            let claims = URL_SAFE_NO_PAD.encode(
-                serde_json::json!({
-                    "aud": ["coffer"],
-                    "exp": exp,
-                    "sub": "system:serviceaccount:team-a:app",
-                })
-                .to_string(),
-            );
-            format!("{header}.{claims}.ZmFrZS1zaWduYXR1cmU")
+            crate::test_support::tokens::jwt(&serde_json::json!({
+                "aud": ["coffer"],
+                "exp": exp,
+                "sub": "system:serviceaccount:team-a:app",
+            }))
         }
 
         /// How the mocked API server answers TokenReviews.
@@ -1049,7 +1044,7 @@ mod tests {
 
         #[tokio::test]
         async fn a_reviewed_token_gets_the_four_fields() {
-            let token = jwt(SA_TOKEN_EXP);
+            let token = jwt(sa_token_exp());
             let (reviewer, api) = mocked_reviewer(token.clone(), ApiBehaviour::Accept);
             let keyring = Arc::new(RootKeyring::generate());
             let addr = serve(router(endpoint_for(reviewer, Arc::clone(&keyring)))).await;
@@ -1106,7 +1101,7 @@ mod tests {
 
         #[tokio::test]
         async fn missing_or_refused_tokens_are_401_and_api_failures_503() {
-            let token = jwt(SA_TOKEN_EXP);
+            let token = jwt(sa_token_exp());
             let (reviewer, api) = mocked_reviewer(token.clone(), ApiBehaviour::Accept);
             let addr = serve(router(endpoint_for(
                 reviewer,
@@ -1122,7 +1117,7 @@ mod tests {
             assert_eq!(status, 401);
             assert_eq!(api.requests.load(Ordering::SeqCst), 0, "nothing to review");
 
-            let wrong = jwt(SA_TOKEN_EXP - 1);
+            let wrong = jwt(sa_token_exp() - 1);
             let (status, _, body) = get(addr, Some(&wrong)).await;
             assert_eq!(status, 401);
             assert!(
@@ -1239,7 +1234,7 @@ print(json.dumps({
 
         /// The endpoint and a signature-checking `/` for boto3 to call, and the token it reviews.
         fn boto3_target() -> (Router, Arc<VerifyState>, String, Arc<AtomicUsize>) {
-            let token = jwt(SA_TOKEN_EXP);
+            let token = jwt(sa_token_exp());
             let (reviewer, api) = mocked_reviewer(token.clone(), ApiBehaviour::Accept);
             let credentials =
                 Arc::new(TemporaryCredentials::new(Arc::new(RootKeyring::generate())));

@@ -71,6 +71,17 @@ pub const KMS_KEYS_RESOURCE: &str = "kmskeys";
 /// Tokens longer than this are refused without asking the API server.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 
+/// Reviews not answered from the cache, per second, for all callers together (with a burst of
+/// twice as many): garbage tokens cannot turn into a flood of TokenReviews.
+pub const UNCACHED_REVIEWS_PER_SECOND: u32 = 50;
+
+/// How far in the past a token's `exp` may be before it is refused unreviewed (clock skew).
+const EXPIRY_LEEWAY_SECONDS: i64 = 60;
+
+/// How far in the future a token's `exp` may be: five years, past any lifetime an API server
+/// issues (a year at most by default).
+const MAX_TOKEN_LIFETIME_SECONDS: i64 = 5 * 366 * 24 * 3600;
+
 const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
 const TOKEN_REVIEWS_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 const SUBJECT_ACCESS_REVIEWS_PATH: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
@@ -80,9 +91,15 @@ const ROLE_PATH: &str = "role/serviceaccount/";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KubeIdentityError {
-    /// The token is empty or longer than [`MAX_TOKEN_LEN`].
-    #[error("the token is empty or too long")]
+    /// The token is not a JWT (three base64url parts, a header naming its algorithm, claims),
+    /// is longer than [`MAX_TOKEN_LEN`], or its `exp` is missing or implausible: refused
+    /// without a review.
+    #[error("the token is not a well-formed, unexpired ServiceAccount token")]
     MalformedToken,
+
+    /// Too many reviews are being asked for at once ([`UNCACHED_REVIEWS_PER_SECOND`]).
+    #[error("too many tokens are being reviewed at once")]
+    Busy,
 
     /// The API server did not authenticate the token.
     #[error("the token was not authenticated")]
@@ -129,7 +146,7 @@ impl KubeIdentityError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::Unreachable { .. } | Self::Api { .. } | Self::MalformedAnswer { .. }
+            Self::Unreachable { .. } | Self::Api { .. } | Self::MalformedAnswer { .. } | Self::Busy
         )
     }
 }
@@ -228,19 +245,36 @@ fn is_dns_subdomain(text: &str) -> bool {
     text.len() <= 253 && text.split('.').all(is_dns_label)
 }
 
-/// The `exp` claim of a JWT, in seconds since the Unix epoch, read without checking the
-/// signature. Only meaningful for a token the API server has authenticated, which checked it.
-/// `None` for a token that is not a JWT or has no `exp` (legacy Secret-based tokens).
-pub fn token_expiry(token: &str) -> Option<i64> {
+/// The claims of a JWT that are read before it is reviewed, unverified.
+struct UnverifiedClaims {
+    audiences: Vec<String>,
+    exp: Option<i64>,
+}
+
+/// The audiences and `exp` of a JWT, read without checking the signature; `None` for a token
+/// that is not a JWT with a header naming its algorithm and a claims object.
+fn unverified_claims(token: &str) -> Option<UnverifiedClaims> {
+    #[derive(Deserialize)]
+    struct Header {
+        #[allow(dead_code)]
+        alg: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Audience {
+        One(String),
+        Many(Vec<String>),
+    }
     #[derive(Deserialize)]
     struct Claims {
+        aud: Option<Audience>,
         exp: Option<serde_json::Number>,
     }
     if token.len() > MAX_TOKEN_LEN {
         return None;
     }
     let mut segments = token.split('.');
-    let (Some(_header), Some(payload), Some(_signature), None) = (
+    let (Some(header), Some(payload), Some(signature), None) = (
         segments.next(),
         segments.next(),
         segments.next(),
@@ -248,11 +282,31 @@ pub fn token_expiry(token: &str) -> Option<i64> {
     ) else {
         return None;
     };
+    let header = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<Header>(&header).ok()?;
+    if signature.is_empty() || URL_SAFE_NO_PAD.decode(signature.trim_end_matches('=')).is_err() {
+        return None;
+    }
     let json = Zeroizing::new(URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?);
     let claims: Claims = serde_json::from_slice(&json).ok()?;
-    let exp = claims.exp?;
-    exp.as_i64()
-        .or_else(|| exp.as_f64().and_then(crate::engine::whole_seconds))
+    Some(UnverifiedClaims {
+        audiences: match claims.aud {
+            None => Vec::new(),
+            Some(Audience::One(audience)) => vec![audience],
+            Some(Audience::Many(audiences)) => audiences,
+        },
+        exp: claims.exp.and_then(|exp| {
+            exp.as_i64()
+                .or_else(|| exp.as_f64().and_then(crate::engine::whole_seconds))
+        }),
+    })
+}
+
+/// The `exp` claim of a JWT, in seconds since the Unix epoch, read without checking the
+/// signature. Only meaningful for a token the API server has authenticated, which checked it.
+/// `None` for a token that is not a JWT or has no `exp` (legacy Secret-based tokens).
+pub fn token_expiry(token: &str) -> Option<i64> {
+    unverified_claims(token)?.exp
 }
 
 /// A small map whose entries expire, holding at most `capacity` of them. When full, expired
@@ -352,6 +406,8 @@ pub struct TokenReviewer {
     /// Tokens refused lately, so that a caller repeating a bad token costs the API server one
     /// review per [`REFUSED_TOKEN_CACHE_TTL`], not one per request.
     refused: TtlCache<[u8; 32], ()>,
+    /// Bounds the reviews sent to the API server, all callers together.
+    reviews: governor::DefaultDirectRateLimiter,
 }
 
 impl fmt::Debug for TokenReviewer {
@@ -382,6 +438,35 @@ impl TokenReviewer {
             audience: audience.into(),
             cache: TtlCache::new(TOKEN_REVIEW_CACHE_CAPACITY),
             refused: TtlCache::new(TOKEN_REVIEW_CACHE_CAPACITY),
+            reviews: review_limiter(UNCACHED_REVIEWS_PER_SECOND),
+        }
+    }
+
+    /// Allows `per_second` uncached reviews (with a burst of twice as many) in place of
+    /// [`UNCACHED_REVIEWS_PER_SECOND`].
+    pub fn with_review_rate(mut self, per_second: u32) -> Self {
+        self.reviews = review_limiter(per_second);
+        self
+    }
+
+    /// Refuses, without a review, a token that cannot be one Coffer accepts: not a JWT, not for
+    /// this audience, or with an `exp` that is missing, past, or implausibly far.
+    fn precheck(&self, token: &str) -> Result<(), KubeIdentityError> {
+        let claims = unverified_claims(token).ok_or(KubeIdentityError::MalformedToken)?;
+        if !claims.audiences.contains(&self.audience) {
+            return Err(KubeIdentityError::WrongAudience {
+                audience: self.audience.clone(),
+            });
+        }
+        let now = SystemClock.now();
+        match claims.exp {
+            Some(exp)
+                if exp > now.saturating_sub(EXPIRY_LEEWAY_SECONDS)
+                    && exp <= now.saturating_add(MAX_TOKEN_LIFETIME_SECONDS) =>
+            {
+                Ok(())
+            }
+            _ => Err(KubeIdentityError::MalformedToken),
         }
     }
 
@@ -402,6 +487,10 @@ impl TokenReviewer {
         }
         if self.refused.get(&cache_key).is_some() {
             return Err(KubeIdentityError::NotAuthenticated);
+        }
+        self.precheck(token)?;
+        if self.reviews.check().is_err() {
+            return Err(KubeIdentityError::Busy);
         }
         let outcome = self.review_uncached(token, cache_key).await;
         if let Err(err) = &outcome
@@ -469,6 +558,12 @@ impl TokenReviewer {
         self.cache.insert(cache_key, identity.clone(), ttl);
         Ok(identity)
     }
+}
+
+fn review_limiter(per_second: u32) -> governor::DefaultDirectRateLimiter {
+    let rate = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+    governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
 }
 
 /// Bearer callers of the AWS front end: a refused token is `UnrecognizedClientException` (400),
@@ -743,16 +838,17 @@ mod tests {
     }
 
     fn jwt_with_exp(exp: i64) -> String {
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"k"}"#);
-        let claims = URL_SAFE_NO_PAD.encode(
-            serde_json::json!({"aud": ["coffer"], "exp": exp, "sub": "system:serviceaccount:team-a:app"})
-                .to_string(),
-        );
-        format!("{header}.{claims}.c2lnbmF0dXJl")
+        token_with(serde_json::json!({"aud": ["coffer"], "exp": exp}))
     }
 
     fn now() -> i64 {
         SystemClock.now()
+    }
+
+    use crate::test_support::tokens::service_account_token as token;
+
+    fn token_with(claims: serde_json::Value) -> String {
+        crate::test_support::tokens::jwt(&claims)
     }
 
     async fn review_once(
@@ -775,6 +871,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_token_is_not_reviewed_again_at_once() {
+        let (bad, good) = (token("bad"), token("good"));
         let (client, mut server) = client();
         let reviewer = TokenReviewer::new(client);
         let answers = tokio::spawn(async move {
@@ -797,22 +894,23 @@ mod tests {
             request
         });
         assert!(matches!(
-            reviewer.review("bad").await,
+            reviewer.review(&bad).await,
             Err(KubeIdentityError::NotAuthenticated)
         ));
         assert!(matches!(
-            reviewer.review("bad").await,
+            reviewer.review(&bad).await,
             Err(KubeIdentityError::NotAuthenticated)
         ));
-        assert!(reviewer.review("good").await.is_ok());
-        assert_eq!(answers.await.unwrap()["spec"]["token"], "good");
+        assert!(reviewer.review(&good).await.is_ok());
+        assert_eq!(answers.await.unwrap()["spec"]["token"], good.as_str());
     }
 
     #[tokio::test]
     async fn an_authenticated_service_account_is_identified() {
+        let tok1 = token("tok-1");
         let (result, request) = review_once(
             service_account_status("system:serviceaccount:team-a:app"),
-            "tok-1",
+            &tok1,
         )
         .await;
         let identity = result.unwrap();
@@ -827,7 +925,7 @@ mod tests {
         // The request names the token and Coffer's audience.
         assert_eq!(request["kind"], "TokenReview");
         assert_eq!(request["apiVersion"], "authentication.k8s.io/v1");
-        assert_eq!(request["spec"]["token"], "tok-1");
+        assert_eq!(request["spec"]["token"], tok1.as_str());
         assert_eq!(request["spec"]["audiences"], serde_json::json!(["coffer"]));
 
         let caller = identity.to_caller();
@@ -848,7 +946,7 @@ mod tests {
     async fn an_unauthenticated_token_is_refused() {
         let (result, _) = review_once(
             serde_json::json!({"authenticated": false, "error": "token has expired"}),
-            "tok-2",
+            &token("tok-2"),
         )
         .await;
         assert!(
@@ -856,7 +954,7 @@ mod tests {
             "{result:?}"
         );
         // A review without any status is no better.
-        let (result, _) = review_once(serde_json::Value::Null, "tok-2").await;
+        let (result, _) = review_once(serde_json::Value::Null, &token("tok-2")).await;
         assert!(
             matches!(result, Err(KubeIdentityError::NotAuthenticated)),
             "{result:?}"
@@ -867,7 +965,7 @@ mod tests {
     async fn a_token_for_another_audience_is_refused() {
         let mut status = service_account_status("system:serviceaccount:team-a:app");
         status["audiences"] = serde_json::json!(["https://kubernetes.default.svc"]);
-        let (result, _) = review_once(status, "tok-3").await;
+        let (result, _) = review_once(status, &token("tok-3")).await;
         assert!(
             matches!(result, Err(KubeIdentityError::WrongAudience { .. })),
             "{result:?}"
@@ -875,7 +973,7 @@ mod tests {
 
         let mut status = service_account_status("system:serviceaccount:team-a:app");
         status.as_object_mut().unwrap().remove("audiences");
-        let (result, _) = review_once(status, "tok-3").await;
+        let (result, _) = review_once(status, &token("tok-3")).await;
         assert!(
             matches!(result, Err(KubeIdentityError::WrongAudience { .. })),
             "{result:?}"
@@ -894,7 +992,7 @@ mod tests {
             "system:serviceaccount:team-a:app:extra",
             "system:serviceaccount:Team-A:app",
         ] {
-            let (result, _) = review_once(service_account_status(username), "tok-4").await;
+            let (result, _) = review_once(service_account_status(username), &token("tok-4")).await;
             assert!(
                 matches!(result, Err(KubeIdentityError::NotServiceAccount)),
                 "{username}: {result:?}"
@@ -904,6 +1002,7 @@ mod tests {
 
     #[tokio::test]
     async fn api_failures_are_unavailable_and_say_nothing_of_the_token() {
+        let secret = token("very-secret-token");
         let (client, mut server) = client();
         let reviewer = TokenReviewer::new(client);
         tokio::spawn(async move {
@@ -916,16 +1015,16 @@ mod tests {
             let (_, send) = next_post(&mut server, TOKEN_REVIEWS_PATH).await;
             respond(send, 201, serde_json::json!("not a review"));
         });
-        let err = reviewer.review("very-secret-token").await.unwrap_err();
+        let err = reviewer.review(&secret).await.unwrap_err();
         assert!(err.is_unavailable());
         assert!(matches!(err, KubeIdentityError::Api { status: 403, .. }));
-        let err = reviewer.review("very-secret-token").await.unwrap_err();
+        let err = reviewer.review(&secret).await.unwrap_err();
         assert!(
             matches!(err, KubeIdentityError::MalformedAnswer { .. }),
             "{err:?}"
         );
         for shown in [err.to_string(), format!("{err:?}"), format!("{reviewer:?}")] {
-            assert!(!shown.contains("very-secret-token"), "{shown}");
+            assert!(!shown.contains(&secret), "{shown}");
         }
         // Refused without a request at all.
         assert!(matches!(
@@ -937,6 +1036,102 @@ mod tests {
             reviewer.review(&long).await,
             Err(KubeIdentityError::MalformedToken)
         ));
+    }
+
+    /// A mocked API server that authenticates every token, and counts the reviews it answered.
+    fn counting_api_server(
+        mut server: ApiServer,
+    ) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Some((request, send)) = server.next_request().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = request.into_body().collect_bytes().await.unwrap();
+                let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                respond(
+                    send,
+                    201,
+                    token_review_answer(
+                        &request,
+                        service_account_status("system:serviceaccount:team-a:app"),
+                    ),
+                );
+            }
+        });
+        requests
+    }
+
+    #[tokio::test]
+    async fn tokens_that_cannot_be_accepted_are_refused_without_a_review() {
+        let (client, server) = client();
+        let requests = counting_api_server(server);
+        let reviewer = TokenReviewer::new(client);
+        let unsigned = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(
+                serde_json::json!({"aud": "coffer", "exp": now() + 60}).to_string()
+            )
+        );
+        let no_alg = format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(
+                serde_json::json!({"aud": "coffer", "exp": now() + 60}).to_string()
+            )
+        );
+        let malformed = [
+            "opaque-legacy-token".to_owned(),
+            "a.b.c".to_owned(),
+            unsigned,
+            no_alg,
+            // Expired (past the leeway), without an expiry, or living implausibly long.
+            token_with(serde_json::json!({"aud": "coffer", "exp": now() - 3600})),
+            token_with(serde_json::json!({"aud": "coffer"})),
+            token_with(serde_json::json!({"aud": "coffer", "exp": now() + 10 * 366 * 86400})),
+        ];
+        for bad in &malformed {
+            let result = reviewer.review(bad).await;
+            assert!(
+                matches!(result, Err(KubeIdentityError::MalformedToken)),
+                "{bad}: {result:?}"
+            );
+        }
+        for other_audience in [
+            token_with(serde_json::json!({"exp": now() + 60})),
+            token_with(serde_json::json!({"aud": "https://kubernetes.default.svc", "exp": now() + 60})),
+            token_with(serde_json::json!({"aud": ["api", "vault"], "exp": now() + 60})),
+        ] {
+            let result = reviewer.review(&other_audience).await;
+            assert!(
+                matches!(result, Err(KubeIdentityError::WrongAudience { .. })),
+                "{result:?}"
+            );
+        }
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // A plausible token, with Coffer among its audiences, is reviewed.
+        let plausible =
+            token_with(serde_json::json!({"aud": ["api", "coffer"], "exp": now() + 60}));
+        assert!(reviewer.review(&plausible).await.is_ok());
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn reviews_beyond_the_rate_are_refused_as_busy_without_a_request() {
+        let (client, server) = client();
+        let requests = counting_api_server(server);
+        // One a second, with a burst of two.
+        let reviewer = TokenReviewer::new(client).with_review_rate(1);
+        assert!(reviewer.review(&token("first")).await.is_ok());
+        assert!(reviewer.review(&token("second")).await.is_ok());
+        let err = reviewer.review(&token("third")).await.unwrap_err();
+        assert!(matches!(err, KubeIdentityError::Busy), "{err:?}");
+        assert!(err.is_unavailable(), "a busy reviewer is a retryable 503");
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Cached answers are not limited.
+        assert!(reviewer.review(&token("first")).await.is_ok());
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -964,17 +1159,18 @@ mod tests {
             }
         });
         let count = || requests.load(std::sync::atomic::Ordering::SeqCst);
-        let first = reviewer.review("tok-5").await.unwrap();
+        let (tok5, tok6) = (token("tok-5"), token("tok-6"));
+        let first = reviewer.review(&tok5).await.unwrap();
         assert_eq!(count(), 1);
-        let second = reviewer.review("tok-5").await.unwrap();
+        let second = reviewer.review(&tok5).await.unwrap();
         assert_eq!(first, second);
         assert_eq!(count(), 1, "the cached review is reused");
         // Another token is another review.
-        reviewer.review("tok-6").await.unwrap();
+        reviewer.review(&tok6).await.unwrap();
         assert_eq!(count(), 2);
         // The cache forgets after its lifetime.
         tokio::time::advance(TOKEN_REVIEW_CACHE_TTL + Duration::from_secs(1)).await;
-        reviewer.review("tok-5").await.unwrap();
+        reviewer.review(&tok5).await.unwrap();
         assert_eq!(count(), 3);
         // A token about to expire is cached no longer than it lives.
         let short = jwt_with_exp(now() + 5);
@@ -984,7 +1180,7 @@ mod tests {
         assert_eq!(count(), 5);
         // The cache holds token hashes, never tokens.
         let cache = reviewer.cache.entries.lock().unwrap();
-        assert!(cache.contains_key(&<[u8; 32]>::from(Sha256::digest(b"tok-6"))));
+        assert!(cache.contains_key(&<[u8; 32]>::from(Sha256::digest(tok6.as_bytes()))));
     }
 
     #[test]

@@ -336,7 +336,11 @@ mod tests {
     use async_trait::async_trait;
     use http::Method;
 
-    const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.c2VydmljZS1hY2NvdW50LXRva2Vu.c2lnbmF0dXJl";
+    static TOKEN: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| crate::test_support::tokens::service_account_token("app"));
+    fn token() -> &'static str {
+        &TOKEN
+    }
     const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
     fn service_account() -> ServiceAccountIdentity {
@@ -512,7 +516,7 @@ mod tests {
     async fn answer_token_review(server: &mut ApiServer, status: serde_json::Value) {
         let (body, send) = expect(server, Method::POST, TOKEN_REVIEWS).await;
         let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(request["spec"]["token"], TOKEN);
+        assert_eq!(request["spec"]["token"], token());
         assert_eq!(request["spec"]["audiences"], serde_json::json!(["coffer"]));
         let answer = serde_json::json!({
             "kind": "TokenReview",
@@ -567,7 +571,7 @@ mod tests {
         let (code, error_type, body, _) = call(
             &url,
             "TrentService.CreateKey",
-            Some(format!("Bearer {TOKEN}")),
+            Some(format!("Bearer {}", token())),
         )
         .await;
         assert_eq!(code, 200, "{body}");
@@ -580,7 +584,7 @@ mod tests {
         let (code, _, body, _) = call(
             &url,
             "TrentService.ListKeys",
-            Some(format!("bearer {TOKEN}")),
+            Some(format!("bearer {}", token())),
         )
         .await;
         assert_eq!(code, 200, "{body}");
@@ -615,7 +619,7 @@ mod tests {
             let (code, error_type, body, text) = call(
                 &url,
                 "TrentService.ListKeys",
-                Some(format!("Bearer {TOKEN}")),
+                Some(format!("Bearer {}", token())),
             )
             .await;
             api_server.await.unwrap();
@@ -626,7 +630,7 @@ mod tests {
                 "The security token included in the request is invalid."
             );
             assert_eq!(error_type.as_deref(), Some("UnrecognizedClientException"));
-            assert!(!text.contains(TOKEN), "{text}");
+            assert!(!text.contains(token()), "{text}");
         }
     }
 
@@ -644,14 +648,14 @@ mod tests {
         let (code, error_type, body, text) = call(
             &url,
             "TrentService.GenerateRandom",
-            Some(format!("Bearer {TOKEN}")),
+            Some(format!("Bearer {}", token())),
         )
         .await;
         api_server.await.unwrap();
         assert_eq!(code, 503, "{body}");
         assert_eq!(body["__type"], "ServiceUnavailableException");
         assert_eq!(error_type.as_deref(), Some("ServiceUnavailableException"));
-        assert!(!text.contains(TOKEN), "{text}");
+        assert!(!text.contains(token()), "{text}");
     }
 
     #[tokio::test]
@@ -660,12 +664,12 @@ mod tests {
         let (code, _, body, text) = call(
             &url,
             "TrentService.ListKeys",
-            Some(format!("Bearer {TOKEN}")),
+            Some(format!("Bearer {}", token())),
         )
         .await;
         assert_eq!(code, 400, "{body}");
         assert_eq!(body["__type"], "IncompleteSignatureException");
-        assert!(!text.contains(TOKEN), "{text}");
+        assert!(!text.contains(token()), "{text}");
         assert!(
             no_request_within_200ms(&mut server).await,
             "no TokenReview without a bearer authenticator"

@@ -819,8 +819,10 @@ mod whole {
         let (client, fake) = FakeApi::start();
         // A key that exists before the controller starts, and a CRD the check finds.
         fake.insert(KEYS, kmskey("before", json!({"aliases": ["app/before"]})));
-        fake.accept_token("api-token", "app", "api");
-        fake.accept_token("nobody-token", "app", "nobody");
+        let api_token = crate::test_support::tokens::service_account_token("api");
+        let nobody_token = crate::test_support::tokens::service_account_token("nobody");
+        fake.accept_token(&api_token, "app", "api");
+        fake.accept_token(&nobody_token, "app", "nobody");
         fake.grant("app", "api", "encrypt", "before");
         fake.grant("app", "api", "decrypt", "before");
 
@@ -866,7 +868,7 @@ mod whole {
         // A ServiceAccount token on the API; RBAC asked by the KmsKey's name.
         let (status, out) = call(
             api,
-            "api-token",
+            &api_token,
             "Encrypt",
             json!({"KeyId": "alias/app/before", "Plaintext": "aGVsbG8="}),
         )
@@ -874,7 +876,7 @@ mod whole {
         assert_eq!(status, 200, "{out}");
         let (status, plain) = call(
             api,
-            "api-token",
+            &api_token,
             "Decrypt",
             json!({"CiphertextBlob": out["CiphertextBlob"]}),
         )
@@ -882,7 +884,7 @@ mod whole {
         assert_eq!((status, &plain["Plaintext"]), (200, &json!("aGVsbG8=")));
         let (status, denied) = call(
             api,
-            "nobody-token",
+            &nobody_token,
             "Encrypt",
             json!({"KeyId": "alias/app/before", "Plaintext": "aGVsbG8="}),
         )
@@ -891,7 +893,8 @@ mod whole {
             (status, &denied["__type"]),
             (400, &json!("AccessDeniedException"))
         );
-        let (status, refused) = call(api, "forged", "ListKeys", json!({})).await;
+        let forged = crate::test_support::tokens::service_account_token("forged");
+        let (status, refused) = call(api, &forged, "ListKeys", json!({})).await;
         assert_eq!(
             (status, &refused["__type"]),
             (400, &json!("UnrecognizedClientException"))
@@ -900,7 +903,7 @@ mod whole {
         // Temporary credentials for the same ServiceAccount.
         let response = reqwest::Client::new()
             .get(format!("http://{api}/v1/credentials"))
-            .header("authorization", "api-token")
+            .header("authorization", api_token.as_str())
             .send()
             .await
             .unwrap();
@@ -926,7 +929,7 @@ mod whole {
         .await;
         let (status, disabled) = call(
             api,
-            "api-token",
+            &api_token,
             "Encrypt",
             json!({"KeyId": "alias/app/before", "Plaintext": "aGVsbG8="}),
         )

@@ -5,3 +5,4 @@
 pub mod fake_api;
 pub mod mock_api;
 pub mod sigv4_client;
+pub mod tokens;
