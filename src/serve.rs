@@ -495,8 +495,16 @@ mod tests {
         files
     }
 
+    /// Answers `/hello`, saying in `x-transport` whether the connection was TLS, as handlers
+    /// see it for `aws:SecureTransport`.
     fn app() -> Router {
-        Router::new().route("/hello", get(|| async { "hello over the wire" }))
+        Router::new().route(
+            "/hello",
+            get(|axum::Extension(connection): axum::Extension<Connection>| async move {
+                let transport = if connection.secure { "tls" } else { "plain" };
+                ([("x-transport", transport)], "hello over the wire")
+            }),
+        )
     }
 
     async fn bind() -> (TcpListener, SocketAddr) {
@@ -550,6 +558,7 @@ mod tests {
 
         let (response, presented) = get_tls(address, &first_der).await.unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("x-transport: tls\r\n"), "{response}");
         assert!(response.ends_with("hello over the wire"), "{response}");
         assert_eq!(presented, first_der);
 
@@ -687,6 +696,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-transport"], "plain");
         assert_eq!(response.text().await.unwrap(), "hello over the wire");
         stop.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(10), server)

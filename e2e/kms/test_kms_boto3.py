@@ -1422,6 +1422,43 @@ def test_malformed_policies(kms, account_id):
         kms.create_key(Policy="[]")
 
 
+def test_unknown_condition_keys_are_refused(kms, account_id):
+    key_id = new_symmetric_key(kms, "e2e: unknown condition key")
+    misspelt = {
+        "Sid": "DenyPlainHttp",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "kms:*",
+        "Resource": "*",
+        "Condition": {"Bool": {"aws:SecureTransprot": "false"}},
+    }
+    with kms_error("MalformedPolicyDocumentException"):
+        kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy(root_statement(account_id), misspelt))
+    with kms_error("MalformedPolicyDocumentException"):
+        kms.create_key(Policy=policy(root_statement(account_id), misspelt))
+
+
+def test_a_deny_on_plain_http_applies_to_plain_http(kms, account_id):
+    key_id = new_symmetric_key(kms, "e2e: secure transport")
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"over http")["CiphertextBlob"]
+    deny_plain_decrypt = {
+        "Sid": "DenyPlainHttpDecrypt",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+    kms.put_key_policy(
+        KeyId=key_id, PolicyName="default", Policy=policy(root_statement(account_id), deny_plain_decrypt)
+    )
+    # This suite speaks plain HTTP, so the Deny applies.
+    with kms_error("AccessDeniedException"):
+        kms.decrypt(CiphertextBlob=blob)
+    kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy(root_statement(account_id)))
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"over http"
+
+
 def test_create_key_with_policy(kms, app_kms, account_id):
     document = policy(root_statement(account_id), app_statement(account_id))
     key_id = kms.create_key(Description="e2e: created with policy", Policy=document)["KeyMetadata"]["KeyId"]

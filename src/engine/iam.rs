@@ -76,6 +76,8 @@ pub struct AccessRequest<'a, C: ?Sized> {
     /// The resource's account; not read by the policy itself, but handed to the delegate so it
     /// can tell a same-account request from a cross-account one.
     pub key_account_id: &'a str,
+    /// Whether the request arrived over TLS (`aws:SecureTransport`).
+    pub secure_transport: bool,
 }
 
 impl<C: ?Sized> Clone for AccessRequest<'_, C> {
@@ -110,6 +112,11 @@ pub enum Decision {
 }
 
 /// A parsed policy, keeping the exact text it was parsed from.
+///
+/// [`Policy::parse`] refuses condition keys Coffer does not know, so that a misspelt or
+/// unsupported key is an error where the policy is written. A policy stored before a key was
+/// known to be unsupported loads with [`Policy::parse_stored`], and fails closed there: a Deny
+/// whose condition names such a key applies, an Allow does not.
 #[derive(Debug, Clone)]
 pub struct Policy<K: ServiceKeys> {
     /// Kept verbatim because a Get must return what a Put was given.
@@ -118,8 +125,27 @@ pub struct Policy<K: ServiceKeys> {
 }
 
 impl<K: ServiceKeys> Policy<K> {
-    /// Parses and validates a policy document.
+    /// Parses and validates a policy document, as a caller writes it: every condition key must
+    /// be one Coffer evaluates.
     pub fn parse(json: &str) -> Result<Self, PolicyError> {
+        let policy = Self::parse_stored(json)?;
+        for (index, statement) in policy.statements.iter().enumerate() {
+            if let Some(name) = statement.conditions.iter().find_map(|c| match &c.key {
+                ConditionKey::Unknown(name) => Some(name),
+                _ => None,
+            }) {
+                return Err(PolicyError::Statement {
+                    at: format!("Statement[{index}]"),
+                    reason: format!("condition key {} is not supported", clip(name)),
+                });
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Parses a policy document that was accepted once and stored, keeping condition keys Coffer
+    /// does not know, which then fail closed.
+    pub fn parse_stored(json: &str) -> Result<Self, PolicyError> {
         if json.len() > MAX_POLICY_BYTES {
             return Err(PolicyError::TooLarge {
                 size: json.len(),
@@ -262,8 +288,10 @@ enum ConditionKey<K> {
     /// A key of the policy's service.
     Service(K),
     PrincipalArn,
-    /// A well-formed key Coffer does not know: never present.
-    Unknown,
+    PrincipalAccount,
+    SecureTransport,
+    /// A well-formed key Coffer does not know (only in a stored policy): fails closed.
+    Unknown(String),
 }
 
 #[derive(Debug, Clone)]
@@ -310,7 +338,7 @@ impl<K: ServiceKeys> Statement<K> {
                 .resources
                 .iter()
                 .any(|pattern| wildcard_match(pattern, request.resource_arn))
-            && self.conditions.iter().all(|c| c.holds(request))
+            && self.conditions.iter().all(|c| c.holds(request, self.effect))
             && self.names_principal(request.principal, delegation)
     }
 
@@ -348,7 +376,11 @@ impl<K: ServiceKeys> Condition<K> {
     /// IAM's rules: a missing key fails a positive operator and satisfies a negated one;
     /// `...IfExists` passes on a missing key; `Null` tests presence; over a set of values,
     /// `ForAllValues` holds for the empty set and `ForAnyValue` does not.
-    fn holds(&self, request: &AccessRequest<'_, K::Context>) -> bool {
+    /// A key Coffer does not know fails closed: it holds in a Deny and not in an Allow.
+    fn holds(&self, request: &AccessRequest<'_, K::Context>, effect: Effect) -> bool {
+        if matches!(self.key, ConditionKey::Unknown(_)) {
+            return effect == Effect::Deny;
+        }
         let Some(actual) = self.key.values_in(request) else {
             return match (self.operator, self.qualifier) {
                 (Operator::Null, _) => self.values.iter().any(|v| v == "true"),
@@ -435,10 +467,15 @@ impl<K: ServiceKeys> ConditionKey<K> {
         if let Some(key) = K::parse(name)? {
             return Ok(ConditionKey::Service(key));
         }
-        if "aws:PrincipalArn".eq_ignore_ascii_case(name) {
-            return Ok(ConditionKey::PrincipalArn);
-        }
-        Ok(ConditionKey::Unknown)
+        let global = [
+            ("aws:PrincipalArn", ConditionKey::PrincipalArn),
+            ("aws:PrincipalAccount", ConditionKey::PrincipalAccount),
+            ("aws:SecureTransport", ConditionKey::SecureTransport),
+        ];
+        Ok(global
+            .into_iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .map_or_else(|| ConditionKey::Unknown(name.to_owned()), |(_, key)| key))
     }
 
     /// The key's values in this request, or `None` when the request does not carry it.
@@ -446,7 +483,11 @@ impl<K: ServiceKeys> ConditionKey<K> {
         match self {
             ConditionKey::Service(key) => key.values_in(request),
             ConditionKey::PrincipalArn => Some(vec![request.principal.arn.as_str()]),
-            ConditionKey::Unknown => None,
+            ConditionKey::PrincipalAccount => Some(vec![request.principal.account_id.as_str()]),
+            ConditionKey::SecureTransport => {
+                Some(vec![if request.secure_transport { "true" } else { "false" }])
+            }
+            ConditionKey::Unknown(_) => None,
         }
     }
 }
@@ -970,7 +1011,7 @@ mod tests {
                 "Action": "test:Get*", "Resource": "*",
                 "Condition": {
                     "StringEquals": {"test:VersionStage": "AWSCURRENT"},
-                    "Null": {"kms:CallerAccount": "true"}
+                    "Bool": {"aws:SecureTransport": "true"}
                 }
             }]}"#,
         )
@@ -979,7 +1020,7 @@ mod tests {
             arn: "arn:aws:iam::111122223333:user/a".into(),
             account_id: "111122223333".into(),
         };
-        let decide = |stage: &str| {
+        let decide = |stage: &str, secure_transport: bool| {
             policy.evaluate(
                 &AccessRequest {
                     principal: &principal,
@@ -987,11 +1028,21 @@ mod tests {
                     resource_arn: "arn:aws:test:r:111122223333:thing/x",
                     context: stage,
                     key_account_id: "111122223333",
+                    secure_transport,
                 },
                 &|_| false,
             )
         };
-        assert_eq!(decide("AWSCURRENT"), Decision::Allow);
-        assert_eq!(decide("AWSPREVIOUS"), Decision::ImplicitDeny);
+        assert_eq!(decide("AWSCURRENT", true), Decision::Allow);
+        assert_eq!(decide("AWSPREVIOUS", true), Decision::ImplicitDeny);
+        assert_eq!(decide("AWSCURRENT", false), Decision::ImplicitDeny);
+        // Another service's keys are unknown to this one, and refused.
+        let foreign = Policy::<StageKey>::parse(
+            r#"{"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": "*", "Action": "test:Get*", "Resource": "*",
+                "Condition": {"Null": {"kms:CallerAccount": "true"}}
+            }]}"#,
+        );
+        assert!(foreign.is_err());
     }
 }

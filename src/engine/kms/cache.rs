@@ -44,7 +44,7 @@ impl LoadedKey {
             sealed,
             ..
         } = stored;
-        let policy = KeyPolicy::parse(&record.policy)
+        let policy = KeyPolicy::parse_stored(&record.policy)
             .map_err(|err| KmsError::fault("stored key policy", err))?;
         let mut symmetric = BTreeMap::new();
         let mut private_key = None;

@@ -427,11 +427,14 @@ impl Kms {
         key_account: &str,
     ) -> Result<(), KmsError> {
         let delegated = self.authority.allows(caller, "kms:PutKeyPolicy", arn).await;
-        if policy.would_lock_out(&caller.principal, arn, key_account, &|_: &AccessRequest<
-            '_,
-        >| {
-            delegated
-        }) {
+        let delegate = |_: &AccessRequest<'_>| delegated;
+        if policy.would_lock_out(
+            &caller.principal,
+            arn,
+            key_account,
+            caller.secure_transport,
+            &delegate,
+        ) {
             return Err(KmsError::MalformedPolicyDocument(
                 "The new key policy will not allow you to update the key policy in the future."
                     .into(),

@@ -292,6 +292,7 @@ impl Kms {
             resource_arn: arn,
             context,
             key_account_id: &key.account_id,
+            secure_transport: caller.secure_transport,
         };
         match key.policy.evaluate(&request, &|_| delegated) {
             Decision::Allow => Ok(()),

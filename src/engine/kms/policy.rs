@@ -114,6 +114,7 @@ impl Policy<KmsConditionKey> {
         caller: &Principal,
         key_arn: &str,
         key_account_id: &str,
+        secure_transport: bool,
         account_delegate: &dyn Fn(&KmsRequest<'_>) -> bool,
     ) -> bool {
         let no_context = BTreeMap::new();
@@ -123,6 +124,7 @@ impl Policy<KmsConditionKey> {
             resource_arn: key_arn,
             context: &no_context,
             key_account_id,
+            secure_transport,
         };
         self.evaluate(&request, account_delegate) != Decision::Allow
     }
@@ -202,6 +204,7 @@ mod tests {
             resource_arn: resource,
             context: &ctx,
             key_account_id: ACCOUNT,
+            secure_transport: false,
         };
         policy.evaluate(&request, &|_| delegate)
     }
@@ -306,6 +309,7 @@ mod tests {
             resource_arn: KEY_ARN,
             context: &ctx,
             key_account_id: ACCOUNT,
+            secure_transport: false,
         };
         assert_eq!(policy.evaluate(&request, &delegate), Decision::ImplicitDeny);
         assert_eq!(calls.get(), 1);
@@ -1073,7 +1077,7 @@ mod tests {
     }
 
     #[test]
-    fn via_service_and_unknown_keys_are_never_present() {
+    fn via_service_is_never_present() {
         let via = allow_decrypt_with(
             json!({"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}}),
         );
@@ -1081,17 +1085,118 @@ mod tests {
             decide(&via, &alice(), "kms:Decrypt", &[], false),
             Decision::ImplicitDeny
         );
-        let unknown = allow_decrypt_with(json!({"StringEquals": {"aws:SourceVpc": "vpc-1"}}));
-        assert_eq!(
-            decide(&unknown, &alice(), "kms:Decrypt", &[], false),
-            Decision::ImplicitDeny
+    }
+
+    fn single_document(effect: &str, condition: serde_json::Value) -> String {
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": effect, "Principal": "*", "Action": "kms:*", "Resource": "*",
+                "Condition": condition,
+            }]
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn unknown_condition_keys_are_refused_where_a_policy_is_written() {
+        for condition in [
+            json!({"StringEquals": {"aws:SourceVpc": "vpc-1"}}),
+            json!({"StringEqualsIfExists": {"aws:SourceVpc": "vpc-1"}}),
+            // Misspelt: inside ForAllValues a key never present would always hold.
+            json!({"ForAllValues:StringEquals": {"kms:EncryptionContextKey": ["a"]}}),
+            json!({"Bool": {"aws:SecureTransprot": "false"}}),
+        ] {
+            for effect in ["Allow", "Deny"] {
+                let err = parse_err(&single_document(effect, condition.clone()));
+                assert!(
+                    err.to_string().contains("is not supported"),
+                    "{condition}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_a_stored_policy_fail_closed() {
+        let allow = "{\"Effect\": \"Allow\", \"Principal\": \"*\", \"Action\": \"kms:*\", \"Resource\": \"*\"}";
+        let stored = |condition: serde_json::Value, with_allow: bool| {
+            let deny = json!({
+                "Effect": "Deny", "Principal": "*", "Action": "kms:*", "Resource": "*",
+                "Condition": condition,
+            });
+            let statements = if with_allow {
+                format!("[{allow}, {deny}]")
+            } else {
+                format!("[{}]", json!({
+                    "Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*",
+                    "Condition": condition,
+                }))
+            };
+            let text = format!("{{\"Version\": \"2012-10-17\", \"Statement\": {statements}}}");
+            assert!(KeyPolicy::parse(&text).is_err(), "strict parsing refuses it");
+            match KeyPolicy::parse_stored(&text) {
+                Ok(policy) => policy,
+                Err(e) => panic!("a stored policy loads: {e}"),
+            }
+        };
+        for condition in [
+            json!({"StringEquals": {"aws:SourceVpc": "vpc-1"}}),
+            json!({"StringNotEquals": {"aws:SourceVpc": "vpc-1"}}),
+            json!({"StringEqualsIfExists": {"aws:SourceVpc": "vpc-1"}}),
+            json!({"ForAllValues:StringEquals": {"kms:EncryptionContextKey": ["a"]}}),
+            json!({"Null": {"aws:SourceVpc": "true"}}),
+        ] {
+            // A Deny on an unknown key applies...
+            let denying = stored(condition.clone(), true);
+            assert_eq!(
+                decide(&denying, &alice(), "kms:Decrypt", &[], true),
+                Decision::ExplicitDeny,
+                "{condition}"
+            );
+            // ...and an Allow on one does not.
+            let allowing = stored(condition.clone(), false);
+            assert_eq!(
+                decide(&allowing, &alice(), "kms:Decrypt", &[], true),
+                Decision::ImplicitDeny,
+                "{condition}"
+            );
+        }
+    }
+
+    #[test]
+    fn secure_transport_is_what_the_request_arrived_over() {
+        let decide_over = |policy: &KeyPolicy, tls: bool| {
+            let ctx = BTreeMap::new();
+            policy.evaluate(
+                &AccessRequest {
+                    principal: &alice(),
+                    action: "kms:Decrypt",
+                    resource_arn: KEY_ARN,
+                    context: &ctx,
+                    key_account_id: ACCOUNT,
+                    secure_transport: tls,
+                },
+                &|_| true,
+            )
+        };
+        let deny_plain_http = policy(json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*"},
+                {"Effect": "Deny", "Principal": "*", "Action": "kms:*", "Resource": "*",
+                 "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+            ]
+        }));
+        assert_eq!(decide_over(&deny_plain_http, false), Decision::ExplicitDeny);
+        assert_eq!(decide_over(&deny_plain_http, true), Decision::Allow);
+        let allow_tls_only = allow_decrypt_with(json!({"Bool": {"aws:SecureTransport": true}}));
+        assert_eq!(decide_over(&allow_tls_only, false), Decision::ImplicitDeny);
+        assert_eq!(decide_over(&allow_tls_only, true), Decision::Allow);
+        let same_account = allow_decrypt_with(
+            json!({"StringEquals": {"aws:PrincipalAccount": ACCOUNT}}),
         );
-        let unknown_if_exists =
-            allow_decrypt_with(json!({"StringEqualsIfExists": {"aws:SourceVpc": "vpc-1"}}));
-        assert_eq!(
-            decide(&unknown_if_exists, &alice(), "kms:Decrypt", &[], false),
-            Decision::Allow
-        );
+        assert_eq!(decide_over(&same_account, false), Decision::Allow);
     }
 
     #[test]
@@ -1392,16 +1497,16 @@ mod tests {
             json!("kms:Decrypt"),
             json!({}),
         );
-        assert!(policy.would_lock_out(&admin, KEY_ARN, ACCOUNT, &|_| true));
+        assert!(policy.would_lock_out(&admin, KEY_ARN, ACCOUNT, false, &|_| true));
     }
 
     #[test]
     fn default_policy_does_not_lock_out_when_the_account_grants_access() {
         let admin = user(ACCOUNT, "admin");
         let policy = policy_from(&KeyPolicy::default_document(ACCOUNT));
-        assert!(!policy.would_lock_out(&admin, KEY_ARN, ACCOUNT, &|_| true));
+        assert!(!policy.would_lock_out(&admin, KEY_ARN, ACCOUNT, false, &|_| true));
         // If the account's own permissions do not let the caller in, it is locked out.
-        assert!(policy.would_lock_out(&admin, KEY_ARN, ACCOUNT, &|_| false));
+        assert!(policy.would_lock_out(&admin, KEY_ARN, ACCOUNT, false, &|_| false));
     }
 
     #[test]
@@ -1411,7 +1516,7 @@ mod tests {
             {"Effect": "Allow", "Principal": {"AWS": admin.arn}, "Action": "kms:*", "Resource": "*"},
             {"Effect": "Deny", "Principal": {"AWS": admin.arn}, "Action": "kms:PutKeyPolicy", "Resource": "*"},
         ]}));
-        assert!(policy.would_lock_out(&admin, KEY_ARN, ACCOUNT, &|_| true));
+        assert!(policy.would_lock_out(&admin, KEY_ARN, ACCOUNT, false, &|_| true));
         let other = user(ACCOUNT, "other-admin");
         let others_view = single(
             "Allow",
@@ -1419,7 +1524,7 @@ mod tests {
             json!("kms:*"),
             json!({}),
         );
-        assert!(!others_view.would_lock_out(&other, KEY_ARN, ACCOUNT, &|_| false));
+        assert!(!others_view.would_lock_out(&other, KEY_ARN, ACCOUNT, false, &|_| false));
     }
 
     #[test]
@@ -1436,7 +1541,7 @@ mod tests {
             ));
             true
         };
-        assert!(!policy.would_lock_out(&admin, KEY_ARN, ACCOUNT, &delegate));
+        assert!(!policy.would_lock_out(&admin, KEY_ARN, ACCOUNT, false, &delegate));
         assert_eq!(
             *asked.borrow(),
             vec![(
@@ -1603,9 +1708,10 @@ mod tests {
                     resource_arn: KEY_ARN,
                     context: &ctx,
                     key_account_id: ACCOUNT,
+                    secure_transport: false,
                 };
                 prop_assert_eq!(policy.evaluate(&request, &|_| delegate), Decision::ExplicitDeny);
-                prop_assert!(policy.would_lock_out(&who, KEY_ARN, ACCOUNT, &|_| delegate));
+                prop_assert!(policy.would_lock_out(&who, KEY_ARN, ACCOUNT, false, &|_| delegate));
             }
         }
 
@@ -1628,6 +1734,7 @@ mod tests {
                     resource_arn: KEY_ARN,
                     context: &ctx,
                     key_account_id: ACCOUNT,
+                    secure_transport: false,
                 };
                 prop_assert_ne!(policy.evaluate(&request, &|_| delegate), Decision::ExplicitDeny);
             }

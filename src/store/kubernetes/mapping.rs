@@ -417,6 +417,7 @@ mod tests {
                 resource_arn: "arn:aws:kms:us-east-1:111122223333:key/x",
                 context: &context,
                 key_account_id: &account_id("app"),
+                secure_transport: false,
             };
             policy.evaluate(&request, &|_| false)
         };
