@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from typing import Iterator
 
 import boto3
@@ -25,7 +26,9 @@ from cluster_helpers import (
     unb64,
     can_i,
     clean_environment,
+    create_token,
     error_code,
+    kubectl,
     get_kmskey,
     is_ready,
     wait_for_kmskey,
@@ -134,6 +137,58 @@ def test_credentials_endpoint(cluster, app_key_ready):
     for headers in ({}, {"Authorization": "not-a-token"}):
         refused = requests.get(url, headers=headers, timeout=30)
         assert 400 <= refused.status_code < 500, (headers, refused.status_code, refused.text[:500])
+
+
+def _credentials_of(cluster, service_account: str) -> dict:
+    response = requests.get(cluster.controller.endpoint + "/v1/credentials",
+                            headers={"Authorization": create_token(cluster.namespace, service_account)},
+                            timeout=30)
+    assert response.status_code == 200, (response.status_code, response.text[:1000])
+    return response.json()
+
+
+def _describe_with(cluster, credentials: dict) -> str:
+    """The outcome of DescribeKey signed with these temporary credentials: "ok", or the error code.
+    The account has no RBAC grant, so live credentials get AccessDeniedException."""
+    kms = boto3.client("kms", endpoint_url=cluster.controller.endpoint, region_name=REGION,
+                       aws_access_key_id=credentials["AccessKeyId"],
+                       aws_secret_access_key=credentials["SecretAccessKey"],
+                       aws_session_token=credentials["Token"], config=NO_RETRIES)
+    try:
+        kms.describe_key(KeyId=f"alias/{APP_ALIAS}")
+        return "ok"
+    except ClientError as err:
+        return err.response["Error"]["Code"]
+
+
+def test_credentials_die_with_their_service_account(cluster, app_key_ready):
+    name = "e2e-ephemeral"
+    kubectl("create", "serviceaccount", name, "-n", cluster.namespace)
+    try:
+        old = _credentials_of(cluster, name)
+        assert _describe_with(cluster, old) == "AccessDeniedException"
+        kubectl("delete", "serviceaccount", name, "-n", cluster.namespace, "--wait=true")
+        kubectl("create", "serviceaccount", name, "-n", cluster.namespace)
+        # The controller remembers a ServiceAccount's uid for a few seconds.
+        deadline = time.monotonic() + 60
+        outcome = _describe_with(cluster, old)
+        while outcome != "UnrecognizedClientException" and time.monotonic() < deadline:
+            time.sleep(1)
+            outcome = _describe_with(cluster, old)
+        assert outcome == "UnrecognizedClientException", outcome
+        # The account re-created under the same name gets credentials of its own, which work.
+        assert _describe_with(cluster, _credentials_of(cluster, name)) == "AccessDeniedException"
+        assert _describe_with(cluster, old) == "UnrecognizedClientException"
+    finally:
+        kubectl("delete", "serviceaccount", name, "-n", cluster.namespace, "--ignore-not-found")
+
+
+def test_a_token_for_another_audience_is_refused(cluster, app_key_ready):
+    # Without --audience the token is the API server's own, not Coffer's.
+    token = kubectl("create", "token", "e2e-app", "-n", cluster.namespace, "--duration", "1h").stdout.strip()
+    response = cluster.api.call("DescribeKey", {"KeyId": f"alias/{APP_ALIAS}"}, token)
+    assert response.status_code == 400, (response.status_code, response.text[:500])
+    assert error_code(response) == "UnrecognizedClientException", response.text[:500]
 
 
 @contextlib.contextmanager

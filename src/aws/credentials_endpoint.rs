@@ -28,9 +28,11 @@
 //!
 //! [`TemporaryCredentialAuthenticator`] opens the session token presented with a signed request,
 //! checks that it names the request's access key id and has not expired, and hands the front end
-//! the secret to verify the signature with. Being stateless, credentials cannot be revoked before
-//! they expire; authorization is still asked of RBAC on every call (cached for seconds), so
-//! removing a ServiceAccount's permissions takes effect at once.
+//! the secret to verify the signature with, once it has seen that the ServiceAccount still exists
+//! with the uid the token names (looked up, and cached for seconds): credentials die with their
+//! ServiceAccount, and one re-created under the same name does not inherit them. Authorization is
+//! asked of RBAC on every call (cached for seconds), so removing a ServiceAccount's permissions
+//! takes effect at once.
 
 use std::fmt;
 use std::sync::Arc;
@@ -51,7 +53,9 @@ use zeroize::Zeroizing;
 
 use super::AwsError;
 use super::identity::{Authenticator, generate_access_key};
-use super::kube_identity::{ServiceAccountIdentity, TokenReviewer, token_expiry};
+use super::kube_identity::{
+    ServiceAccountDirectory, ServiceAccountIdentity, TokenReviewer, token_expiry,
+};
 use crate::crypto::{CryptoError, RootKeyring, SecretBytes};
 use crate::engine::{Caller, Clock, SystemClock};
 
@@ -356,11 +360,20 @@ impl TemporaryCredentials {
 #[derive(Debug)]
 pub struct TemporaryCredentialAuthenticator {
     credentials: Arc<TemporaryCredentials>,
+    accounts: Arc<dyn ServiceAccountDirectory>,
 }
 
 impl TemporaryCredentialAuthenticator {
-    pub fn new(credentials: Arc<TemporaryCredentials>) -> Self {
-        Self { credentials }
+    /// Accepts credentials from `credentials` while the ServiceAccount they were issued to still
+    /// exists in `accounts` with the same uid.
+    pub fn new(
+        credentials: Arc<TemporaryCredentials>,
+        accounts: Arc<dyn ServiceAccountDirectory>,
+    ) -> Self {
+        Self {
+            credentials,
+            accounts,
+        }
     }
 }
 
@@ -382,6 +395,31 @@ impl Authenticator for TemporaryCredentialAuthenticator {
                 "ExpiredTokenException",
                 "The security token included in the request is expired",
             ));
+        }
+        let identity = &grant.identity;
+        match self
+            .accounts
+            .uid_of(&identity.namespace, &identity.name)
+            .await
+        {
+            Ok(Some(uid)) if uid == identity.uid => {}
+            Ok(_) => {
+                tracing::info!(
+                    namespace = %identity.namespace,
+                    service_account = %identity.name,
+                    "temporary credentials of a ServiceAccount that no longer exists were refused"
+                );
+                return Err(AwsError::client(
+                    "UnrecognizedClientException",
+                    "The security token included in the request is invalid.",
+                ));
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "a ServiceAccount could not be looked up");
+                return Err(AwsError::unavailable(
+                    "The security token could not be checked; try again.",
+                ));
+            }
         }
         Ok(Some((grant.secret_access_key, grant.identity.to_caller())))
     }
@@ -599,6 +637,50 @@ mod tests {
         }
     }
 
+    /// ServiceAccounts that exist, with their uids; `None` makes every lookup fail.
+    #[derive(Debug)]
+    struct Accounts(std::sync::Mutex<Option<std::collections::HashMap<(String, String), String>>>);
+
+    impl Accounts {
+        /// Holds [`identity`]'s ServiceAccount.
+        fn holding_identity() -> Arc<Accounts> {
+            let id = identity();
+            let accounts = Accounts(std::sync::Mutex::new(Some(Default::default())));
+            accounts.set(&id.namespace, &id.name, Some(&id.uid));
+            Arc::new(accounts)
+        }
+
+        fn set(&self, namespace: &str, name: &str, uid: Option<&str>) {
+            let mut guard = self.0.lock().unwrap();
+            let known = guard.get_or_insert_with(Default::default);
+            let key = (namespace.to_owned(), name.to_owned());
+            match uid {
+                Some(uid) => known.insert(key, uid.to_owned()),
+                None => known.remove(&key),
+            };
+        }
+
+        fn unreachable(&self) {
+            *self.0.lock().unwrap() = None;
+        }
+    }
+
+    #[async_trait]
+    impl ServiceAccountDirectory for Accounts {
+        async fn uid_of(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> Result<Option<String>, crate::aws::kube_identity::KubeIdentityError> {
+            match &*self.0.lock().unwrap() {
+                Some(known) => Ok(known.get(&(namespace.to_owned(), name.to_owned())).cloned()),
+                None => Err(crate::aws::kube_identity::KubeIdentityError::Unreachable {
+                    review: "ServiceAccount lookup",
+                }),
+            }
+        }
+    }
+
     fn credentials_at(
         keyring: Arc<RootKeyring>,
         now: i64,
@@ -626,7 +708,10 @@ mod tests {
         assert_eq!(issued.expiration, NOW + 3600);
         assert_eq!(issued.expiration_rfc3339().unwrap(), "2027-01-15T09:00:00Z");
 
-        let authenticator = TemporaryCredentialAuthenticator::new(Arc::clone(&credentials));
+        let authenticator = TemporaryCredentialAuthenticator::new(
+            Arc::clone(&credentials),
+            Accounts::holding_identity(),
+        );
         let (secret, caller) = authenticator
             .lookup(&issued.access_key_id, Some(token_text(&issued)))
             .await
@@ -655,7 +740,8 @@ mod tests {
         let mut rotated = keyring.clone();
         rotated.rotate().unwrap();
         let (replica, _) = credentials_at(Arc::new(rotated), NOW);
-        let authenticator = TemporaryCredentialAuthenticator::new(replica);
+        let authenticator =
+            TemporaryCredentialAuthenticator::new(replica, Accounts::holding_identity());
         let (secret, _) = authenticator
             .lookup(&issued.access_key_id, Some(token_text(&issued)))
             .await
@@ -674,7 +760,10 @@ mod tests {
     #[tokio::test]
     async fn tampered_foreign_and_missing_tokens_are_unknown_keys() {
         let (credentials, _) = credentials_at(Arc::new(RootKeyring::generate()), NOW);
-        let authenticator = TemporaryCredentialAuthenticator::new(Arc::clone(&credentials));
+        let authenticator = TemporaryCredentialAuthenticator::new(
+            Arc::clone(&credentials),
+            Accounts::holding_identity(),
+        );
         let issued = credentials.issue(&identity(), NOW).unwrap();
         let other = credentials.issue(&identity(), NOW).unwrap();
         let token = token_text(&issued);
@@ -729,7 +818,10 @@ mod tests {
     #[tokio::test]
     async fn an_expired_token_is_expired_token_exception() {
         let (credentials, clock) = credentials_at(Arc::new(RootKeyring::generate()), NOW);
-        let authenticator = TemporaryCredentialAuthenticator::new(Arc::clone(&credentials));
+        let authenticator = TemporaryCredentialAuthenticator::new(
+            Arc::clone(&credentials),
+            Accounts::holding_identity(),
+        );
         let issued = credentials.issue(&identity(), NOW).unwrap();
         clock.0.store(NOW + 3599, Ordering::SeqCst);
         assert!(
@@ -750,6 +842,40 @@ mod tests {
             err.message,
             "The security token included in the request is expired"
         );
+    }
+
+    #[tokio::test]
+    async fn credentials_die_with_their_service_account() {
+        let (credentials, _) = credentials_at(Arc::new(RootKeyring::generate()), NOW);
+        let accounts = Accounts::holding_identity();
+        let authenticator =
+            TemporaryCredentialAuthenticator::new(Arc::clone(&credentials), accounts.clone());
+        let issued = credentials.issue(&identity(), NOW).unwrap();
+        let present = || authenticator.lookup(&issued.access_key_id, Some(token_text(&issued)));
+        assert!(present().await.unwrap().is_some());
+
+        let refused = |err: AwsError| {
+            assert_eq!(err.code, "UnrecognizedClientException");
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        };
+        // Deleted...
+        let id = identity();
+        accounts.set(&id.namespace, &id.name, None);
+        refused(present().await.unwrap_err());
+        // ...and re-created under the same name: a new uid, which the old credentials do not name.
+        accounts.set(
+            &id.namespace,
+            &id.name,
+            Some("0d9c7a1e-7f7b-4b8e-a1d2-3c4d5e6f7a8b"),
+        );
+        refused(present().await.unwrap_err());
+        // When nobody can say, the request is refused as retryable, not let through.
+        accounts.unreachable();
+        let err = present().await.unwrap_err();
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        // Back as it was issued to: accepted again.
+        accounts.set(&id.namespace, &id.name, Some(&id.uid));
+        assert!(present().await.unwrap().is_some());
     }
 
     #[test]
@@ -874,7 +1000,10 @@ mod tests {
         let issued = credentials.issue(&identity(), NOW).unwrap();
         let chained = ChainAuthenticator(vec![
             Arc::new(Fixed(None, false)),
-            Arc::new(TemporaryCredentialAuthenticator::new(credentials)),
+            Arc::new(TemporaryCredentialAuthenticator::new(
+                credentials,
+                Accounts::holding_identity(),
+            )),
         ]);
         let (secret, _) = chained
             .lookup(&issued.access_key_id, Some(token_text(&issued)))
@@ -1068,11 +1197,12 @@ mod tests {
 
             // What was issued authenticates as the ServiceAccount.
             let (credentials, _) = credentials_at(keyring, SystemClock.now());
-            let (found, caller) = TemporaryCredentialAuthenticator::new(credentials)
-                .lookup(access_key_id, Some(session_token))
-                .await
-                .unwrap()
-                .unwrap();
+            let (found, caller) =
+                TemporaryCredentialAuthenticator::new(credentials, Accounts::holding_identity())
+                    .lookup(access_key_id, Some(session_token))
+                    .await
+                    .unwrap()
+                    .unwrap();
             assert_eq!(found.expose(), secret.as_bytes());
             assert_eq!(caller.principal.arn, identity().principal_arn());
 
@@ -1239,7 +1369,10 @@ print(json.dumps({
             let credentials =
                 Arc::new(TemporaryCredentials::new(Arc::new(RootKeyring::generate())));
             let state = Arc::new(VerifyState {
-                authenticator: TemporaryCredentialAuthenticator::new(Arc::clone(&credentials)),
+                authenticator: TemporaryCredentialAuthenticator::new(
+                    Arc::clone(&credentials),
+                    Accounts::holding_identity(),
+                ),
                 seen: Mutex::new(Vec::new()),
             });
             let app = router(Arc::new(CredentialsEndpoint::new(reviewer, credentials))).merge(

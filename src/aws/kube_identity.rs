@@ -284,7 +284,11 @@ fn unverified_claims(token: &str) -> Option<UnverifiedClaims> {
     };
     let header = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
     serde_json::from_slice::<Header>(&header).ok()?;
-    if signature.is_empty() || URL_SAFE_NO_PAD.decode(signature.trim_end_matches('=')).is_err() {
+    if signature.is_empty()
+        || URL_SAFE_NO_PAD
+            .decode(signature.trim_end_matches('='))
+            .is_err()
+    {
         return None;
     }
     let json = Zeroizing::new(URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?);
@@ -587,6 +591,80 @@ impl BearerAuthenticator for TokenReviewer {
                 ))
             }
         }
+    }
+}
+
+/// How long a ServiceAccount's uid, or its absence, is remembered: the longest that
+/// temporary credentials outlive the ServiceAccount they were issued to.
+pub const SERVICE_ACCOUNT_CACHE_TTL: Duration = Duration::from_secs(10);
+
+const SERVICE_ACCOUNT_CACHE_CAPACITY: usize = 10_000;
+
+/// Who still exists: the uid of a ServiceAccount, so that credentials issued to one that was
+/// deleted (and perhaps re-created under the same name) stop working.
+#[async_trait]
+pub trait ServiceAccountDirectory: Send + Sync + fmt::Debug {
+    /// The uid of ServiceAccount `namespace/name`, or `None` when there is no such account.
+    async fn uid_of(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<String>, KubeIdentityError>;
+}
+
+/// [`ServiceAccountDirectory`] read from the API server (`get` on `serviceaccounts`, metadata
+/// only), cached for [`SERVICE_ACCOUNT_CACHE_TTL`].
+pub struct ServiceAccountUids {
+    client: Client,
+    cache: TtlCache<(String, String), Option<String>>,
+}
+
+impl fmt::Debug for ServiceAccountUids {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceAccountUids").finish_non_exhaustive()
+    }
+}
+
+impl ServiceAccountUids {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            cache: TtlCache::new(SERVICE_ACCOUNT_CACHE_CAPACITY),
+        }
+    }
+}
+
+#[async_trait]
+impl ServiceAccountDirectory for ServiceAccountUids {
+    async fn uid_of(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<String>, KubeIdentityError> {
+        const REVIEW: &str = "ServiceAccount lookup";
+        // Names come from a session token Coffer sealed, but a path is built from them.
+        if !is_dns_label(namespace) || !is_dns_subdomain(name) {
+            return Ok(None);
+        }
+        let key = (namespace.to_owned(), name.to_owned());
+        if let Some(uid) = self.cache.get(&key) {
+            return Ok(uid);
+        }
+        let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(self.client.clone(), namespace);
+        let uid = match accounts.get_metadata_opt(name).await {
+            Ok(found) => found.and_then(|account| account.metadata.uid),
+            Err(kube::Error::Api(status)) => {
+                return Err(KubeIdentityError::Api {
+                    review: REVIEW,
+                    status: status.code,
+                });
+            }
+            Err(_) => return Err(KubeIdentityError::Unreachable { review: REVIEW }),
+        };
+        self.cache
+            .insert(key, uid.clone(), SERVICE_ACCOUNT_CACHE_TTL);
+        Ok(uid)
     }
 }
 
@@ -1070,16 +1148,14 @@ mod tests {
         let unsigned = format!(
             "{}.{}.",
             URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
-            URL_SAFE_NO_PAD.encode(
-                serde_json::json!({"aud": "coffer", "exp": now() + 60}).to_string()
-            )
+            URL_SAFE_NO_PAD
+                .encode(serde_json::json!({"aud": "coffer", "exp": now() + 60}).to_string())
         );
         let no_alg = format!(
             "{}.{}.c2ln",
             URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT"}"#),
-            URL_SAFE_NO_PAD.encode(
-                serde_json::json!({"aud": "coffer", "exp": now() + 60}).to_string()
-            )
+            URL_SAFE_NO_PAD
+                .encode(serde_json::json!({"aud": "coffer", "exp": now() + 60}).to_string())
         );
         let malformed = [
             "opaque-legacy-token".to_owned(),
@@ -1100,7 +1176,9 @@ mod tests {
         }
         for other_audience in [
             token_with(serde_json::json!({"exp": now() + 60})),
-            token_with(serde_json::json!({"aud": "https://kubernetes.default.svc", "exp": now() + 60})),
+            token_with(
+                serde_json::json!({"aud": "https://kubernetes.default.svc", "exp": now() + 60}),
+            ),
             token_with(serde_json::json!({"aud": ["api", "vault"], "exp": now() + 60})),
         ] {
             let result = reviewer.review(&other_audience).await;
@@ -1132,6 +1210,69 @@ mod tests {
         // Cached answers are not limited.
         assert!(reviewer.review(&token("first")).await.is_ok());
         assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn service_account_uids_are_read_from_the_api_and_cached_briefly() {
+        let (client, mut server) = client();
+        let uids = ServiceAccountUids::new(client);
+        let served = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            // app exists; gone does not; then app again, after the cache expired, re-created.
+            for (uid, code) in [
+                (Some("uid-1"), 200),
+                (None, 404),
+                (Some("uid-2"), 200),
+                (None, 500),
+            ] {
+                let (request, send) = server.next_request().await.unwrap();
+                assert_eq!(request.method(), Method::GET);
+                seen.push(request.uri().path().to_owned());
+                let body = match uid {
+                    Some(uid) => serde_json::json!({
+                        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                        "metadata": {"name": "app", "namespace": "team-a", "uid": uid},
+                    }),
+                    None => serde_json::json!({
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": if code == 404 { "NotFound" } else { "InternalError" },
+                        "code": code,
+                    }),
+                };
+                respond(send, code, body);
+            }
+            seen
+        });
+        assert_eq!(
+            uids.uid_of("team-a", "app").await.unwrap().as_deref(),
+            Some("uid-1")
+        );
+        assert_eq!(uids.uid_of("team-a", "gone").await.unwrap(), None);
+        // Both answers are cached: no request for either.
+        assert_eq!(
+            uids.uid_of("team-a", "app").await.unwrap().as_deref(),
+            Some("uid-1")
+        );
+        assert_eq!(uids.uid_of("team-a", "gone").await.unwrap(), None);
+        // Names that are no ServiceAccount's are not looked up at all.
+        assert_eq!(uids.uid_of("Team A", "app").await.unwrap(), None);
+        assert_eq!(uids.uid_of("team-a", "../../secrets").await.unwrap(), None);
+        tokio::time::advance(SERVICE_ACCOUNT_CACHE_TTL + Duration::from_secs(1)).await;
+        assert_eq!(
+            uids.uid_of("team-a", "app").await.unwrap().as_deref(),
+            Some("uid-2")
+        );
+        let err = uids.uid_of("team-a", "other").await.unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert_eq!(
+            served.await.unwrap(),
+            [
+                "/api/v1/namespaces/team-a/serviceaccounts/app",
+                "/api/v1/namespaces/team-a/serviceaccounts/gone",
+                "/api/v1/namespaces/team-a/serviceaccounts/app",
+                "/api/v1/namespaces/team-a/serviceaccounts/other",
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -186,7 +186,8 @@ async fn serve_call(
             .map_err(|_| guard::body_timed_out())?
             .map_err(|_| {
                 AwsError::client("ValidationException", "The request body is too large.")
-            })?;
+            })
+            .map(wire::wiped_request)?;
         let mut caller = authenticate(api, &parts, &body, service.signing_name()).await?;
         drop(reservation);
         caller.secure_transport = connection.is_some_and(|connection| connection.secure);
@@ -251,7 +252,7 @@ async fn serve_call(
         });
     }
 
-    let mut response = (status, body).into_response();
+    let mut response = (status, wire::wiped_body(body)).into_response();
     let headers = response.headers_mut();
     headers.insert("content-type", HeaderValue::from_static(JSON_CONTENT_TYPE));
     if let Ok(value) = HeaderValue::from_str(&request_id) {

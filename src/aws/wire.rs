@@ -12,6 +12,33 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::AwsError;
 use crate::crypto::SecretBytes;
 
+/// A response body that wipes its bytes once the connection has written and dropped them:
+/// bodies carry plaintexts and data keys (in base64), and freed memory is not cleared.
+pub fn wiped_body(bytes: Vec<u8>) -> axum::body::Body {
+    axum::body::Body::from(bytes::Bytes::from_owner(WipedOnDrop(bytes)))
+}
+
+/// A request body, once read, held so that it is wiped when dropped. The collected bytes are
+/// taken over without a copy when nothing else shares them.
+pub fn wiped_request(bytes: bytes::Bytes) -> zeroize::Zeroizing<Vec<u8>> {
+    zeroize::Zeroizing::new(Vec::from(bytes))
+}
+
+/// Owns a buffer and zeroizes it on drop.
+struct WipedOnDrop<T: zeroize::Zeroize + AsRef<[u8]>>(T);
+
+impl<T: zeroize::Zeroize + AsRef<[u8]>> AsRef<[u8]> for WipedOnDrop<T> {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+}
+
+impl<T: zeroize::Zeroize + AsRef<[u8]>> Drop for WipedOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 /// A request body parsed into its input shape. An empty body is `{}`; anything but a JSON
 /// object is a SerializationException; an absent required member a ValidationException.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, AwsError> {
@@ -193,6 +220,53 @@ pub fn timestamp(seconds: f64, member: &str) -> Result<i64, AwsError> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A buffer that reports being zeroized.
+    struct Probe {
+        bytes: Vec<u8>,
+        wiped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl AsRef<[u8]> for Probe {
+        fn as_ref(&self) -> &[u8] {
+            &self.bytes
+        }
+    }
+
+    impl zeroize::Zeroize for Probe {
+        fn zeroize(&mut self) {
+            self.bytes.zeroize();
+            self.wiped.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn response_bodies_are_wiped_once_written() {
+        use http_body_util::BodyExt as _;
+        let wiped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let owner = WipedOnDrop(Probe {
+            bytes: br#"{"Plaintext":"c2VjcmV0"}"#.to_vec(),
+            wiped: wiped.clone(),
+        });
+        let body = axum::body::Body::from(bytes::Bytes::from_owner(owner));
+        let written = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&written[..], br#"{"Plaintext":"c2VjcmV0"}"#);
+        assert!(!wiped.load(std::sync::atomic::Ordering::SeqCst), "still in use");
+        drop(written);
+        assert!(wiped.load(std::sync::atomic::Ordering::SeqCst));
+        // What the front end sends goes the same way, whole.
+        let sent = wiped_body(b"{}".to_vec()).collect().await.unwrap().to_bytes();
+        assert_eq!(&sent[..], b"{}");
+    }
+
+    #[test]
+    fn a_collected_request_body_is_taken_over_without_a_copy() {
+        let collected = bytes::Bytes::from(b"{\"Plaintext\":\"c2VjcmV0\"}".to_vec());
+        let at = collected.as_ptr();
+        let held = wiped_request(collected);
+        assert_eq!(held.as_ptr(), at, "the same allocation, so no unwiped copy is left");
+    }
+
     use serde_json::json;
 
     use super::*;

@@ -34,7 +34,7 @@ use crate::aws::credentials_endpoint::{
     self, CredentialsEndpoint, TemporaryCredentialAuthenticator, TemporaryCredentials,
 };
 use crate::aws::guard::{FrontDoor, RequestGuard};
-use crate::aws::kube_identity::{KubernetesAuthority, TokenReviewer};
+use crate::aws::kube_identity::{KubernetesAuthority, ServiceAccountUids, TokenReviewer};
 use crate::aws::throttle::Throttle;
 use crate::aws::{self, AwsApi};
 use crate::crypto::{
@@ -211,9 +211,10 @@ pub async fn run_with_client_and_metrics(
         services: crate::aws::ops::Services::new().with(Arc::clone(&kms)),
         region: config.region.clone(),
         guard: RequestGuard::new(config.front_door.requests),
-        authenticator: Arc::new(TemporaryCredentialAuthenticator::new(Arc::clone(
-            &temporary,
-        ))),
+        authenticator: Arc::new(TemporaryCredentialAuthenticator::new(
+            Arc::clone(&temporary),
+            Arc::new(ServiceAccountUids::new(client.clone())),
+        )),
         bearer: Some(reviewer.clone()),
         throttle: Throttle::new(config.throttle_per_second, config.throttle_burst),
         audit: audit.clone(),

@@ -2,10 +2,12 @@
 //! must be written atomically and privately.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use super::ServerError;
+
+const DATABASE_FILE: &str = "coffer.redb";
 
 /// Where the server keeps its state.
 #[derive(Clone, Debug)]
@@ -14,7 +16,9 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Creates the directory (mode 0700) when absent, and checks that it is a writable directory.
+    /// Creates the directory (mode 0700) when absent, tightens an existing one that others may
+    /// read to 0700 (or refuses it when that is not allowed), checks that it is a writable
+    /// directory, and makes the database file 0600.
     pub fn prepare(root: &Path) -> Result<Self, ServerError> {
         let cannot = |source: std::io::Error| ServerError::DataDir {
             path: root.to_path_buf(),
@@ -34,6 +38,26 @@ impl DataDir {
                 "not a directory",
             )));
         }
+        // Keys and the database live here: nobody but the owner may even list it. A directory
+        // the server cannot tighten (someone else's) is refused.
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(cannot)?;
+            tracing::warn!(
+                path = %root.display(),
+                was = %format!("{mode:o}"),
+                "the data directory was open to other users; it is now 0700"
+            );
+        }
+        // The database is created private, or made so (redb itself creates files per umask).
+        let database = root.join(DATABASE_FILE);
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&database)
+            .map_err(cannot)?;
+        fs::set_permissions(&database, fs::Permissions::from_mode(0o600)).map_err(cannot)?;
         // Probe writability for real: permission bits do not tell the whole story (read-only
         // mounts, root, ACLs).
         let probe = root.join(".coffer-write-probe");
@@ -55,7 +79,7 @@ impl DataDir {
 
     /// The embedded database.
     pub fn database(&self) -> PathBuf {
-        self.root.join("coffer.redb")
+        self.root.join(DATABASE_FILE)
     }
 
     /// The AWS shared credentials file holding the bootstrap admin key.
@@ -85,6 +109,29 @@ mod tests {
         assert_eq!(dir.path(), root);
         let mode = fs::metadata(&root).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn prepare_tightens_a_directory_others_can_read_and_keeps_the_database_private() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("data");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        // A database left world-readable by an earlier version.
+        let database = root.join("coffer.redb");
+        fs::write(&database, b"").unwrap();
+        fs::set_permissions(&database, fs::Permissions::from_mode(0o644)).unwrap();
+        let dir = DataDir::prepare(&root).unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&database), 0o600);
+        // A new directory gets a private database before the store opens it.
+        let fresh = parent.path().join("fresh");
+        let fresh_dir = DataDir::prepare(&fresh).unwrap();
+        assert_eq!(mode(&fresh_dir.database()), 0o600);
+        crate::store::EmbeddedStore::open(&dir.database()).unwrap();
+        crate::store::EmbeddedStore::open(&fresh_dir.database()).unwrap();
+        assert_eq!(mode(&fresh_dir.database()), 0o600);
     }
 
     #[test]
