@@ -500,10 +500,12 @@ mod tests {
     fn app() -> Router {
         Router::new().route(
             "/hello",
-            get(|axum::Extension(connection): axum::Extension<Connection>| async move {
-                let transport = if connection.secure { "tls" } else { "plain" };
-                ([("x-transport", transport)], "hello over the wire")
-            }),
+            get(
+                |axum::Extension(connection): axum::Extension<Connection>| async move {
+                    let transport = if connection.secure { "tls" } else { "plain" };
+                    ([("x-transport", transport)], "hello over the wire")
+                },
+            ),
         )
     }
 

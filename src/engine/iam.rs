@@ -338,7 +338,10 @@ impl<K: ServiceKeys> Statement<K> {
                 .resources
                 .iter()
                 .any(|pattern| wildcard_match(pattern, request.resource_arn))
-            && self.conditions.iter().all(|c| c.holds(request, self.effect))
+            && self
+                .conditions
+                .iter()
+                .all(|c| c.holds(request, self.effect))
             && self.names_principal(request.principal, delegation)
     }
 
@@ -484,9 +487,11 @@ impl<K: ServiceKeys> ConditionKey<K> {
             ConditionKey::Service(key) => key.values_in(request),
             ConditionKey::PrincipalArn => Some(vec![request.principal.arn.as_str()]),
             ConditionKey::PrincipalAccount => Some(vec![request.principal.account_id.as_str()]),
-            ConditionKey::SecureTransport => {
-                Some(vec![if request.secure_transport { "true" } else { "false" }])
-            }
+            ConditionKey::SecureTransport => Some(vec![if request.secure_transport {
+                "true"
+            } else {
+                "false"
+            }]),
             ConditionKey::Unknown(_) => None,
         }
     }

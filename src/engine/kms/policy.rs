@@ -1128,13 +1128,19 @@ mod tests {
             let statements = if with_allow {
                 format!("[{allow}, {deny}]")
             } else {
-                format!("[{}]", json!({
-                    "Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*",
-                    "Condition": condition,
-                }))
+                format!(
+                    "[{}]",
+                    json!({
+                        "Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*",
+                        "Condition": condition,
+                    })
+                )
             };
             let text = format!("{{\"Version\": \"2012-10-17\", \"Statement\": {statements}}}");
-            assert!(KeyPolicy::parse(&text).is_err(), "strict parsing refuses it");
+            assert!(
+                KeyPolicy::parse(&text).is_err(),
+                "strict parsing refuses it"
+            );
             match KeyPolicy::parse_stored(&text) {
                 Ok(policy) => policy,
                 Err(e) => panic!("a stored policy loads: {e}"),
@@ -1193,9 +1199,8 @@ mod tests {
         let allow_tls_only = allow_decrypt_with(json!({"Bool": {"aws:SecureTransport": true}}));
         assert_eq!(decide_over(&allow_tls_only, false), Decision::ImplicitDeny);
         assert_eq!(decide_over(&allow_tls_only, true), Decision::Allow);
-        let same_account = allow_decrypt_with(
-            json!({"StringEquals": {"aws:PrincipalAccount": ACCOUNT}}),
-        );
+        let same_account =
+            allow_decrypt_with(json!({"StringEquals": {"aws:PrincipalAccount": ACCOUNT}}));
         assert_eq!(decide_over(&same_account, false), Decision::Allow);
     }
 
