@@ -23,6 +23,8 @@ pub mod crypto;
 pub mod engine;
 pub mod fault;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod leader;
 pub mod metrics;
 pub mod redact;

@@ -1277,28 +1277,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cached_review_makes_no_second_request() {
-        let (client, mut server) = client();
+        let (client, server) = client();
         let reviewer = TokenReviewer::new(client);
-        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = requests.clone();
-        tokio::spawn(async move {
-            loop {
-                let Some((request, send)) = server.next_request().await else {
-                    return;
-                };
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let body = request.into_body().collect_bytes().await.unwrap();
-                let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                respond(
-                    send,
-                    201,
-                    token_review_answer(
-                        &request,
-                        service_account_status("system:serviceaccount:team-a:app"),
-                    ),
-                );
-            }
-        });
+        let requests = counting_api_server(server);
         let count = || requests.load(std::sync::atomic::Ordering::SeqCst);
         let (tok5, tok6) = (token("tok-5"), token("tok-6"));
         let first = reviewer.review(&tok5).await.unwrap();
