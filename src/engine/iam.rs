@@ -222,6 +222,19 @@ impl<K: ServiceKeys> Policy<K> {
         }
     }
 
+    /// Whether an Allow statement admits anyone at all (`"Principal": "*"`) with no condition:
+    /// a public policy.
+    pub fn allows_anyone(&self) -> bool {
+        self.statements.iter().any(|statement| {
+            statement.effect == Effect::Allow
+                && statement.conditions.is_empty()
+                && statement
+                    .principals
+                    .iter()
+                    .any(|p| matches!(p, PrincipalPattern::Anyone))
+        })
+    }
+
     /// The document exactly as it was parsed.
     pub fn to_json(&self) -> String {
         self.document.clone()

@@ -8,6 +8,7 @@ pub mod kms;
 pub mod paging;
 pub mod rotation;
 pub mod schedule;
+pub mod secrets;
 pub mod text;
 
 use std::time::{SystemTime, UNIX_EPOCH};

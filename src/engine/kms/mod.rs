@@ -14,6 +14,7 @@ pub mod model;
 mod operations;
 pub mod policy;
 mod schedule;
+mod service_values;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +43,7 @@ pub use model::{
 pub use operations::{
     DataKey, DataKeyPair, DataKeySize, ImportParameters, RotationEntry, RotationStatus,
 };
+pub use service_values::ServiceValue;
 
 use cache::{KeyCache, LoadedKey};
 

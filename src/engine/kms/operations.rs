@@ -137,7 +137,7 @@ fn validate_context(context: &BTreeMap<String, String>) -> Result<(), KmsError> 
 }
 
 /// Refuses cryptographic use of a key that is not Enabled, as AWS does.
-fn require_enabled(key: &LoadedKey, arn: &str) -> Result<(), KmsError> {
+pub(super) fn require_enabled(key: &LoadedKey, arn: &str) -> Result<(), KmsError> {
     match key.record.state {
         KeyState::Enabled => Ok(()),
         KeyState::Disabled => Err(KmsError::Disabled(arn.to_owned())),
@@ -148,7 +148,7 @@ fn require_enabled(key: &LoadedKey, arn: &str) -> Result<(), KmsError> {
     }
 }
 
-fn require_usage(key: &LoadedKey, usage: KeyUsage, arn: &str) -> Result<(), KmsError> {
+pub(super) fn require_usage(key: &LoadedKey, usage: KeyUsage, arn: &str) -> Result<(), KmsError> {
     if key.record.key_usage != usage {
         return Err(KmsError::InvalidKeyUsage(format!(
             "{arn} key usage is {} which is not valid for this operation.",

@@ -1,0 +1,201 @@
+//! Values that other services keep (secret versions, later SecureString parameters), sealed
+//! under a KMS key on a caller's behalf, as AWS's services call KMS for the caller.
+//!
+//! - With a key the caller names (a customer key), sealing needs `kms:GenerateDataKey` on it and
+//!   opening needs `kms:Decrypt`, under the key's policy, as in AWS.
+//! - Without one, the account's managed key for the service (`alias/aws/<service>`) is used,
+//!   created on first use with a fixed key id, so that concurrent first uses agree. It serves
+//!   only its own account's values: AWS refuses managed keys across accounts too.
+//!
+//! Every value is bound to the resource and version it belongs to (the envelope's associated
+//! data) and to an encryption context naming them, which key policies can test.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest as _, Sha256};
+
+use super::lifecycle::NewKey;
+use super::{KeyLocation, Kms, KmsError, key_record_key};
+use super::{KeySpec, KeyUsage, Origin};
+use crate::crypto::{Binding, KeyRef, ResourceIdentity, SecretBytes, open, parse_header, seal};
+use crate::engine::Caller;
+use crate::engine::account::account_id;
+use crate::engine::kms::model::AliasRecord;
+use crate::engine::kms::policy::KeyPolicy;
+use crate::store::StoreError;
+use crate::store::typed;
+
+/// What a service-held value belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// The service, as in its managed key's alias: `secretsmanager`, `ssm`.
+    pub service: &'static str,
+    /// Bound into the envelope: kind, namespace, name and version of the value.
+    pub resource: ResourceIdentity,
+    /// The encryption context key policies see, such as `SecretARN` and `SecretVersionId`.
+    pub context: BTreeMap<String, String>,
+}
+
+impl ServiceValue {
+    fn binding(&self) -> Binding {
+        Binding::resource(self.resource.clone()).with_context(self.context.clone())
+    }
+}
+
+impl Kms {
+    /// The alias of `service`'s managed key in every account.
+    pub fn managed_alias(service: &str) -> String {
+        format!("alias/aws/{service}")
+    }
+
+    /// Seals `plaintext` for `value` under `key_ref`, or under the caller account's managed key
+    /// for the service when `key_ref` is `None`. Returns the blob and the key's ARN.
+    pub async fn seal_value(
+        &self,
+        caller: &Caller,
+        key_ref: Option<&str>,
+        value: &ServiceValue,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, String), KmsError> {
+        let location = match key_ref {
+            Some(key_ref) => self.resolve(caller, key_ref).await?,
+            None => {
+                self.managed_key(&value.resource.namespace, value.service)
+                    .await?
+            }
+        };
+        let key = self.load(&location).await?;
+        if !self.is_managed(&location, value.service) {
+            self.authorize(caller, &key, "kms:GenerateDataKey", &value.context)
+                .await?;
+        }
+        let arn = key.arn.clone();
+        super::operations::require_enabled(&key, &arn)?;
+        super::operations::require_usage(&key, KeyUsage::EncryptDecrypt, &arn)?;
+        if key.record.key_spec != KeySpec::SymmetricDefault {
+            return Err(KmsError::InvalidKeyUsage(format!(
+                "{arn} is not a symmetric encryption key."
+            )));
+        }
+        let (version, material) = key
+            .symmetric
+            .last_key_value()
+            .ok_or_else(|| KmsError::fault_at("enabled key has no material"))?;
+        let blob_key_id = Kms::blob_key_id(&location);
+        let blob = seal(
+            KeyRef {
+                key_id: &blob_key_id,
+                version: *version,
+                material,
+            },
+            &value.binding(),
+            plaintext,
+        )?;
+        Ok((blob, arn))
+    }
+
+    /// Opens a blob [`Kms::seal_value`] made for `value`.
+    pub async fn open_value(
+        &self,
+        caller: &Caller,
+        value: &ServiceValue,
+        blob: &[u8],
+    ) -> Result<SecretBytes, KmsError> {
+        let header = parse_header(blob).map_err(|_| KmsError::InvalidCiphertext)?;
+        let location = Kms::parse_blob_key_id(&header.key_id).ok_or(KmsError::InvalidCiphertext)?;
+        let key = self.load(&location).await?;
+        if self.is_managed(&location, value.service) {
+            if caller.namespace != location.namespace {
+                return Err(KmsError::AccessDenied(format!(
+                    "{} cannot be used from another account; share values under a customer managed key.",
+                    key.arn
+                )));
+            }
+        } else {
+            self.authorize(caller, &key, "kms:Decrypt", &value.context)
+                .await?;
+        }
+        let arn = key.arn.clone();
+        super::operations::require_enabled(&key, &arn)?;
+        let material = key
+            .symmetric
+            .get(&header.key_version)
+            .ok_or(KmsError::InvalidCiphertext)?;
+        open(material, &value.binding(), blob).map_err(|_| KmsError::InvalidCiphertext)
+    }
+
+    /// The key id of `service`'s managed key in `namespace`: derived, not random, so that every
+    /// replica and every concurrent first use name the same key.
+    fn managed_key_location(namespace: &str, service: &str) -> KeyLocation {
+        let digest = Sha256::digest(format!("coffer/managed-key/{namespace}/{service}"));
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+        KeyLocation {
+            namespace: namespace.to_owned(),
+            key_id: uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .to_string(),
+        }
+    }
+
+    fn is_managed(&self, location: &KeyLocation, service: &str) -> bool {
+        *location == Kms::managed_key_location(&location.namespace, service)
+    }
+
+    /// The managed key of `service` in `namespace`, created (with its alias) when absent.
+    pub(crate) async fn managed_key(
+        &self,
+        namespace: &str,
+        service: &'static str,
+    ) -> Result<KeyLocation, KmsError> {
+        let location = Kms::managed_key_location(namespace, service);
+        match self.load(&location).await {
+            Ok(_) => return Ok(location),
+            Err(KmsError::NotFound(_)) => {}
+            Err(other) => return Err(other),
+        }
+        let (record, sealed) = self
+            .new_key(
+                &location,
+                NewKey {
+                    description: format!(
+                        "Default key that protects my {service} data when no other key is defined"
+                    ),
+                    key_spec: KeySpec::SymmetricDefault,
+                    key_usage: KeyUsage::EncryptDecrypt,
+                    origin: Origin::Generated,
+                    policy: KeyPolicy::default_document(&account_id(namespace)),
+                    tags: BTreeMap::new(),
+                },
+            )
+            .await?;
+        match typed::create(
+            self.store.as_ref(),
+            &key_record_key(&location),
+            &record,
+            sealed,
+        )
+        .await
+        {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(other) => return Err(other.into()),
+        }
+        let now = self.now();
+        let alias = AliasRecord {
+            target_key_id: location.key_id.clone(),
+            created: now,
+            updated: now,
+        };
+        match typed::create(
+            self.store.as_ref(),
+            &typed::key::<AliasRecord>(namespace, &Kms::managed_alias(service)),
+            &alias,
+            BTreeMap::new(),
+        )
+        .await
+        {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(location),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
