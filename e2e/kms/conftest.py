@@ -272,17 +272,19 @@ class Coffer:
         env["AWS_PROFILE"] = profile or self.admin_profile
         return env
 
-    def client(self, profile: str | None = None, *, validate: bool = True, config: Config | None = None):
-        """A boto3 KMS client for `profile`, configured through the credentials and config files."""
+    def client(self, profile: str | None = None, *, validate: bool = True, config: Config | None = None,
+               service: str = "kms"):
+        """A boto3 client of `service` for `profile`, configured through the credentials and config
+        files."""
         profile = profile or self.admin_profile
         cacheable = config is None
-        cache_key = (profile, validate)
+        cache_key = (profile, validate, service)
         if cacheable and cache_key in self._clients:
             return self._clients[cache_key]
         base = CLIENT_CONFIG if validate else UNVALIDATED_CONFIG
         if config is not None:
             base = base.merge(config)
-        client = make_client(self.credentials_file, self.config_file, profile, self.endpoint, base)
+        client = make_client(self.credentials_file, self.config_file, profile, self.endpoint, base, service)
         if cacheable:
             self._clients[cache_key] = client
         return client
@@ -365,14 +367,15 @@ def patched_environ(values: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def make_client(credentials_file: Path, config_file: Path, profile: str, endpoint: str, config: Config):
+def make_client(credentials_file: Path, config_file: Path, profile: str, endpoint: str, config: Config,
+                service: str = "kms"):
     """boto3 resolves credentials and region while the client is created, so the files are named
     through the standard variables just for that moment."""
     with patched_environ(
         {"AWS_SHARED_CREDENTIALS_FILE": str(credentials_file), "AWS_CONFIG_FILE": str(config_file)}
     ):
         session = boto3.Session(profile_name=profile)
-        client = session.client("kms", endpoint_url=endpoint, config=config)
+        client = session.client(service, endpoint_url=endpoint, config=config)
     assert client.meta.region_name == REGION, client.meta.region_name
     return client
 

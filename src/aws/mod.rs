@@ -11,6 +11,7 @@ mod kms;
 pub mod kube_identity;
 pub mod metrics;
 pub mod ops;
+mod secretsmanager;
 pub mod sigv4;
 pub mod throttle;
 pub mod wire;
@@ -184,9 +185,7 @@ async fn serve_call(
         let body = tokio::time::timeout(limits.body_timeout, to_bytes(body, MAX_BODY_BYTES))
             .await
             .map_err(|_| guard::body_timed_out())?
-            .map_err(|_| {
-                AwsError::client("ValidationException", "The request body is too large.")
-            })
+            .map_err(|_| AwsError::client("ValidationException", "The request body is too large."))
             .map(wire::wiped_request)?;
         let mut caller = authenticate(api, &parts, &body, service.signing_name()).await?;
         drop(reservation);

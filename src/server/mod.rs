@@ -25,6 +25,7 @@ use crate::aws::{self, AwsApi};
 use crate::crypto::{CryptoError, FileRootKeyProvider, RootKeyProvider as _};
 use crate::engine::SystemClock;
 use crate::engine::kms::Kms;
+use crate::engine::secrets::Secrets;
 use crate::store::{EmbeddedStore, Store, StoreError};
 pub use datadir::DataDir;
 
@@ -135,9 +136,17 @@ pub async fn run(
         Arc::new(SystemClock),
         config.region.clone(),
     ));
+    let secrets = Arc::new(Secrets::new(
+        Arc::clone(&store),
+        Arc::clone(&kms),
+        directory.clone(),
+        Arc::new(SystemClock),
+    ));
     let metrics = aws::metrics::ApiMetrics::new();
     let api = Arc::new(AwsApi {
-        services: crate::aws::ops::Services::new().with(Arc::clone(&kms)),
+        services: crate::aws::ops::Services::new()
+            .with(Arc::clone(&kms))
+            .with(Arc::clone(&secrets)),
         region: config.region.clone(),
         guard: RequestGuard::new(config.front_door.requests),
         authenticator: directory,
@@ -185,6 +194,7 @@ pub async fn run(
     drop(admin);
     audit.spawn_flusher();
     let scheduler = tokio::spawn(Arc::clone(&kms).run_scheduler());
+    let secret_purge = tokio::spawn(Arc::clone(&secrets).run_scheduler());
 
     // One shutdown for both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -218,6 +228,7 @@ pub async fn run(
         let _ = metrics_server.await;
     }
     scheduler.abort();
+    secret_purge.abort();
     audit.flush();
     served?;
     tracing::info!("coffer server stopped");

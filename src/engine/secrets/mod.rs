@@ -13,6 +13,7 @@ mod error;
 pub mod model;
 mod operations;
 pub mod password;
+mod schedule;
 #[cfg(test)]
 mod tests;
 

@@ -250,6 +250,26 @@ async fn deletion_waits_for_its_window_and_restore_brings_the_secret_back() {
     assert!(planned.items[0].deleted.is_some());
     f.secrets.restore_secret(&f.admin, "s").await.unwrap();
     assert_eq!(current(&f, "s").await, "kept");
+    // Deleted again, the window runs out, and the purge removes it.
+    let (_, purge_at) = f
+        .secrets
+        .delete_secret(&f.admin, "s", Some(7), false)
+        .await
+        .unwrap();
+    assert_eq!(f.secrets.purge_due().await.unwrap(), Some(purge_at));
+    f.clock.0.store(purge_at - 1, Ordering::SeqCst);
+    f.secrets.purge_due().await.unwrap();
+    assert!(
+        f.secrets.describe_secret(&f.admin, "s").await.is_ok(),
+        "not before the window ends"
+    );
+    f.clock.0.store(purge_at, Ordering::SeqCst);
+    assert_eq!(f.secrets.purge_due().await.unwrap(), None);
+    assert!(matches!(
+        f.secrets.describe_secret(&f.admin, "s").await,
+        Err(SecretsError::NotFound(_))
+    ));
+    create(&f, "s", "kept").await;
     // Forced deletion is at once, and the name is free again.
     f.secrets
         .delete_secret(&f.admin, "s", None, true)
