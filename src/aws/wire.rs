@@ -251,11 +251,18 @@ mod tests {
         let body = axum::body::Body::from(bytes::Bytes::from_owner(owner));
         let written = body.collect().await.unwrap().to_bytes();
         assert_eq!(&written[..], br#"{"Plaintext":"c2VjcmV0"}"#);
-        assert!(!wiped.load(std::sync::atomic::Ordering::SeqCst), "still in use");
+        assert!(
+            !wiped.load(std::sync::atomic::Ordering::SeqCst),
+            "still in use"
+        );
         drop(written);
         assert!(wiped.load(std::sync::atomic::Ordering::SeqCst));
         // What the front end sends goes the same way, whole.
-        let sent = wiped_body(b"{}".to_vec()).collect().await.unwrap().to_bytes();
+        let sent = wiped_body(b"{}".to_vec())
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
         assert_eq!(&sent[..], b"{}");
     }
 
@@ -264,7 +271,11 @@ mod tests {
         let collected = bytes::Bytes::from(b"{\"Plaintext\":\"c2VjcmV0\"}".to_vec());
         let at = collected.as_ptr();
         let held = wiped_request(collected);
-        assert_eq!(held.as_ptr(), at, "the same allocation, so no unwiped copy is left");
+        assert_eq!(
+            held.as_ptr(),
+            at,
+            "the same allocation, so no unwiped copy is left"
+        );
     }
 
     use serde_json::json;
