@@ -85,17 +85,6 @@ static OPERATIONS: &[Operation<Kms>] = &[
 
 type Context = BTreeMap<String, String>;
 
-impl CallFacts {
-    /// What the caller named, cut short, until the engine names the key by its ARN.
-    fn asked_for(&mut self, key: &str) {
-        self.resource = Some(super::truncate_for_message(key));
-    }
-
-    fn done_with(&mut self, arn: &str) {
-        self.resource = Some(arn.to_owned());
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Shapes used by several operations
 // ---------------------------------------------------------------------------------------------

@@ -119,6 +119,17 @@ pub struct CallFacts {
     pub resource: Option<String>,
 }
 
+impl CallFacts {
+    /// What the caller named, cut short, until the engine names the resource by its ARN.
+    fn asked_for(&mut self, resource: &str) {
+        self.resource = Some(truncate_for_message(resource));
+    }
+
+    fn done_with(&mut self, arn: &str) {
+        self.resource = Some(arn.to_owned());
+    }
+}
+
 /// The routes of the AWS front end. `/metrics` is served elsewhere ([`metrics_router`]): on the
 /// probe port in Kubernetes mode, on `--metrics-listen` standalone, never on the API's.
 pub fn router(api: Arc<AwsApi>) -> Router {

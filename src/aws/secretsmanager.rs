@@ -331,7 +331,7 @@ async fn create_secret(
     input: CreateSecretInput,
     facts: &mut CallFacts,
 ) -> Result<Written, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.name));
+    facts.asked_for(&input.name);
     if !input.add_replica_regions.is_empty() {
         return Err(AwsError::client(
             "InvalidParameterException",
@@ -351,7 +351,7 @@ async fn create_secret(
             },
         )
         .await?;
-    facts.resource = Some(outcome.arn.clone());
+    facts.done_with(&outcome.arn);
     Ok(outcome.into())
 }
 
@@ -382,7 +382,7 @@ async fn put_secret_value(
     input: PutSecretValueInput,
     facts: &mut CallFacts,
 ) -> Result<PutSecretValueOutput, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     let value = value_of(input.secret_string, input.secret_binary)?.ok_or_else(|| {
         AwsError::client(
             "InvalidRequestException",
@@ -398,7 +398,7 @@ async fn put_secret_value(
             input.version_stages,
         )
         .await?;
-    facts.resource = Some(outcome.arn.clone());
+    facts.done_with(&outcome.arn);
     Ok(PutSecretValueOutput {
         arn: outcome.arn,
         name: outcome.name,
@@ -421,7 +421,7 @@ async fn get_secret_value(
     input: GetSecretValueInput,
     facts: &mut CallFacts,
 ) -> Result<SecretValueShape, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     let value = secrets
         .get_secret_value(
             caller,
@@ -430,7 +430,7 @@ async fn get_secret_value(
             input.version_stage.as_deref(),
         )
         .await?;
-    facts.resource = Some(value.arn.clone());
+    facts.done_with(&value.arn);
     Ok(value.into())
 }
 
@@ -500,9 +500,9 @@ async fn describe_secret(
     input: SecretIdInput,
     facts: &mut CallFacts,
 ) -> Result<SecretShape, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     let description = secrets.describe_secret(caller, &input.secret_id).await?;
-    facts.resource = Some(description.arn.clone());
+    facts.done_with(&description.arn);
     Ok(secret_shape(description, false))
 }
 
@@ -601,7 +601,7 @@ async fn list_secret_version_ids(
     input: ListSecretVersionIdsInput,
     facts: &mut CallFacts,
 ) -> Result<ListSecretVersionIdsOutput, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     let (secret, page) = secrets
         .list_secret_version_ids(
             caller,
@@ -611,7 +611,7 @@ async fn list_secret_version_ids(
             input.next_token.as_deref(),
         )
         .await?;
-    facts.resource = Some(secret.arn.clone());
+    facts.done_with(&secret.arn);
     Ok(ListSecretVersionIdsOutput {
         versions: page.items.into_iter().map(Into::into).collect(),
         next_token: page.next_token,
@@ -637,7 +637,7 @@ async fn update_secret(
     input: UpdateSecretInput,
     facts: &mut CallFacts,
 ) -> Result<Written, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     let outcome = secrets
         .update_secret(
             caller,
@@ -650,7 +650,7 @@ async fn update_secret(
             },
         )
         .await?;
-    facts.resource = Some(outcome.arn.clone());
+    facts.done_with(&outcome.arn);
     Ok(outcome.into())
 }
 
@@ -669,7 +669,7 @@ async fn update_secret_version_stage(
     input: UpdateSecretVersionStageInput,
     facts: &mut CallFacts,
 ) -> Result<ArnAndName, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     let outcome = secrets
         .update_secret_version_stage(
             caller,
@@ -679,7 +679,7 @@ async fn update_secret_version_stage(
             input.remove_from_version_id.as_deref(),
         )
         .await?;
-    facts.resource = Some(outcome.arn.clone());
+    facts.done_with(&outcome.arn);
     Ok(outcome.into())
 }
 
@@ -707,7 +707,7 @@ async fn delete_secret(
     input: DeleteSecretInput,
     facts: &mut CallFacts,
 ) -> Result<DeleteSecretOutput, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     let (outcome, deletion_date) = secrets
         .delete_secret(
             caller,
@@ -716,7 +716,7 @@ async fn delete_secret(
             input.force_delete_without_recovery,
         )
         .await?;
-    facts.resource = Some(outcome.arn.clone());
+    facts.done_with(&outcome.arn);
     Ok(DeleteSecretOutput {
         arn: outcome.arn,
         name: outcome.name,
@@ -730,9 +730,9 @@ async fn restore_secret(
     input: SecretIdInput,
     facts: &mut CallFacts,
 ) -> Result<ArnAndName, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     let outcome = secrets.restore_secret(caller, &input.secret_id).await?;
-    facts.resource = Some(outcome.arn.clone());
+    facts.done_with(&outcome.arn);
     Ok(outcome.into())
 }
 
@@ -749,7 +749,7 @@ async fn tag_resource(
     input: TagResourceInput,
     facts: &mut CallFacts,
 ) -> Result<Empty, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     secrets
         .tag_resource(caller, &input.secret_id, tag_pairs(input.tags))
         .await?;
@@ -769,7 +769,7 @@ async fn untag_resource(
     input: UntagResourceInput,
     facts: &mut CallFacts,
 ) -> Result<Empty, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     secrets
         .untag_resource(caller, &input.secret_id, input.tag_keys)
         .await?;
@@ -837,7 +837,7 @@ async fn put_resource_policy(
     input: PutResourcePolicyInput,
     facts: &mut CallFacts,
 ) -> Result<ArnAndName, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     let outcome = secrets
         .put_resource_policy(
             caller,
@@ -846,7 +846,7 @@ async fn put_resource_policy(
             input.block_public_policy,
         )
         .await?;
-    facts.resource = Some(outcome.arn.clone());
+    facts.done_with(&outcome.arn);
     Ok(outcome.into())
 }
 
@@ -866,11 +866,11 @@ async fn get_resource_policy(
     input: SecretIdInput,
     facts: &mut CallFacts,
 ) -> Result<GetResourcePolicyOutput, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     let (outcome, resource_policy) = secrets
         .get_resource_policy(caller, &input.secret_id)
         .await?;
-    facts.resource = Some(outcome.arn.clone());
+    facts.done_with(&outcome.arn);
     Ok(GetResourcePolicyOutput {
         arn: outcome.arn,
         name: outcome.name,
@@ -884,11 +884,11 @@ async fn delete_resource_policy(
     input: SecretIdInput,
     facts: &mut CallFacts,
 ) -> Result<ArnAndName, AwsError> {
-    facts.resource = Some(super::truncate_for_message(&input.secret_id));
+    facts.asked_for(&input.secret_id);
     let outcome = secrets
         .delete_resource_policy(caller, &input.secret_id)
         .await?;
-    facts.resource = Some(outcome.arn.clone());
+    facts.done_with(&outcome.arn);
     Ok(outcome.into())
 }
 

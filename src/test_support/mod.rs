@@ -2,6 +2,7 @@
 //! that the store, the reconciler and the whole controller run against something that answers
 //! like an API server, without one; and requests signed as the AWS SDKs sign them.
 
+pub mod engine;
 pub mod fake_api;
 pub mod mock_api;
 pub mod sigv4_client;

@@ -2,39 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-
-use async_trait::async_trait;
 
 use super::*;
-use crate::engine::iam::Principal;
 use crate::store::EmbeddedStore;
+use crate::test_support::engine::{ManualClock, NameAuthority, caller};
 
 const DAY: i64 = 86_400;
-
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl ManualClock {
-    fn advance(&self, seconds: i64) {
-        self.0.fetch_add(seconds, Ordering::SeqCst);
-    }
-}
-
-/// Admins are principals whose user name starts with `admin`.
-struct NameAuthority;
-
-#[async_trait]
-impl AccountAuthority for NameAuthority {
-    async fn allows(&self, caller: &Caller, _action: &str, _resource: &str) -> bool {
-        caller.principal.arn.contains(":user/admin")
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -44,22 +17,10 @@ struct Fixture {
     user: Caller,
 }
 
-fn caller(user: &str) -> Caller {
-    Caller {
-        namespace: "default".into(),
-        principal: Principal {
-            arn: format!("arn:aws:iam::{}:user/{user}", account_id("default")),
-            account_id: account_id("default"),
-        },
-        access_key_id: None,
-        secure_transport: false,
-    }
-}
-
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("db")).unwrap());
-    let clock = Arc::new(ManualClock(AtomicI64::new(1_800_000_000)));
+    let clock = Arc::new(ManualClock::at(1_800_000_000));
     let kms = Kms::new(
         store,
         Arc::new(RootKeyring::generate()),

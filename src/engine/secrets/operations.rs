@@ -130,6 +130,18 @@ pub struct BatchOutcome {
     pub next_token: Option<String>,
 }
 
+impl WriteOutcome {
+    /// The secret, with no version.
+    fn of(record: &SecretRecord) -> Self {
+        WriteOutcome {
+            arn: record.arn.clone(),
+            name: record.name.clone(),
+            version_id: None,
+            stages: Vec::new(),
+        }
+    }
+}
+
 fn stages_of(version: &SecretVersion) -> Vec<String> {
     version.stages.iter().cloned().collect()
 }
@@ -744,7 +756,6 @@ impl Secrets {
                 .await?;
         }
         let now = self.now();
-        let arn = found.meta.arn.clone();
         self.change(caller, &found.meta, |meta| {
             if let Some(description) = &update.description {
                 meta.description = description.clone();
@@ -756,16 +767,11 @@ impl Secrets {
             Ok(Vec::new())
         })
         .await?;
-        Ok(WriteOutcome {
-            arn,
-            name: found.meta.name,
-            version_id: None,
-            stages: Vec::new(),
-        })
+        Ok(WriteOutcome::of(&found.meta))
     }
 
     /// Reads, changes and writes back the metadata of the secret `record` was read from (not
-    /// one re-created since under the same name), refusing a secret planned for deletion.
+    /// one re-created since under the same name); `edit` returns the versions it pruned.
     async fn change(
         &self,
         caller: &Caller,
@@ -820,12 +826,7 @@ impl Secrets {
             Ok(pruned)
         })
         .await?;
-        Ok(WriteOutcome {
-            arn: found.meta.arn,
-            name: found.meta.name,
-            version_id: None,
-            stages: Vec::new(),
-        })
+        Ok(WriteOutcome::of(&found.meta))
     }
 
     /// DeleteSecret: schedules the purge after the recovery window (7 to 30 days, 30 by
@@ -852,12 +853,7 @@ impl Secrets {
         let found = self.find(caller, secret_id).await?;
         self.authorize(caller, &found.meta, "secretsmanager:DeleteSecret")
             .await?;
-        let outcome = WriteOutcome {
-            arn: found.meta.arn.clone(),
-            name: found.meta.name.clone(),
-            version_id: None,
-            stages: Vec::new(),
-        };
+        let outcome = WriteOutcome::of(&found.meta);
         let now = self.now();
         if force {
             self.purge(&caller.namespace, &found.meta.name, &found.meta.arn)
@@ -914,12 +910,7 @@ impl Secrets {
         })
         .await?;
         self.schedule_changed.notify_one();
-        Ok(WriteOutcome {
-            arn: found.meta.arn,
-            name: found.meta.name,
-            version_id: None,
-            stages: Vec::new(),
-        })
+        Ok(WriteOutcome::of(&found.meta))
     }
 
     pub async fn tag_resource(
@@ -986,12 +977,7 @@ impl Secrets {
             Ok(Vec::new())
         })
         .await?;
-        Ok(WriteOutcome {
-            arn: found.meta.arn,
-            name: found.meta.name,
-            version_id: None,
-            stages: Vec::new(),
-        })
+        Ok(WriteOutcome::of(&found.meta))
     }
 
     pub async fn get_resource_policy(
@@ -1002,15 +988,7 @@ impl Secrets {
         let found = self.find(caller, secret_id).await?;
         self.authorize(caller, &found.meta, "secretsmanager:GetResourcePolicy")
             .await?;
-        Ok((
-            WriteOutcome {
-                arn: found.meta.arn,
-                name: found.meta.name,
-                version_id: None,
-                stages: Vec::new(),
-            },
-            found.meta.policy,
-        ))
+        Ok((WriteOutcome::of(&found.meta), found.meta.policy))
     }
 
     pub async fn delete_resource_policy(
@@ -1026,12 +1004,7 @@ impl Secrets {
             Ok(Vec::new())
         })
         .await?;
-        Ok(WriteOutcome {
-            arn: found.meta.arn,
-            name: found.meta.name,
-            version_id: None,
-            stages: Vec::new(),
-        })
+        Ok(WriteOutcome::of(&found.meta))
     }
 
     /// ValidateResourcePolicy: whether the policy parses (and, with `block_public_policy`,

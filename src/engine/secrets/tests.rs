@@ -1,33 +1,11 @@
 //! The Secrets Manager engine on the embedded store, with a clock the tests move.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
-use async_trait::async_trait;
-
 use super::*;
 use crate::crypto::RootKeyring;
-use crate::engine::iam::Principal;
 use crate::engine::kms::CreateKeyRequest;
 use crate::engine::paging::Page;
 use crate::store::EmbeddedStore;
-
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Admins are principals whose user name starts with `admin`.
-struct NameAuthority;
-
-#[async_trait]
-impl AccountAuthority for NameAuthority {
-    async fn allows(&self, caller: &Caller, _action: &str, _resource: &str) -> bool {
-        caller.principal.arn.contains(":user/admin")
-    }
-}
+use crate::test_support::engine::{ManualClock, NameAuthority, caller};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -38,22 +16,10 @@ struct Fixture {
     user: Caller,
 }
 
-fn caller(user: &str) -> Caller {
-    Caller {
-        namespace: "default".into(),
-        principal: Principal {
-            arn: format!("arn:aws:iam::{}:user/{user}", account_id("default")),
-            account_id: account_id("default"),
-        },
-        access_key_id: None,
-        secure_transport: false,
-    }
-}
-
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("db")).unwrap());
-    let clock = Arc::new(ManualClock(AtomicI64::new(1_800_000_000)));
+    let clock = Arc::new(ManualClock::at(1_800_000_000));
     let kms = Arc::new(Kms::new(
         store.clone(),
         Arc::new(RootKeyring::generate()),
@@ -257,13 +223,13 @@ async fn deletion_waits_for_its_window_and_restore_brings_the_secret_back() {
         .await
         .unwrap();
     assert_eq!(f.secrets.purge_due().await.unwrap(), Some(purge_at));
-    f.clock.0.store(purge_at - 1, Ordering::SeqCst);
+    f.clock.set(purge_at - 1);
     f.secrets.purge_due().await.unwrap();
     assert!(
         f.secrets.describe_secret(&f.admin, "s").await.is_ok(),
         "not before the window ends"
     );
-    f.clock.0.store(purge_at, Ordering::SeqCst);
+    f.clock.set(purge_at);
     assert_eq!(f.secrets.purge_due().await.unwrap(), None);
     assert!(matches!(
         f.secrets.describe_secret(&f.admin, "s").await,
@@ -395,7 +361,7 @@ async fn list_filters_and_batch_reads() {
     let f = fixture();
     for name in ["team/a", "team/b", "other"] {
         create(&f, name, name).await;
-        f.clock.0.fetch_add(1, Ordering::SeqCst);
+        f.clock.advance(1);
     }
     f.secrets
         .tag_resource(&f.admin, "other", vec![("env".into(), "prod".into())])
