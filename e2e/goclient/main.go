@@ -4,6 +4,9 @@
 //
 //	goclient -endpoint http://127.0.0.1:PORT -region us-east-1 [-mode scenario]
 //	goclient -endpoint ... -region us-east-1 -mode wrong-region -wrong-region eu-west-1
+//	goclient -endpoint ... -region us-east-1 -mode secrets
+//
+// scenario and wrong-region use KMS; secrets uses Secrets Manager (secrets.go).
 //
 // The access key comes from -access-key-id/-secret-access-key or, so that the secret need not
 // show in a process listing, from COFFER_ACCESS_KEY_ID/COFFER_SECRET_ACCESS_KEY. COFFER_ENDPOINT
@@ -118,15 +121,20 @@ func isType[T error](err error) bool {
 	return errors.As(err, &target)
 }
 
-// newClient builds a KMS client the way an application would, with the shared config files and
+// loadConfig configures the SDK the way an application would, with the shared config files and
 // the environment's AWS_* settings overridden by explicit options. No retries: a throttled or
 // failed call must show in the step that made it.
-func newClient(ctx context.Context, endpoint, region, keyID, secret string) (*kms.Client, error) {
-	cfg, err := config.LoadDefaultConfig(ctx,
+func loadConfig(ctx context.Context, region, keyID, secret string) (aws.Config, error) {
+	return config.LoadDefaultConfig(ctx,
 		config.WithRegion(region),
 		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(keyID, secret, "")),
 		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 	)
+}
+
+// newClient builds a KMS client for the server at endpoint.
+func newClient(ctx context.Context, endpoint, region, keyID, secret string) (*kms.Client, error) {
+	cfg, err := loadConfig(ctx, region, keyID, secret)
 	if err != nil {
 		return nil, err
 	}
@@ -313,7 +321,7 @@ func main() {
 	region := flag.String("region", envOr("COFFER_REGION", "us-east-1"), "the server's region")
 	keyID := flag.String("access-key-id", envOr("COFFER_ACCESS_KEY_ID", ""), "access key id")
 	secret := flag.String("secret-access-key", envOr("COFFER_SECRET_ACCESS_KEY", ""), "secret access key")
-	mode := flag.String("mode", "scenario", "scenario or wrong-region")
+	mode := flag.String("mode", "scenario", "scenario, wrong-region or secrets")
 	otherRegion := flag.String("wrong-region", "eu-west-1", "region to sign with in wrong-region mode")
 	timeout := flag.Duration("timeout", 2*time.Minute, "limit for the whole run")
 	flag.Parse()
@@ -344,6 +352,13 @@ func main() {
 			os.Exit(2)
 		}
 		wrongRegion(ctx, r, client, wrong)
+	case "secrets":
+		sm, err := newSecretsClient(ctx, *endpoint, *region, *keyID, *secret)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "goclient: configuring the SDK:", err)
+			os.Exit(2)
+		}
+		secrets(ctx, r, sm, *region)
 	default:
 		fmt.Fprintf(os.Stderr, "goclient: unknown mode %q\n", *mode)
 		os.Exit(2)
