@@ -49,6 +49,9 @@ pub enum KmsError {
     IncorrectKeyMaterial(String),
     #[error("{0}")]
     Tag(String),
+    /// Too many writers on one record at once: retryable.
+    #[error("{0}")]
+    Busy(String),
     /// A fault on Coffer's side. The detail goes to the log, not to the caller.
     #[error("internal error")]
     Internal(#[source] Fault),
@@ -100,6 +103,7 @@ impl KmsError {
             KmsError::InvalidImportToken => "InvalidImportTokenException",
             KmsError::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
             KmsError::Tag(_) => "TagException",
+            KmsError::Busy(_) => "ThrottlingException",
             KmsError::Internal(_) => "KMSInternalException",
         }
     }
@@ -114,6 +118,9 @@ impl From<StoreError> for KmsError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Refused(message) => KmsError::InvalidState(message),
+            StoreError::TooManyConflicts(..) => {
+                KmsError::Busy("Too many changes to this key at once; try again.".into())
+            }
             other => KmsError::fault("store", other),
         }
     }

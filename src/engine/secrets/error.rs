@@ -36,6 +36,9 @@ pub enum SecretsError {
     /// KMS refused to open a value.
     #[error("{0}")]
     DecryptionFailure(String),
+    /// Too many writers on one record at once: retryable.
+    #[error("{0}")]
+    Busy(String),
     /// A fault on Coffer's side. The detail goes to the log, not to the caller.
     #[error("internal error")]
     Internal(#[source] Fault),
@@ -85,6 +88,7 @@ impl crate::engine::ServiceError for SecretsError {
             SecretsError::AccessDenied(_) => "AccessDeniedException",
             SecretsError::EncryptionFailure(_) => "EncryptionFailure",
             SecretsError::DecryptionFailure(_) => "DecryptionFailure",
+            SecretsError::Busy(_) => "ThrottlingException",
             SecretsError::Internal(_) => "InternalServiceError",
         }
     }
@@ -98,6 +102,9 @@ impl From<StoreError> for SecretsError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Refused(message) => SecretsError::InvalidRequest(message),
+            StoreError::TooManyConflicts(..) => {
+                SecretsError::Busy("Too many changes to this secret at once; try again.".into())
+            }
             other => SecretsError::fault("store", other),
         }
     }

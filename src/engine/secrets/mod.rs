@@ -94,7 +94,13 @@ pub struct Secrets {
     clock: Arc<dyn Clock>,
     /// Wakes the purge when a deletion is scheduled or cancelled.
     schedule_changed: Arc<Notify>,
+    /// Writers of one secret in this process take turns, so that they do not spend the store's
+    /// conflict retries on each other (other replicas still race through the store).
+    write_turns: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of [`Secrets::write_turns`]: secrets whose names hash alike share a turn.
+const WRITE_STRIPES: usize = 64;
 
 impl Secrets {
     pub fn new(
@@ -109,6 +115,25 @@ impl Secrets {
             authority,
             clock,
             schedule_changed: Arc::new(Notify::new()),
+            write_turns: (0..WRITE_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// Waits for this process's turn to write secret `name` of `namespace`.
+    async fn write_turn(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (namespace, name).hash(&mut hasher);
+        let stripe = usize::try_from(hasher.finish() % WRITE_STRIPES as u64).unwrap_or(0);
+        match self.write_turns.get(stripe) {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
         }
     }
 

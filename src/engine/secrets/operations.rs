@@ -513,6 +513,7 @@ impl Secrets {
         let arn = found.meta.arn.clone();
         let key = typed::key::<SecretRecord>(&namespace, &found.meta.name);
         let mut outcome_stages = Vec::new();
+        let _turn = self.write_turn(&namespace, &found.meta.name).await;
         typed::modify::<SecretRecord, _, _, SecretsError>(self.store.as_ref(), &key, |current| {
             let Some(current) = current else {
                 return Err(SecretsError::NotFound(
@@ -780,6 +781,7 @@ impl Secrets {
     ) -> Result<(), SecretsError> {
         let key = typed::key::<SecretRecord>(&caller.namespace, &record.name);
         let arn = record.arn.clone();
+        let _turn = self.write_turn(&caller.namespace, &record.name).await;
         typed::modify::<SecretRecord, _, _, SecretsError>(self.store.as_ref(), &key, |current| {
             let Some(current) = current.filter(|current| current.meta.arn == arn) else {
                 return Err(SecretsError::NotFound(
@@ -885,6 +887,7 @@ impl Secrets {
     /// Removes a secret, only the one with this ARN.
     async fn purge(&self, namespace: &str, name: &str, arn: &str) -> Result<(), SecretsError> {
         let key = typed::key::<SecretRecord>(namespace, name);
+        let _turn = self.write_turn(namespace, name).await;
         typed::modify::<SecretRecord, _, _, SecretsError>(self.store.as_ref(), &key, |current| {
             Ok(match current {
                 Some(current) if current.meta.arn == arn => TypedChange::Delete,

@@ -464,3 +464,45 @@ async fn stage_moves_are_checked_as_aws_checks_them() {
         [PREVIOUS]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_of_one_secret_all_succeed() {
+    let f = fixture();
+    create(&f, "busy", "v0").await;
+    let Fixture {
+        secrets,
+        admin,
+        _dir,
+        ..
+    } = f;
+    let secrets = Arc::new(secrets);
+    let puts: Vec<_> = (1..=48)
+        .map(|i| {
+            let (secrets, admin) = (secrets.clone(), admin.clone());
+            tokio::spawn(async move {
+                secrets
+                    .put_secret_value(&admin, "busy", None, text(&format!("v{i}")), Vec::new())
+                    .await
+            })
+        })
+        .collect();
+    for put in puts {
+        put.await.unwrap().unwrap();
+    }
+    let versions = secrets
+        .list_secret_version_ids(&admin, "busy", true, None, None)
+        .await
+        .unwrap()
+        .1;
+    assert_eq!(versions.items.len(), 49, "no write was lost");
+    let described = secrets.describe_secret(&admin, "busy").await.unwrap();
+    assert_eq!(described.versions_to_stages.len(), 2);
+}
+
+#[test]
+fn running_out_of_conflict_retries_is_throttling_not_a_fault() {
+    use crate::engine::ServiceError as _;
+    let err = SecretsError::from(crate::store::StoreError::TooManyConflicts("x".into(), 16));
+    assert_eq!(err.aws_code(), "ThrottlingException");
+    assert!(!err.is_fault());
+}
