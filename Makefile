@@ -72,16 +72,28 @@ deny:
 crds:
 	COFFER_UPDATE_CRDS=1 $(CARGO) test --test crds
 
-## Fuzz the ciphertext blob parser for FUZZ_SECONDS (needs cargo-fuzz; not run in CI).
+## Run every fuzz target in fuzz/ for FUZZ_SECONDS each, from its seeds (fuzz/seeds/) and with its
+## dictionary (fuzz/dicts/) when it has them (needs cargo-fuzz; not run in CI). The corpus grows in
+## fuzz/corpus/TARGET; crashes land in fuzz/artifacts/TARGET.
 FUZZ_SECONDS ?= 60
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run blob_open -- -max_total_time=$(FUZZ_SECONDS)
+	set -e; for target in $$(RUSTC_BOOTSTRAP=1 $(CARGO) fuzz list); do \
+		seeds=; dict=; \
+		if [ -d fuzz/seeds/$$target ]; then seeds=fuzz/seeds/$$target; fi; \
+		if [ -f fuzz/dicts/$$target.dict ]; then dict=-dict=fuzz/dicts/$$target.dict; fi; \
+		mkdir -p fuzz/corpus/$$target; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target fuzz/corpus/$$target $$seeds -- \
+			$$dict -max_total_time=$(FUZZ_SECONDS); \
+	done
 
-## Benchmark the KMS API over HTTP and the envelope cipher (BENCH_CONNECTIONS, BENCH_SECONDS).
+## Benchmark the KMS API over HTTP and the envelope cipher, then Secrets Manager's GetSecretValue
+## and PutSecretValue beside moto's in the same run (BENCH_CONNECTIONS, BENCH_SECONDS). moto comes
+## from the cached virtualenv (e2e/python.sh).
 bench:
 	$(CARGO) build --release --bin coffer
 	$(CARGO) bench --bench kms
+	$(CARGO) bench --bench secretsmanager
 
 ## The controller on a real API server (KUBECONFIG's, else the repo's own control plane): N KmsKeys
 ## applied at once (BENCH_CLUSTER_SIZES, default 1000,5000): seconds until all Ready, peak RSS,
