@@ -198,12 +198,14 @@ async fn serve_call(
             .map_err(|_| guard::body_timed_out())?
             .map_err(|_| AwsError::client("ValidationException", "The request body is too large."))
             .map(wire::wiped_request)?;
-        let mut caller = authenticate(api, &parts, &body, service.signing_name()).await?;
+        let mut caller = authenticate(api, &parts, body.expose(), service.signing_name()).await?;
         drop(reservation);
         caller.secure_transport = connection.is_some_and(|connection| connection.secure);
         principal = Some(caller.principal.arn.clone());
         api.throttle.check(&caller.principal.arn)?;
-        service.call(&target, &caller, &body, &mut facts).await
+        service
+            .call(&target, &caller, body.expose(), &mut facts)
+            .await
     };
     let mut outcome = tokio::time::timeout(limits.request_timeout, call)
         .await

@@ -15,13 +15,28 @@ use crate::crypto::SecretBytes;
 /// A response body that wipes its bytes once the connection has written and dropped them:
 /// bodies carry plaintexts and data keys (in base64), and freed memory is not cleared.
 pub fn wiped_body(bytes: Vec<u8>) -> axum::body::Body {
-    axum::body::Body::from(bytes::Bytes::from_owner(WipedOnDrop(bytes)))
+    axum::body::Body::from(bytes::Bytes::from_owner(WipedOnDrop(BodyBuffer(bytes))))
 }
 
 /// A request body, once read, held so that it is wiped when dropped. The collected bytes are
 /// taken over without a copy when nothing else shares them.
-pub fn wiped_request(bytes: bytes::Bytes) -> zeroize::Zeroizing<Vec<u8>> {
-    zeroize::Zeroizing::new(Vec::from(bytes))
+pub fn wiped_request(bytes: bytes::Bytes) -> SecretBytes {
+    SecretBytes::new(Vec::from(bytes))
+}
+
+/// A body's bytes, wiped in bulk ([`crate::crypto::wipe`]).
+struct BodyBuffer(Vec<u8>);
+
+impl AsRef<[u8]> for BodyBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl zeroize::Zeroize for BodyBuffer {
+    fn zeroize(&mut self) {
+        crate::crypto::wipe(&mut self.0);
+    }
 }
 
 /// Owns a buffer and zeroizes it on drop.

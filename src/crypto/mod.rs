@@ -21,7 +21,7 @@ pub use root::{
     FileRootKeyProvider, KubernetesRootKeyProvider, MAX_ROOT_KEY_CONFLICT_RETRIES, RootKeyProvider,
     RootKeyring,
 };
-pub use secret::{KEY_LEN, KeyMaterial, SecretBytes};
+pub use secret::{KEY_LEN, KeyMaterial, SecretBytes, wipe};
 pub use wrap::{unwrap_key, wrap_key};
 
 /// Everything that can go wrong in this module.
