@@ -287,7 +287,7 @@ mod tests {
         let at = collected.as_ptr();
         let held = wiped_request(collected);
         assert_eq!(
-            held.as_ptr(),
+            held.expose().as_ptr(),
             at,
             "the same allocation, so no unwiped copy is left"
         );
