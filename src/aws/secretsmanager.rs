@@ -73,19 +73,9 @@ struct SecretText(SecretBytes);
 
 impl<'de> Deserialize<'de> for SecretText {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = SecretText;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SecretText, E> {
-                Ok(SecretText(SecretBytes::from_slice(text.as_bytes())))
-            }
-        }
-        deserializer.deserialize_str(Visitor)
+        deserializer.deserialize_any(wire::StringOnly(|text: &str| {
+            Ok(SecretText(SecretBytes::from_slice(text.as_bytes())))
+        }))
     }
 }
 
@@ -935,5 +925,25 @@ async fn validate_resource_policy(
             }],
         }),
         Err(other) => Err(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_strings_are_read_as_secrets_and_never_quoted_back() {
+        let input: CreateSecretInput =
+            wire::decode(br#"{"Name": "n", "SecretString": "p\u00e4ss"}"#)
+                .ok()
+                .unwrap();
+        assert_eq!(input.secret_string.unwrap().0.expose(), "päss".as_bytes());
+        let err =
+            wire::decode::<CreateSecretInput>(br#"{"Name": "n", "SecretString": 31415926535}"#)
+                .err()
+                .unwrap();
+        assert_eq!(err.code, "SerializationException");
+        assert!(!err.message.contains("31415926535"), "{}", err.message);
     }
 }

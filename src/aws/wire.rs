@@ -156,11 +156,46 @@ pub struct Blob(pub Vec<u8>);
 
 impl<'de> Deserialize<'de> for Blob {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        STANDARD
-            .decode(text.as_bytes())
-            .map(Blob)
-            .map_err(|_| serde::de::Error::custom("blob is not valid base64"))
+        // Any, not str: for a non-string, `deserialize_str` writes its own message, quoting it.
+        deserializer.deserialize_any(StringOnly(|text: &str| {
+            STANDARD
+                .decode(text.as_bytes())
+                .map(Blob)
+                .map_err(|_| "blob is not valid base64")
+        }))
+    }
+}
+
+/// A visitor that takes a JSON string and nothing else, and whose errors never quote what was
+/// sent in its place: serde's own "invalid type" message would echo a number or a boolean, and
+/// these members hold plaintexts and secrets.
+pub struct StringOnly<F>(pub F);
+
+impl<T, F: FnOnce(&str) -> Result<T, &'static str>> serde::de::Visitor<'_> for StringOnly<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        (self.0)(text).map_err(E::custom)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<T, E> {
+        Err(E::custom("expected a string"))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<T, E> {
+        Err(E::custom("expected a string"))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<T, E> {
+        Err(E::custom("expected a string"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<T, E> {
+        Err(E::custom("expected a string"))
     }
 }
 
@@ -235,6 +270,31 @@ pub fn timestamp(seconds: f64, member: &str) -> Result<i64, AwsError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_quoted_back() {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        #[allow(dead_code)]
+        struct Input {
+            plaintext: SecretBlob,
+        }
+        for body in [
+            r#"{"Plaintext": 987654321987}"#,
+            r#"{"Plaintext": -987654321987}"#,
+            r#"{"Plaintext": 9876.54321987}"#,
+            r#"{"Plaintext": true}"#,
+        ] {
+            let err = super::decode::<Input>(body.as_bytes()).err().unwrap();
+            assert_eq!(err.code, "SerializationException");
+            assert!(!err.message.contains("987654321987"), "{}", err.message);
+            assert!(!err.message.contains("true"), "{}", err.message);
+        }
+        let ok = super::decode::<Input>(br#"{"Plaintext": "aGk="}"#)
+            .ok()
+            .unwrap();
+        assert_eq!(ok.plaintext.0.expose(), b"hi");
+    }
 
     /// A buffer that reports being zeroized.
     struct Probe {
