@@ -270,6 +270,30 @@ fn matches_filters(record: &SecretRecord, filters: &[ListFilter]) -> Result<bool
 }
 
 impl Secrets {
+    /// The secret `secret_id` names, once `caller` may do `action` on it.
+    async fn authorized(
+        &self,
+        caller: &Caller,
+        secret_id: &str,
+        action: &str,
+    ) -> Result<Typed<SecretRecord>, SecretsError> {
+        let found = self.find(caller, secret_id).await?;
+        self.authorize(caller, &found.meta, action).await?;
+        Ok(found)
+    }
+
+    /// As [`Secrets::authorized`], for an operation a secret planned for deletion refuses.
+    async fn live(
+        &self,
+        caller: &Caller,
+        secret_id: &str,
+        action: &str,
+    ) -> Result<Typed<SecretRecord>, SecretsError> {
+        let found = self.authorized(caller, secret_id, action).await?;
+        refuse_planned_deletion(&found.meta)?;
+        Ok(found)
+    }
+
     /// Seals `value` as version `version_id` of `record`, under the secret's key.
     async fn seal(
         &self,
@@ -480,9 +504,7 @@ impl Secrets {
                 ));
             }
         }
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, action).await?;
-        refuse_planned_deletion(&found.meta)?;
+        let found = self.live(caller, secret_id, action).await?;
         let namespace = caller.namespace.clone();
         let version_id = client_request_token.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         if let Some(existing) = found.meta.versions.get(&version_id) {
@@ -580,10 +602,9 @@ impl Secrets {
         version_id: Option<&str>,
         stage: Option<&str>,
     ) -> Result<VersionValue, SecretsError> {
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, "secretsmanager:GetSecretValue")
+        let found = self
+            .live(caller, secret_id, "secretsmanager:GetSecretValue")
             .await?;
-        refuse_planned_deletion(&found.meta)?;
         let version_id = match (version_id, stage) {
             (Some(id), Some(stage)) => {
                 let labelled = found
@@ -636,8 +657,8 @@ impl Secrets {
         caller: &Caller,
         secret_id: &str,
     ) -> Result<SecretDescription, SecretsError> {
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, "secretsmanager:DescribeSecret")
+        let found = self
+            .authorized(caller, secret_id, "secretsmanager:DescribeSecret")
             .await?;
         Ok(describe(&found.meta))
     }
@@ -693,8 +714,8 @@ impl Secrets {
         max_results: Option<i64>,
         next_token: Option<&str>,
     ) -> Result<(SecretDescription, Page<VersionEntry>), SecretsError> {
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, "secretsmanager:ListSecretVersionIds")
+        let found = self
+            .authorized(caller, secret_id, "secretsmanager:ListSecretVersionIds")
             .await?;
         let versions = found
             .meta
@@ -741,10 +762,9 @@ impl Secrets {
                 )
                 .await;
         }
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, "secretsmanager:UpdateSecret")
+        let found = self
+            .live(caller, secret_id, "secretsmanager:UpdateSecret")
             .await?;
-        refuse_planned_deletion(&found.meta)?;
         if let Some(kms_key_id) = &update.kms_key_id {
             // The key must be usable now; existing versions stay under their key.
             let probe = SecretValue {
@@ -812,14 +832,9 @@ impl Secrets {
                 "VersionStage must be 1 to 256 characters.".into(),
             ));
         }
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(
-            caller,
-            &found.meta,
-            "secretsmanager:UpdateSecretVersionStage",
-        )
-        .await?;
-        refuse_planned_deletion(&found.meta)?;
+        let found = self
+            .live(caller, secret_id, "secretsmanager:UpdateSecretVersionStage")
+            .await?;
         let now = self.now();
         self.change(caller, &found.meta, |meta| {
             refuse_planned_deletion(meta)?;
@@ -852,8 +867,8 @@ impl Secrets {
                 "RecoveryWindowInDays must be between {MIN_RECOVERY_DAYS} and {MAX_RECOVERY_DAYS}."
             )));
         }
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, "secretsmanager:DeleteSecret")
+        let found = self
+            .authorized(caller, secret_id, "secretsmanager:DeleteSecret")
             .await?;
         let outcome = WriteOutcome::of(&found.meta);
         let now = self.now();
@@ -903,8 +918,8 @@ impl Secrets {
         caller: &Caller,
         secret_id: &str,
     ) -> Result<WriteOutcome, SecretsError> {
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, "secretsmanager:RestoreSecret")
+        let found = self
+            .authorized(caller, secret_id, "secretsmanager:RestoreSecret")
             .await?;
         self.change(caller, &found.meta, |meta| {
             meta.deleted = None;
@@ -923,10 +938,9 @@ impl Secrets {
         tags: Vec<(String, String)>,
     ) -> Result<(), SecretsError> {
         validate_tags(&tags)?;
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, "secretsmanager:TagResource")
+        let found = self
+            .live(caller, secret_id, "secretsmanager:TagResource")
             .await?;
-        refuse_planned_deletion(&found.meta)?;
         self.change(caller, &found.meta, |meta| {
             for (key, value) in &tags {
                 match meta.tags.iter_mut().find(|(existing, _)| existing == key) {
@@ -950,10 +964,9 @@ impl Secrets {
         secret_id: &str,
         keys: Vec<String>,
     ) -> Result<(), SecretsError> {
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, "secretsmanager:UntagResource")
+        let found = self
+            .live(caller, secret_id, "secretsmanager:UntagResource")
             .await?;
-        refuse_planned_deletion(&found.meta)?;
         self.change(caller, &found.meta, |meta| {
             meta.tags.retain(|(key, _)| !keys.contains(key));
             Ok(Vec::new())
@@ -970,10 +983,9 @@ impl Secrets {
     ) -> Result<WriteOutcome, SecretsError> {
         let parsed = validate_policy(policy, block_public_policy)?;
         drop(parsed);
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, "secretsmanager:PutResourcePolicy")
+        let found = self
+            .live(caller, secret_id, "secretsmanager:PutResourcePolicy")
             .await?;
-        refuse_planned_deletion(&found.meta)?;
         let text = policy.to_owned();
         self.change(caller, &found.meta, |meta| {
             meta.policy = Some(text.clone());
@@ -988,8 +1000,8 @@ impl Secrets {
         caller: &Caller,
         secret_id: &str,
     ) -> Result<(WriteOutcome, Option<String>), SecretsError> {
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, "secretsmanager:GetResourcePolicy")
+        let found = self
+            .authorized(caller, secret_id, "secretsmanager:GetResourcePolicy")
             .await?;
         Ok((WriteOutcome::of(&found.meta), found.meta.policy))
     }
@@ -999,8 +1011,8 @@ impl Secrets {
         caller: &Caller,
         secret_id: &str,
     ) -> Result<WriteOutcome, SecretsError> {
-        let found = self.find(caller, secret_id).await?;
-        self.authorize(caller, &found.meta, "secretsmanager:DeleteResourcePolicy")
+        let found = self
+            .authorized(caller, secret_id, "secretsmanager:DeleteResourcePolicy")
             .await?;
         self.change(caller, &found.meta, |meta| {
             meta.policy = None;
@@ -1020,8 +1032,7 @@ impl Secrets {
     ) -> Result<(), SecretsError> {
         match secret_id {
             Some(secret_id) => {
-                let found = self.find(caller, secret_id).await?;
-                self.authorize(caller, &found.meta, "secretsmanager:ValidateResourcePolicy")
+                self.authorized(caller, secret_id, "secretsmanager:ValidateResourcePolicy")
                     .await?;
             }
             None => {
