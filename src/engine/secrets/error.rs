@@ -102,6 +102,9 @@ impl From<StoreError> for SecretsError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Refused(message) => SecretsError::InvalidRequest(message),
+            StoreError::InvalidKey => {
+                SecretsError::InvalidParameter("The secret name or id is not valid.".into())
+            }
             StoreError::TooManyConflicts(..) => {
                 SecretsError::Busy("Too many changes to this secret at once; try again.".into())
             }

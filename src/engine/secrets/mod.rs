@@ -164,9 +164,12 @@ impl Secrets {
     /// Where a SecretId (a name, a full ARN, or an ARN without its random suffix) points:
     /// the namespace and the secret's name. Whether it exists is for the read that follows.
     fn locate(&self, caller: &Caller, secret_id: &str) -> Result<(String, String), SecretsError> {
-        if secret_id.is_empty() || secret_id.len() > MAX_SECRET_ID_LEN {
+        if secret_id.is_empty()
+            || secret_id.len() > MAX_SECRET_ID_LEN
+            || secret_id.chars().any(char::is_control)
+        {
             return Err(SecretsError::InvalidParameter(format!(
-                "SecretId must be between 1 and {MAX_SECRET_ID_LEN} characters."
+                "SecretId must be 1 to {MAX_SECRET_ID_LEN} characters, none of them control characters."
             )));
         }
         let Some(rest) = secret_id.strip_prefix("arn:") else {

@@ -506,3 +506,31 @@ fn running_out_of_conflict_retries_is_throttling_not_a_fault() {
     assert_eq!(err.aws_code(), "ThrottlingException");
     assert!(!err.is_fault());
 }
+
+#[tokio::test]
+async fn secret_ids_with_control_characters_are_invalid_parameters() {
+    let f = fixture();
+    create(&f, "a", "v").await;
+    for id in [
+        "\0",
+        "a\0",
+        "a\n",
+        "arn:aws:secretsmanager:us-east-1:000000000000:secret:a\0",
+    ] {
+        for err in [
+            f.secrets
+                .get_secret_value(&f.admin, id, None, None)
+                .await
+                .unwrap_err(),
+            f.secrets.describe_secret(&f.admin, id).await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(err, SecretsError::InvalidParameter(_)),
+                "{id:?}: {err:?}"
+            );
+        }
+    }
+    // The store's own refusal is an invalid parameter too, never a fault.
+    let err = SecretsError::from(crate::store::StoreError::InvalidKey);
+    assert!(matches!(err, SecretsError::InvalidParameter(_)));
+}
