@@ -6,14 +6,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use http::request::Parts;
 
 use crate::aws::ops::{JsonService, Services, unknown_operation};
 use crate::aws::sigv4::{SigV4Error, SignedRequest};
 use crate::aws::{AwsError, CallFacts, MAX_BODY_BYTES};
 use crate::crypto::RootKeyring;
+use crate::crypto::SecretBytes;
 use crate::engine::account::account_id;
 use crate::engine::kms::{CreateKeyRequest, Kms};
+use crate::engine::secrets::{NewSecret, SecretValue, Secrets};
 use crate::engine::{AccountAuthority, Caller, Clock, Principal};
 use crate::fault::Fault;
 use crate::store::{Record, RecordKey, RecordKind, RecordValue, Revision, Store, StoreError};
@@ -58,30 +62,86 @@ pub const KMS_KEYS: [(&str, &str, &str, &str); 3] = [
     ),
 ];
 
-/// The KMS operation table over an in-memory store that refuses writes once set up, so every
-/// input sees the same keys and a crash replays.
-pub struct KmsFront {
+/// A secret created before fuzzing starts, so that reads find something.
+pub struct FuzzSecret {
+    pub name: &'static str,
+    /// SecretBinary rather than SecretString.
+    pub binary: bool,
+    /// Encrypted under this KMS alias rather than the account's default key.
+    pub kms_key_id: Option<&'static str>,
+    /// A resource policy denying the fuzzed caller GetSecretValue: its values may never be
+    /// answered, whatever the operation.
+    pub deny_reads: bool,
+    /// The values put, oldest first (the last one is AWSCURRENT).
+    pub values: &'static [&'static [u8]],
+}
+
+/// The [`FuzzSecret`]s. Their values are not in the dictionary, and look like nothing the
+/// engine compares them with, so the fuzzer only learns them from a leak.
+pub const SECRETS: [FuzzSecret; 4] = [
+    FuzzSecret {
+        name: "fuzz/string",
+        binary: false,
+        kms_key_id: None,
+        deny_reads: false,
+        values: &[b"plainOLDstringQx7Kd2Vw", b"plainSTRINGvalueZq81Lm"],
+    },
+    FuzzSecret {
+        name: "fuzz/binary",
+        binary: true,
+        kms_key_id: None,
+        deny_reads: false,
+        values: &[b"\x00\xf3plainBINARYvalueJk40\xfe\x81"],
+    },
+    FuzzSecret {
+        name: "fuzz/customer-key",
+        binary: false,
+        kms_key_id: Some("alias/fuzz"),
+        deny_reads: false,
+        values: &[b"plainCUSTOMERkeyValueR5"],
+    },
+    FuzzSecret {
+        name: "fuzz/policy",
+        binary: false,
+        kms_key_id: None,
+        deny_reads: true,
+        values: &[b"plainDENIEDpolicyValueW3"],
+    },
+];
+
+/// The KMS and Secrets Manager operation tables over an in-memory store that refuses writes once
+/// set up, so every input sees the same keys and secrets and a crash replays.
+pub struct Front {
     runtime: tokio::runtime::Runtime,
     services: Services,
     caller: Caller,
 }
 
-impl KmsFront {
-    /// The engine with the [`KMS_KEYS`], the store then frozen.
+impl Front {
+    /// The engines with the [`KMS_KEYS`] and the [`SECRETS`], the store then frozen.
     pub fn new() -> Result<Self, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|err| err.to_string())?;
         let store = Arc::new(MemoryStore::default());
+        let authority: Arc<dyn AccountAuthority> = Arc::new(FuzzAuthority);
+        let clock: Arc<dyn Clock> = Arc::new(FixedClock);
         let kms = Arc::new(Kms::new(
             Arc::clone(&store) as Arc<dyn Store>,
             Arc::new(RootKeyring::generate()),
-            Arc::new(FuzzAuthority),
-            Arc::new(FixedClock),
+            Arc::clone(&authority),
+            Arc::clone(&clock),
             REGION,
         ));
+        let secrets = Arc::new(Secrets::new(
+            Arc::clone(&store) as Arc<dyn Store>,
+            Arc::clone(&kms),
+            authority,
+            clock,
+        ));
         let admin = caller("admin");
+        let fuzzer = caller("fuzz");
         runtime.block_on(async {
             for (alias, key_spec, key_usage, origin) in KMS_KEYS {
                 let metadata = kms
@@ -104,22 +164,27 @@ impl KmsFront {
                     .await
                     .map_err(|err| format!("aliasing {alias}: {err}"))?;
             }
+            for secret in &SECRETS {
+                create_secret(&secrets, &admin, &fuzzer, secret).await?;
+            }
             Ok::<(), String>(())
         })?;
         store.frozen.store(true, Ordering::SeqCst);
         Ok(Self {
             runtime,
-            services: Services::new().with(kms),
-            caller: caller("fuzz"),
+            services: Services::new().with(kms).with(secrets),
+            caller: fuzzer,
         })
     }
 
-    /// Every operation's `X-Amz-Target`, in the table's order.
-    pub fn targets(&self) -> Vec<&'static str> {
-        Kms::operations()
-            .iter()
-            .map(|operation| operation.target)
-            .collect()
+    /// Every KMS operation's `X-Amz-Target`, in the table's order.
+    pub fn kms_targets(&self) -> Vec<&'static str> {
+        targets::<Kms>()
+    }
+
+    /// Every Secrets Manager operation's `X-Amz-Target`, in the table's order.
+    pub fn secrets_targets(&self) -> Vec<&'static str> {
+        targets::<Secrets>()
     }
 
     /// One call as the front end makes it once the caller is authenticated: the service found
@@ -138,6 +203,121 @@ impl KmsFront {
         let mut facts = CallFacts::default();
         self.runtime
             .block_on(service.call(target, &self.caller, body, &mut facts))
+    }
+}
+
+fn targets<S: JsonService>() -> Vec<&'static str> {
+    S::operations()
+        .iter()
+        .map(|operation| operation.target)
+        .collect()
+}
+
+async fn create_secret(
+    secrets: &Secrets,
+    admin: &Caller,
+    fuzzer: &Caller,
+    secret: &FuzzSecret,
+) -> Result<(), String> {
+    let name = secret.name;
+    // Fixed version ids, so that inputs naming them replay across runs.
+    let token = |index: usize| format!("{}-version-{index:022}", name.replace('/', "-"));
+    let value = |bytes: &[u8]| SecretValue {
+        bytes: SecretBytes::from_slice(bytes),
+        binary: secret.binary,
+    };
+    let (first, later) = secret
+        .values
+        .split_first()
+        .ok_or_else(|| format!("{name} has no value"))?;
+    let created = secrets
+        .create_secret(
+            admin,
+            NewSecret {
+                name: name.to_owned(),
+                client_request_token: Some(token(0)),
+                description: Some(format!("the fuzzing secret {name}")),
+                kms_key_id: secret.kms_key_id.map(str::to_owned),
+                value: Some(value(first)),
+                tags: vec![("team".to_owned(), "fuzz".to_owned())],
+            },
+        )
+        .await
+        .map_err(|err| format!("creating {name}: {err}"))?;
+    for (index, bytes) in later.iter().enumerate() {
+        secrets
+            .put_secret_value(
+                admin,
+                name,
+                Some(token(index + 1)),
+                value(bytes),
+                Vec::new(),
+            )
+            .await
+            .map_err(|err| format!("putting a value in {name}: {err}"))?;
+    }
+    if secret.deny_reads {
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Deny", "Principal": {"AWS": fuzzer.principal.arn},
+                           "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]
+        })
+        .to_string();
+        secrets
+            .put_resource_policy(admin, &created.arn, &policy, true)
+            .await
+            .map_err(|err| format!("putting the policy of {name}: {err}"))?;
+    }
+    Ok(())
+}
+
+/// The first [`SECRETS`] value that `output` (an answer or an error message to `body` sent to
+/// `target`) holds although the caller may not read it: a value of a secret the caller is
+/// denied, or any value at all but from GetSecretValue and BatchGetSecretValue. A value counts
+/// raw, in base64 and as lossy UTF-8; one that `body` itself names (raw or as a JSON string's content) is not
+/// a leak, since echoing the input back tells nothing.
+pub fn leaked_value(target: &str, body: &[u8], output: &[u8]) -> Option<&'static [u8]> {
+    let reads_values = matches!(
+        target,
+        "secretsmanager.GetSecretValue" | "secretsmanager.BatchGetSecretValue"
+    );
+    let decoded = serde_json::from_slice::<serde_json::Value>(body).ok();
+    SECRETS
+        .iter()
+        .filter(|secret| secret.deny_reads || !reads_values)
+        .flat_map(|secret| secret.values.iter().copied())
+        .find(|value| {
+            [
+                value.to_vec(),
+                STANDARD.encode(value).into_bytes(),
+                String::from_utf8_lossy(value).into_owned().into_bytes(),
+            ]
+            .iter()
+            .any(|form| {
+                contains(output, form)
+                    && !contains(body, form)
+                    && !decoded
+                        .as_ref()
+                        .is_some_and(|decoded| json_mentions(decoded, form))
+            })
+        })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+}
+
+fn json_mentions(value: &serde_json::Value, needle: &[u8]) -> bool {
+    match value {
+        serde_json::Value::String(text) => contains(text.as_bytes(), needle),
+        serde_json::Value::Array(items) => items.iter().any(|item| json_mentions(item, needle)),
+        serde_json::Value::Object(members) => members
+            .iter()
+            .any(|(key, item)| contains(key.as_bytes(), needle) || json_mentions(item, needle)),
+        _ => false,
     }
 }
 
@@ -330,8 +510,8 @@ mod tests {
 
     #[test]
     fn every_kms_operation_answers_an_empty_body() {
-        let front = KmsFront::new().unwrap();
-        let targets = front.targets();
+        let front = Front::new().unwrap();
+        let targets = front.kms_targets();
         assert!(targets.len() > 30, "{targets:?}");
         for target in targets {
             // Whatever the answer, it is the operation's, not an unknown operation.
@@ -354,6 +534,62 @@ mod tests {
             .call("TrentService.DisableKey", br#"{"KeyId":"alias/fuzz"}"#)
             .unwrap_err();
         assert_eq!(refused.code, "KMSInvalidStateException");
+    }
+
+    #[test]
+    fn every_secrets_operation_answers_and_the_secrets_are_there() {
+        let front = Front::new().unwrap();
+        let targets = front.secrets_targets();
+        assert!(targets.len() > 15, "{targets:?}");
+        for target in &targets {
+            if let Err(err) = front.call(target, b"") {
+                assert_ne!(err.code, "UnknownOperationException", "{target}");
+                assert!(!err.status.is_server_error(), "{target}: {}", err.message);
+            }
+        }
+        let get = "secretsmanager.GetSecretValue";
+        for (name, expected) in [
+            ("fuzz/string", "plainSTRINGvalueZq81Lm"),
+            ("fuzz/customer-key", "plainCUSTOMERkeyValueR5"),
+            ("fuzz/binary", "APNwbGFpbkJJTkFSWXZhbHVlSms0MP6B"),
+        ] {
+            let body = format!(r#"{{"SecretId":"{name}"}}"#);
+            let answer = String::from_utf8(front.call(get, body.as_bytes()).unwrap()).unwrap();
+            assert!(answer.contains(expected), "{answer}");
+            assert_eq!(leaked_value(get, body.as_bytes(), answer.as_bytes()), None);
+            assert!(
+                leaked_value("secretsmanager.DescribeSecret", b"{}", answer.as_bytes()).is_some()
+            );
+        }
+        let previous = front
+            .call(
+                get,
+                br#"{"SecretId":"fuzz/string","VersionStage":"AWSPREVIOUS"}"#,
+            )
+            .unwrap();
+        assert!(
+            String::from_utf8(previous)
+                .unwrap()
+                .contains("plainOLDstringQx7Kd2Vw")
+        );
+        let denied = front
+            .call(get, br#"{"SecretId":"fuzz/policy"}"#)
+            .unwrap_err();
+        assert_eq!(denied.code, "AccessDeniedException");
+        let refused = front
+            .call(
+                "secretsmanager.DeleteSecret",
+                br#"{"SecretId":"fuzz/string"}"#,
+            )
+            .unwrap_err();
+        assert!(!refused.status.is_server_error(), "{}", refused.message);
+        // Echoing the input back is no leak.
+        let echoed = br#"{"SecretId":"plainDENIEDpolicyValueW3"}"#;
+        assert_eq!(leaked_value(get, echoed, echoed), None);
+        assert_eq!(
+            leaked_value(get, b"{}", b"plainDENIEDpolicyValueW3"),
+            Some(&b"plainDENIEDpolicyValueW3"[..])
+        );
     }
 
     #[test]

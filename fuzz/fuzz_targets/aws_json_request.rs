@@ -9,12 +9,12 @@
 
 use std::sync::LazyLock;
 
-use coffer::fuzzing::KmsFront;
+use coffer::fuzzing::Front;
 use libfuzzer_sys::fuzz_target;
 
-static FRONT: LazyLock<(KmsFront, Vec<&'static str>)> = LazyLock::new(|| {
-    let front = KmsFront::new().expect("the fuzzing KMS front end must set up");
-    let targets = front.targets();
+static FRONT: LazyLock<(Front, Vec<&'static str>)> = LazyLock::new(|| {
+    let front = Front::new().expect("the fuzzing front end must set up");
+    let targets = front.kms_targets();
     assert!(!targets.is_empty());
     (front, targets)
 });
