@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets in fuzz/; not an API.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -185,6 +186,57 @@ impl Front {
     /// Every Secrets Manager operation's `X-Amz-Target`, in the table's order.
     pub fn secrets_targets(&self) -> Vec<&'static str> {
         targets::<Secrets>()
+    }
+
+    /// Runs one fuzz input against `targets` and checks what must hold for any input: the first
+    /// byte picks the operation, the rest is its body. No internal failure (the caller is at
+    /// fault for anything hostile); a success is a JSON object; a body that is not a JSON object
+    /// is a SerializationException; no answer or error tells a secret value it may not
+    /// ([`leaked_value`]). A broken rule is the `Err`, for the target to fail on.
+    pub fn exercise(&self, targets: &[&'static str], data: &[u8]) -> Result<(), String> {
+        let (Some((&selector, body)), Some(count)) =
+            (data.split_first(), NonZeroUsize::new(targets.len()))
+        else {
+            return Ok(());
+        };
+        let Some(&target) = targets.get(usize::from(selector) % count) else {
+            return Ok(());
+        };
+        match self.call(target, body) {
+            Ok(response) => {
+                let parsed: serde_json::Value = serde_json::from_slice(&response)
+                    .map_err(|_| format!("{target}: the response body is not JSON"))?;
+                if !parsed.is_object() {
+                    return Err(format!("{target}: {parsed}"));
+                }
+                if let Some(value) = leaked_value(target, body, &response) {
+                    return Err(format!(
+                        "{target} answered the secret value {value:?}: {parsed}"
+                    ));
+                }
+            }
+            Err(err) => {
+                if err.status.is_server_error() {
+                    return Err(format!("{target}: {} {}", err.code, err.message));
+                }
+                let is_object = body.is_empty()
+                    || body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{');
+                if !is_object && err.code != "SerializationException" {
+                    return Err(format!(
+                        "{target}: {} for a body that is not an object",
+                        err.code
+                    ));
+                }
+                for text in [err.code, err.message.as_str()] {
+                    if let Some(value) = leaked_value(target, body, text.as_bytes()) {
+                        return Err(format!(
+                            "{target} told the secret value {value:?} in an error: {text}"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One call as the front end makes it once the caller is authenticated: the service found

@@ -12,7 +12,7 @@
 
 use std::sync::LazyLock;
 
-use coffer::fuzzing::{Front, leaked_value};
+use coffer::fuzzing::Front;
 use libfuzzer_sys::fuzz_target;
 
 static FRONT: LazyLock<(Front, Vec<&'static str>)> = LazyLock::new(|| {
@@ -23,37 +23,8 @@ static FRONT: LazyLock<(Front, Vec<&'static str>)> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, body)) = data.split_first() else {
-        return;
-    };
     let (front, targets) = &*FRONT;
-    let target = targets[usize::from(selector) % targets.len()];
-    match front.call(target, body) {
-        Ok(response) => {
-            let parsed: serde_json::Value =
-                serde_json::from_slice(&response).expect("a response body must be JSON");
-            assert!(parsed.is_object(), "{target}: {parsed}");
-            if let Some(value) = leaked_value(target, body, &response) {
-                panic!("{target} answered the secret value {value:?}: {parsed}");
-            }
-        }
-        Err(err) => {
-            assert!(
-                !err.status.is_server_error(),
-                "{target}: {} {}",
-                err.code,
-                err.message
-            );
-            let is_object = body.is_empty()
-                || body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{');
-            if !is_object {
-                assert_eq!(err.code, "SerializationException", "{target}");
-            }
-            for text in [err.code, err.message.as_str()] {
-                if let Some(value) = leaked_value(target, body, text.as_bytes()) {
-                    panic!("{target} told the secret value {value:?} in an error: {text}");
-                }
-            }
-        }
+    if let Err(broken) = front.exercise(targets, data) {
+        panic!("{broken}");
     }
 });
