@@ -3,6 +3,7 @@
 
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
+use sha2::Digest as _;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
@@ -31,6 +32,97 @@ pub const STAGE_PREVIOUS: &str = "AWSPREVIOUS";
 /// Pattern of a rotation schedule: `rate(N days)`, `rate(N hours)` or a six-field `cron(...)`.
 pub const SCHEDULE_PATTERN: &str =
     r"^(rate\([1-9][0-9]{0,3} (hour|hours|day|days)\)|cron\([^ ()]+( [^ ()]+){5}\))$";
+
+/// Annotation of a Secret resource naming the secret in the Secrets Manager API, for names
+/// that cannot be resource names (`prod/db/password`); see [`resource_name_for`].
+pub const SECRET_NAME_ANNOTATION: &str = "coffer.dev/secret-name";
+
+/// Prefix of resource names derived from secret names that are not resource names.
+const DERIVED_NAME_PREFIX: &str = "sm-";
+
+/// The name of the Secret resource that stands for secret `secret_name` of the API: the name
+/// itself when it is a plain resource name, else `sm-` plus a readable part and a hash of the
+/// name, so that every secret name has exactly one resource name.
+pub fn resource_name_for(secret_name: &str) -> String {
+    if is_plain_resource_name(secret_name) {
+        return secret_name.to_owned();
+    }
+    let mut readable = String::new();
+    for c in secret_name.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            readable.push(c);
+        } else if !readable.ends_with('-') {
+            readable.push('-');
+        }
+        if readable.len() >= 40 {
+            break;
+        }
+    }
+    let readable = readable.trim_matches('-');
+    let digest = sha2::Sha256::digest(secret_name.as_bytes());
+    let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    if readable.is_empty() {
+        format!("{DERIVED_NAME_PREFIX}{hash}")
+    } else {
+        format!("{DERIVED_NAME_PREFIX}{readable}-{hash}")
+    }
+}
+
+/// Whether a secret name serves as its resource's name unchanged.
+fn is_plain_resource_name(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    name.len() <= 253 && !name.starts_with(DERIVED_NAME_PREFIX) && name.split('.').all(label_ok)
+}
+
+/// Why a resource cannot stand for the secret it names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretNameError {
+    #[error(
+        "the annotation {SECRET_NAME_ANNOTATION} names secret {secret_name:?}, whose resource name is {expected}, not this one"
+    )]
+    Mismatch {
+        secret_name: String,
+        expected: String,
+    },
+    #[error("a resource named sm-... needs the annotation {SECRET_NAME_ANNOTATION}")]
+    MissingAnnotation,
+}
+
+impl Secret {
+    /// The secret's name in the API: the annotation when given, else the resource name. The
+    /// two must correspond through [`resource_name_for`], so one secret has one resource.
+    pub fn secret_name(&self) -> Result<String, SecretNameError> {
+        let resource_name = self.metadata.name.clone().unwrap_or_default();
+        let annotated = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(SECRET_NAME_ANNOTATION));
+        let secret_name = match annotated {
+            Some(name) => name.clone(),
+            None if resource_name.starts_with(DERIVED_NAME_PREFIX) => {
+                return Err(SecretNameError::MissingAnnotation);
+            }
+            None => resource_name.clone(),
+        };
+        let expected = resource_name_for(&secret_name);
+        if expected != resource_name {
+            return Err(SecretNameError::Mismatch {
+                secret_name: crate::engine::text::truncate(&secret_name),
+                expected,
+            });
+        }
+        Ok(secret_name)
+    }
+}
 
 /// Pattern of a ServiceAccount written as `NAMESPACE/NAME`.
 const NAMESPACED_SERVICE_ACCOUNT_PATTERN: &str =
@@ -77,7 +169,8 @@ const NAMESPACED_SERVICE_ACCOUNT_PATTERN: &str =
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("(has(self.generate) ? 1 : 0) + (has(self.sealedValue) ? 1 : 0) + (has(self.fromSecret) ? 1 : 0) == 1").message("give exactly one of generate, sealedValue and fromSecret"))]
+#[x_kube(validation = Rule::new("(has(self.generate) ? 1 : 0) + (has(self.sealedValue) ? 1 : 0) + (has(self.fromSecret) ? 1 : 0) <= 1").message("give at most one of generate, sealedValue and fromSecret"))]
+#[x_kube(validation = Rule::new("!(has(self.resourcePolicy) && has(self.resourcePolicyDocument))").message("give resourcePolicy or resourcePolicyDocument, not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecretSpec {
     /// Free text about the secret.
@@ -92,20 +185,21 @@ pub struct SecretSpec {
     pub kms_key_ref: Option<KeyReference>,
 
     /// Value source: Coffer generates a random value (a password, or a JSON document holding
-    /// one). Give exactly one of generate, sealedValue and fromSecret.
+    /// one) when the secret is made. Give at most one of generate, sealedValue and fromSecret;
+    /// with none, values come through the API (PutSecretValue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate: Option<GenerateSettings>,
 
     /// Value source: ciphertext in base64, made offline with `kubectl coffer seal` for this
-    /// cluster, namespace and name; only Coffer can open it. Give exactly one of generate,
-    /// sealedValue and fromSecret.
+    /// cluster, namespace and name; only Coffer can open it. A new sealedValue becomes a new
+    /// version. Give at most one of generate, sealedValue and fromSecret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 262144), regex(pattern = BASE64_PATTERN))]
     pub sealed_value: Option<String>,
 
     /// Value source: one key of a core Secret in the same namespace, imported as the secret's
-    /// value and imported again when it changes. Give exactly one of generate, sealedValue and
-    /// fromSecret.
+    /// value and imported again when it changes; the core Secret may go once imported. Give at
+    /// most one of generate, sealedValue and fromSecret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_secret: Option<SecretKeySelector>,
 
@@ -117,6 +211,12 @@ pub struct SecretSpec {
     /// access follows Kubernetes RBAC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_policy: Option<ResourcePolicy>,
+
+    /// Resource policy as an AWS policy document (JSON), for what resourcePolicy cannot say.
+    /// PutResourcePolicy through the API writes it here. Give resourcePolicy or this, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 20480))]
+    pub resource_policy_document: Option<String>,
 
     /// Opt-in copy of the current value into a core Secret, for consumers that read only core
     /// Secrets. The plaintext then sits in that core Secret, so leave this out unless needed.
@@ -528,6 +628,7 @@ mod tests {
                 from_secret: None,
                 rotation: None,
                 resource_policy: None,
+                resource_policy_document: None,
                 sync: None,
                 recovery_window_days: 30,
             },
@@ -537,8 +638,8 @@ mod tests {
 
     #[test]
     fn cel_exactly_one_value_source() {
-        let message = "give exactly one of generate, sealedValue and fromSecret";
-        assert_invalid::<Secret>(&secret(json!({})), message);
+        let message = "give at most one of generate, sealedValue and fromSecret";
+        assert_valid::<Secret>(&secret(json!({})));
         assert_invalid::<Secret>(
             &secret(json!({"generate": {}, "sealedValue": "AAAA"})),
             message,
@@ -550,6 +651,35 @@ mod tests {
             })),
             message,
         );
+    }
+
+    #[test]
+    fn every_secret_name_has_one_resource_name() {
+        assert_eq!(resource_name_for("db-password"), "db-password");
+        assert_eq!(resource_name_for("app.db"), "app.db");
+        let derived = resource_name_for("prod/db/Password");
+        assert!(derived.starts_with("sm-prod-db-password-"), "{derived}");
+        assert_ne!(derived, resource_name_for("prod/db/password"));
+        assert_ne!(resource_name_for("sm-x"), "sm-x");
+        let long = "a/".repeat(256);
+        assert!(resource_name_for(&long).len() <= 63);
+        assert_eq!(resource_name_for("///").len(), "sm-".len() + 10);
+        for name in ["db-password", "prod/db/Password", "x@y", "sm-x", "A"] {
+            let resource = resource_name_for(name);
+            assert!(is_plain_resource_name(resource.trim_start_matches("sm-")), "{resource}");
+            let mut object = Secret::new(&resource, serde_json::from_value(json!({})).expect("spec"));
+            if resource != name {
+                object.metadata.annotations =
+                    Some([(SECRET_NAME_ANNOTATION.to_owned(), name.to_owned())].into());
+            }
+            assert_eq!(object.secret_name().as_deref(), Ok(name));
+        }
+        let mut stray = Secret::new("other", serde_json::from_value(json!({})).expect("spec"));
+        stray.metadata.annotations =
+            Some([(SECRET_NAME_ANNOTATION.to_owned(), "prod/db".to_owned())].into());
+        assert!(matches!(stray.secret_name(), Err(SecretNameError::Mismatch { .. })));
+        let bare = Secret::new("sm-abc", serde_json::from_value(json!({})).expect("spec"));
+        assert_eq!(bare.secret_name(), Err(SecretNameError::MissingAnnotation));
     }
 
     #[test]
