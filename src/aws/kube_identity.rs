@@ -9,7 +9,9 @@
 //! - [`KubernetesAuthority`] is the [`AccountAuthority`] of Kubernetes mode: a key policy statement
 //!   that names the caller's account delegates to RBAC on the `kmskeys` resource of group
 //!   `coffer.dev`, so `kubectl auth can-i decrypt kmskeys/ID --as system:serviceaccount:NS:SA`
-//!   answers exactly what Coffer will decide.
+//!   answers exactly what Coffer will decide. Secrets Manager actions are asked on `secrets` of
+//!   the same group with the standard verbs (`kubectl auth can-i get secrets.coffer.dev/NAME`).
+//!   docs/authorization.md has both tables.
 //!
 //! Both talk to the API server through [`kube::Client::send`] and parse the answers themselves:
 //! a TokenReview answer echoes the token back, and the higher-level client methods log a body
@@ -62,11 +64,20 @@ pub const ACCESS_REVIEW_CACHE_TTL: Duration = Duration::from_secs(10);
 /// The most SubjectAccessReview decisions kept at once.
 pub const ACCESS_REVIEW_CACHE_CAPACITY: usize = 8192;
 
-/// The API group of Coffer's custom resources, which RBAC rules on `kmskeys` name.
+/// The API group of Coffer's custom resources, which RBAC rules on `kmskeys` and `secrets` name.
 pub const RBAC_GROUP: &str = "coffer.dev";
 
 /// The resource RBAC rules name for KMS keys.
 pub const KMS_KEYS_RESOURCE: &str = "kmskeys";
+
+/// The resource RBAC rules name for Secrets Manager secrets (the `Secret` kind of `coffer.dev`).
+pub const SECRETS_RESOURCE: &str = "secrets";
+
+/// The random characters after the last `-` of a secret's ARN.
+const SECRET_ARN_SUFFIX_LEN: usize = 6;
+
+/// The longest secret name Secrets Manager accepts.
+const MAX_SECRET_NAME_LEN: usize = 512;
 
 /// Tokens longer than this are refused without asking the API server.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -719,17 +730,99 @@ fn rbac_resource_name(resource_arn: &str) -> Option<String> {
     (!id.is_empty() && !id.contains('/')).then(|| id.to_owned())
 }
 
+/// The RBAC verb a Secrets Manager action needs on `secrets`, or `None` for an action that is
+/// not one Coffer knows (which is then denied).
+///
+/// | action | verb |
+/// |---|---|
+/// | `GetSecretValue`, `BatchGetSecretValue`, `DescribeSecret`, `ListSecretVersionIds`, `GetResourcePolicy`, `ValidateResourcePolicy` | `get` |
+/// | `ListSecrets` | `list` |
+/// | `CreateSecret`, `GetRandomPassword` | `create` |
+/// | `PutSecretValue`, `UpdateSecret`, `UpdateSecretVersionStage`, `TagResource`, `UntagResource`, `PutResourcePolicy`, `DeleteResourcePolicy`, `RestoreSecret`, `RotateSecret`, `CancelRotateSecret` | `update` |
+/// | `DeleteSecret` | `delete` |
+///
+/// No prefix rule: a new action stays denied until it is given a verb here. Action names are
+/// matched without regard to case, as IAM does.
+pub fn secrets_rbac_verb(action: &str) -> Option<&'static str> {
+    let lower = action.to_ascii_lowercase();
+    let operation = lower.strip_prefix("secretsmanager:")?;
+    Some(match operation {
+        "getsecretvalue"
+        | "batchgetsecretvalue"
+        | "describesecret"
+        | "listsecretversionids"
+        | "getresourcepolicy"
+        | "validateresourcepolicy" => "get",
+        "listsecrets" => "list",
+        "createsecret" | "getrandompassword" => "create",
+        "putsecretvalue"
+        | "updatesecret"
+        | "updatesecretversionstage"
+        | "tagresource"
+        | "untagresource"
+        | "putresourcepolicy"
+        | "deleteresourcepolicy"
+        | "restoresecret"
+        | "rotatesecret"
+        | "cancelrotatesecret" => "update",
+        "deletesecret" => "delete",
+        _ => return None,
+    })
+}
+
+/// The RBAC resource name of a secret ARN of account `account`:
+/// `arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX` gives
+/// [`resource_name_for`](crate::resources::secret::resource_name_for)`(NAME)`, `*` gives the
+/// empty name (a namespace-wide question). `None` for anything else, including a secret of
+/// another account: RBAC in the caller's namespace says nothing about another namespace's
+/// secrets, only their resource policies do.
+fn secret_rbac_name(resource_arn: &str, account: &str) -> Option<String> {
+    if resource_arn == "*" {
+        return Some(String::new());
+    }
+    let arn = Arn::parse(resource_arn)?;
+    if arn.service != "secretsmanager" || arn.account_id != account {
+        return None;
+    }
+    let (name, suffix) = arn.resource.strip_prefix("secret:")?.rsplit_once('-')?;
+    let name_ok = !name.is_empty()
+        && name.len() <= MAX_SECRET_NAME_LEN
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/_+=.@-".contains(&c));
+    let suffix_ok =
+        suffix.len() == SECRET_ARN_SUFFIX_LEN && suffix.bytes().all(|c| c.is_ascii_alphanumeric());
+    (name_ok && suffix_ok).then(|| crate::resources::secret::resource_name_for(name))
+}
+
+/// What RBAC is asked about one action: a verb on a resource of [`RBAC_GROUP`] and an object
+/// name (empty for the whole namespace).
+struct Question {
+    resource: &'static str,
+    verb: &'static str,
+    name: String,
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct DecisionKey {
     namespace: String,
     service_account: String,
+    // `kmskeys` and `secrets` may hold objects of the same name.
+    resource: &'static str,
     verb: &'static str,
     name: String,
 }
 
 /// Kubernetes mode's [`AccountAuthority`]: asks RBAC with a SubjectAccessReview whether the
-/// caller's ServiceAccount may use the `verb` (see [`rbac_verb`]) on `kmskeys/KEY_ID` in group
-/// `coffer.dev`, in the caller's namespace, with no name for account-level actions.
+/// caller's ServiceAccount may use the `verb` on an object of group `coffer.dev`, in the
+/// caller's namespace, with no name for account-level actions:
+///
+/// - KMS actions: [`rbac_verb`] on `kmskeys/KEY_ID` (or the KmsKey's name, see
+///   [`KubernetesAuthority::with_key_names`]);
+/// - Secrets Manager actions: [`secrets_rbac_verb`] on `secrets/NAME`, NAME the Secret
+///   resource's name for the secret. A secret of another namespace is denied without a review;
+///   only its resource policy can grant access to it. `list` and `create` are always asked
+///   namespace-wide, the way `kubectl auth can-i create secrets.coffer.dev` asks.
 ///
 /// The ServiceAccount is recovered from the caller itself (its namespace, and the name in its
 /// `role/serviceaccount/NAME` principal), so no state is shared with the authenticators and any
@@ -786,7 +879,7 @@ impl KubernetesAuthority {
                 ]),
                 resource_attributes: Some(ResourceAttributes {
                     group: Some(RBAC_GROUP.to_owned()),
-                    resource: Some(KMS_KEYS_RESOURCE.to_owned()),
+                    resource: Some(key.resource.to_owned()),
                     verb: Some(key.verb.to_owned()),
                     name: (!key.name.is_empty()).then(|| key.name.clone()),
                     namespace: Some(key.namespace.clone()),
@@ -810,6 +903,36 @@ impl KubernetesAuthority {
             .status
             .is_some_and(|status| status.allowed && status.denied != Some(true)))
     }
+
+    /// What to ask RBAC about `action` on `resource_arn` for a caller of `namespace`; `None`
+    /// denies without asking.
+    fn question(&self, namespace: &str, action: &str, resource_arn: &str) -> Option<Question> {
+        if let Some(verb) = rbac_verb(action) {
+            let id = rbac_resource_name(resource_arn)?;
+            let name = match &self.names {
+                Some(names) if !id.is_empty() => names.rbac_name(namespace, &id),
+                _ => id,
+            };
+            return Some(Question {
+                resource: KMS_KEYS_RESOURCE,
+                verb,
+                name,
+            });
+        }
+        let verb = secrets_rbac_verb(action)?;
+        let name = secret_rbac_name(resource_arn, &account_id(namespace))?;
+        // Listing and creating are about the namespace, never one secret.
+        let name = if matches!(verb, "list" | "create") {
+            String::new()
+        } else {
+            name
+        };
+        Some(Question {
+            resource: SECRETS_RESOURCE,
+            verb,
+            name,
+        })
+    }
 }
 
 #[async_trait]
@@ -818,18 +941,15 @@ impl AccountAuthority for KubernetesAuthority {
         let Some((namespace, service_account)) = service_account_of(caller) else {
             return false;
         };
-        let (Some(verb), Some(name)) = (rbac_verb(action), rbac_resource_name(resource_arn)) else {
+        let Some(question) = self.question(namespace, action, resource_arn) else {
             return false;
-        };
-        let name = match &self.names {
-            Some(names) if !name.is_empty() => names.rbac_name(namespace, &name),
-            _ => name,
         };
         let key = DecisionKey {
             namespace: namespace.to_owned(),
             service_account: service_account.to_owned(),
-            verb,
-            name,
+            resource: question.resource,
+            verb: question.verb,
+            name: question.name,
         };
         if let Some(allowed) = self.cache.get(&key) {
             return allowed;
@@ -1392,6 +1512,114 @@ mod tests {
         }
     }
 
+    #[test]
+    fn secrets_actions_map_to_rbac_verbs() {
+        for (action, verb) in [
+            ("secretsmanager:GetSecretValue", "get"),
+            ("secretsmanager:BatchGetSecretValue", "get"),
+            ("secretsmanager:DescribeSecret", "get"),
+            ("secretsmanager:ListSecretVersionIds", "get"),
+            ("secretsmanager:GetResourcePolicy", "get"),
+            ("secretsmanager:ValidateResourcePolicy", "get"),
+            ("secretsmanager:ListSecrets", "list"),
+            ("secretsmanager:CreateSecret", "create"),
+            ("secretsmanager:GetRandomPassword", "create"),
+            ("secretsmanager:PutSecretValue", "update"),
+            ("secretsmanager:UpdateSecret", "update"),
+            ("secretsmanager:UpdateSecretVersionStage", "update"),
+            ("secretsmanager:TagResource", "update"),
+            ("secretsmanager:UntagResource", "update"),
+            ("secretsmanager:PutResourcePolicy", "update"),
+            ("secretsmanager:DeleteResourcePolicy", "update"),
+            ("secretsmanager:RestoreSecret", "update"),
+            ("secretsmanager:RotateSecret", "update"),
+            ("secretsmanager:CancelRotateSecret", "update"),
+            ("secretsmanager:DeleteSecret", "delete"),
+            ("SecretsManager:getsecretvalue", "get"),
+        ] {
+            assert_eq!(secrets_rbac_verb(action), Some(verb), "{action}");
+        }
+        for unknown in [
+            "secretsmanager:*",
+            "secretsmanager:Get*",
+            "secretsmanager:StopReplicationToReplica",
+            "secretsmanager:ReplicateSecretToRegions",
+            "secretsmanager:",
+            "kms:Decrypt",
+            "GetSecretValue",
+        ] {
+            assert_eq!(secrets_rbac_verb(unknown), None, "{unknown}");
+        }
+        // Every action the engine asks about has a verb.
+        for action in [
+            "CreateSecret",
+            "PutSecretValue",
+            "GetSecretValue",
+            "DescribeSecret",
+            "ListSecrets",
+            "ListSecretVersionIds",
+            "UpdateSecret",
+            "UpdateSecretVersionStage",
+            "DeleteSecret",
+            "RestoreSecret",
+            "TagResource",
+            "UntagResource",
+            "PutResourcePolicy",
+            "GetResourcePolicy",
+            "DeleteResourcePolicy",
+            "ValidateResourcePolicy",
+        ] {
+            let action = format!("secretsmanager:{action}");
+            assert!(secrets_rbac_verb(&action).is_some(), "{action}");
+        }
+    }
+
+    #[test]
+    fn secret_arns_map_to_resource_names() {
+        let account = account_id("team-a");
+        let arn = |resource: &str| format!("arn:aws:secretsmanager:us-east-1:{account}:{resource}");
+        assert_eq!(secret_rbac_name("*", &account).as_deref(), Some(""));
+        assert_eq!(
+            secret_rbac_name(&arn("secret:app-db-AbC123"), &account).as_deref(),
+            Some("app-db")
+        );
+        assert_eq!(
+            secret_rbac_name(&arn("secret:db.example-x1Y2z3"), &account).as_deref(),
+            Some("db.example")
+        );
+        let derived = secret_rbac_name(&arn("secret:prod/db/password-AbC123"), &account).unwrap();
+        assert_eq!(
+            derived,
+            crate::resources::secret::resource_name_for("prod/db/password")
+        );
+        assert!(derived.starts_with("sm-"), "{derived}");
+        // A secret named like a derived name is not its own resource name.
+        assert_ne!(
+            secret_rbac_name(&arn("secret:sm-x-AbC123"), &account).as_deref(),
+            Some("sm-x")
+        );
+        for bad in [
+            arn("secret:app-db"),
+            arn("secret:app-db-AbC12"),
+            arn("secret:app-db-AbC1234"),
+            arn("secret:app-db-AbC12!"),
+            arn("secret:-AbC123"),
+            arn("secret:app db-AbC123"),
+            arn("secret:app:db-AbC123"),
+            arn(&format!("secret:{}-AbC123", "a".repeat(513))),
+            arn("key/app-db-AbC123"),
+            format!("arn:aws:kms:us-east-1:{account}:secret:app-db-AbC123"),
+            format!(
+                "arn:aws:secretsmanager:us-east-1:{}:secret:app-db-AbC123",
+                account_id("team-b")
+            ),
+            "secret:app-db-AbC123".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(secret_rbac_name(&bad, &account), None, "{bad}");
+        }
+    }
+
     mod access_reviews {
         use super::*;
 
@@ -1560,6 +1788,206 @@ mod tests {
             );
             drop(authority);
             assert!(server.next_request().await.is_none(), "no review was sent");
+        }
+
+        fn secret_arn(namespace: &str, name: &str) -> String {
+            format!(
+                "arn:aws:secretsmanager:us-east-1:{}:secret:{name}-AbC123",
+                account_id(namespace)
+            )
+        }
+
+        #[tokio::test]
+        async fn a_secret_review_asks_get_on_secrets_by_resource_name() {
+            let (allowed, request) = decide(
+                &caller(),
+                "secretsmanager:GetSecretValue",
+                &secret_arn("team-a", "app-db"),
+                201,
+                serde_json::json!({"allowed": true}),
+            )
+            .await;
+            assert!(allowed);
+            let spec = &request["spec"];
+            assert_eq!(spec["user"], "system:serviceaccount:team-a:app");
+            let attributes = &spec["resourceAttributes"];
+            assert_eq!(attributes["verb"], "get");
+            assert_eq!(attributes["resource"], "secrets");
+            assert_eq!(attributes["group"], "coffer.dev");
+            assert_eq!(attributes["name"], "app-db");
+            assert_eq!(attributes["namespace"], "team-a");
+        }
+
+        #[tokio::test]
+        async fn secret_names_that_are_not_resource_names_are_asked_by_their_derived_name() {
+            let (allowed, request) = decide(
+                &caller(),
+                "secretsmanager:PutSecretValue",
+                &secret_arn("team-a", "prod/db/Password"),
+                201,
+                serde_json::json!({"allowed": false}),
+            )
+            .await;
+            assert!(!allowed);
+            let attributes = &request["spec"]["resourceAttributes"];
+            assert_eq!(attributes["verb"], "update");
+            assert_eq!(attributes["resource"], "secrets");
+            assert_eq!(
+                attributes["name"].as_str(),
+                Some(crate::resources::secret::resource_name_for("prod/db/Password").as_str())
+            );
+            assert!(
+                attributes["name"]
+                    .as_str()
+                    .is_some_and(|name| name.starts_with("sm-prod-db-password-")),
+                "{attributes}"
+            );
+        }
+
+        #[tokio::test]
+        async fn account_level_secret_actions_name_no_secret() {
+            for (action, verb) in [
+                ("secretsmanager:ListSecrets", "list"),
+                ("secretsmanager:CreateSecret", "create"),
+                ("secretsmanager:GetRandomPassword", "create"),
+                ("secretsmanager:ValidateResourcePolicy", "get"),
+            ] {
+                let (allowed, request) = decide(
+                    &caller(),
+                    action,
+                    "*",
+                    201,
+                    serde_json::json!({"allowed": true}),
+                )
+                .await;
+                assert!(allowed, "{action}");
+                let attributes = &request["spec"]["resourceAttributes"];
+                assert_eq!(attributes["verb"], verb, "{action}");
+                assert_eq!(attributes["resource"], "secrets", "{action}");
+                assert!(attributes.get("name").is_none(), "{action}: {attributes}");
+                assert_eq!(attributes["namespace"], "team-a", "{action}");
+            }
+            // Listing and creating are asked namespace-wide even when a secret is named.
+            let (_, request) = decide(
+                &caller(),
+                "secretsmanager:CreateSecret",
+                &secret_arn("team-a", "app-db"),
+                201,
+                serde_json::json!({"allowed": true}),
+            )
+            .await;
+            let attributes = &request["spec"]["resourceAttributes"];
+            assert_eq!(attributes["verb"], "create");
+            assert!(attributes.get("name").is_none(), "{attributes}");
+        }
+
+        #[tokio::test]
+        async fn secrets_of_other_namespaces_and_unknown_actions_are_denied_without_asking() {
+            let (client, mut server) = client();
+            let authority = KubernetesAuthority::new(client);
+            for action in [
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:ListSecrets",
+                "secretsmanager:CreateSecret",
+                "secretsmanager:DeleteSecret",
+            ] {
+                assert!(
+                    !authority
+                        .allows(&caller(), action, &secret_arn("team-b", "app-db"))
+                        .await,
+                    "{action}"
+                );
+            }
+            for action in [
+                "secretsmanager:*",
+                "secretsmanager:ReplicateSecretToRegions",
+                "secretsmanager:RemoveRegionsFromReplication",
+                "secretsmanager:StopReplicationToReplica",
+            ] {
+                assert!(!authority.allows(&caller(), action, "*").await, "{action}");
+                assert!(
+                    !authority
+                        .allows(&caller(), action, &secret_arn("team-a", "app-db"))
+                        .await,
+                    "{action}"
+                );
+            }
+            // Nor is a resource that is not a secret, or a secret for a KMS action.
+            for resource in [
+                "arn:aws:kms:us-east-1:111122223333:key/0f3c1d52-7a0e-4c39-9d8e-3b1a2c4d5e6f"
+                    .to_owned(),
+                format!(
+                    "arn:aws:secretsmanager:us-east-1:{}:secret:app-db",
+                    account_id("team-a")
+                ),
+            ] {
+                assert!(
+                    !authority
+                        .allows(&caller(), "secretsmanager:GetSecretValue", &resource)
+                        .await,
+                    "{resource}"
+                );
+            }
+            assert!(
+                !authority
+                    .allows(&caller(), "kms:Decrypt", &secret_arn("team-a", "app-db"))
+                    .await
+            );
+            drop(authority);
+            assert!(server.next_request().await.is_none(), "no review was sent");
+        }
+
+        #[tokio::test]
+        async fn secret_decisions_are_cached_apart_from_key_decisions() {
+            struct SameName;
+            impl KeyNames for SameName {
+                fn rbac_name(&self, _namespace: &str, _key_id: &str) -> String {
+                    "app-db".to_owned()
+                }
+            }
+            let (client, mut server) = client();
+            let authority = KubernetesAuthority::new(client).with_key_names(Arc::new(SameName));
+            let server = tokio::spawn(async move {
+                let mut asked = Vec::new();
+                for allowed in [true, false] {
+                    let (request, send) = next_post(&mut server, SUBJECT_ACCESS_REVIEWS_PATH).await;
+                    let attributes = &request["spec"]["resourceAttributes"];
+                    asked.push(format!(
+                        "{} {}/{}",
+                        attributes["verb"].as_str().unwrap_or_default(),
+                        attributes["resource"].as_str().unwrap_or_default(),
+                        attributes["name"].as_str().unwrap_or_default()
+                    ));
+                    respond(
+                        send,
+                        201,
+                        sar_answer(&request, serde_json::json!({"allowed": allowed})),
+                    );
+                }
+                (server, asked)
+            });
+            let secret = secret_arn("team-a", "app-db");
+            assert!(
+                authority
+                    .allows(&caller(), "secretsmanager:GetSecretValue", &secret)
+                    .await
+            );
+            // Same verb, same name: answered from the cache.
+            assert!(
+                authority
+                    .allows(&caller(), "secretsmanager:DescribeSecret", &secret)
+                    .await
+            );
+            assert!(!authority.allows(&caller(), "kms:Decrypt", KEY_ARN).await);
+            assert!(!authority.allows(&caller(), "kms:Decrypt", KEY_ARN).await);
+            let (mut server, asked) = server.await.unwrap();
+            assert_eq!(asked, ["get secrets/app-db", "decrypt kmskeys/app-db"]);
+            drop(authority);
+            assert!(
+                server.next_request().await.is_none(),
+                "exactly two reviews were sent"
+            );
         }
 
         #[tokio::test]
