@@ -10,6 +10,7 @@
 pub mod asymmetric;
 mod envelope;
 mod root;
+pub mod sealed;
 mod secret;
 mod wrap;
 
@@ -21,6 +22,7 @@ pub use root::{
     FileRootKeyProvider, KubernetesRootKeyProvider, MAX_ROOT_KEY_CONFLICT_RETRIES, RootKeyProvider,
     RootKeyring,
 };
+pub use sealed::{SealTarget, SealedValue, SealedValueError};
 pub use secret::{KEY_LEN, KeyMaterial, SecretBytes, wipe};
 pub use wrap::{unwrap_key, wrap_key};
 

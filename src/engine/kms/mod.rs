@@ -14,6 +14,7 @@ pub mod model;
 mod operations;
 pub mod policy;
 mod schedule;
+mod sealed_values;
 mod service_values;
 #[cfg(test)]
 mod tests;
