@@ -7,6 +7,9 @@
 //! once the caches hold a full list.
 
 pub mod kmskey;
+pub mod secret;
+#[cfg(test)]
+mod secret_tests;
 #[cfg(test)]
 mod tests;
 
@@ -41,11 +44,14 @@ use crate::crypto::{
     CryptoError, FileRootKeyProvider, KubernetesRootKeyProvider, RootKeyProvider as _,
 };
 use crate::engine::SystemClock;
-use crate::engine::kms::Kms;
+use crate::engine::kms::{KeyDirectory, Kms};
+use crate::engine::secrets::Secrets;
 use crate::leader::LeaderElection;
 use crate::metrics::Metrics;
 use crate::resources::kmskey::KmsKey;
+use crate::resources::secret::{Secret, resource_name_for};
 use crate::serve::{self, ServeError, TlsFiles};
+use crate::store::kubernetes::secrets::SecretRecords;
 use crate::store::kubernetes::{KmsKeys, KubernetesStore, StoreChange};
 use kmskey::Context;
 
@@ -185,13 +191,26 @@ pub async fn run_with_client_and_metrics(
     let keys = Arc::clone(store.kms_keys());
     let authority =
         Arc::new(KubernetesAuthority::new(client.clone()).with_key_names(Arc::clone(&keys) as _));
-    let kms = Arc::new(Kms::new(
-        store.clone(),
-        Arc::clone(&keyring),
-        authority,
-        Arc::new(SystemClock),
-        config.region.clone(),
-    ));
+    let kms = Arc::new(
+        Kms::new(
+            store.clone(),
+            Arc::clone(&keyring),
+            authority.clone(),
+            Arc::new(SystemClock),
+            config.region.clone(),
+        )
+        .with_key_directory(Arc::clone(&keys) as _),
+    );
+    let secret_records = Arc::clone(store.secrets());
+    let secrets = Arc::new(
+        Secrets::new(
+            store.clone(),
+            Arc::clone(&kms),
+            authority,
+            Arc::new(SystemClock),
+        )
+        .with_directory(Arc::clone(&secret_records) as _),
+    );
 
     let audit = AuditSink::from_setting(&config.audit_log, config.front_door.audit_rotation)
         .map_err(|source| ControllerError::AuditLog {
@@ -208,7 +227,9 @@ pub async fn run_with_client_and_metrics(
             .map_err(|err| ControllerError::Credentials(err.to_string()))?,
     );
     let api = Arc::new(AwsApi {
-        services: crate::aws::ops::Services::new().with(Arc::clone(&kms)),
+        services: crate::aws::ops::Services::new()
+            .with(Arc::clone(&kms))
+            .with(Arc::clone(&secrets)),
         region: config.region.clone(),
         guard: RequestGuard::new(config.front_door.requests),
         authenticator: Arc::new(TemporaryCredentialAuthenticator::new(
@@ -277,15 +298,27 @@ pub async fn run_with_client_and_metrics(
             instance: Some(config.identity.clone()),
         },
     );
-    let context = Arc::new(Context {
-        kms: Arc::clone(&kms),
-        store: Arc::clone(&keys),
-        client: client.clone(),
-        recorder: recorder.clone(),
-        clock: Arc::new(SystemClock),
-        metrics: Some(metrics.reconcile()),
-    });
-    let leader_work = tokio::spawn(lead(leading, context, recorder, stopped(stop_rx.clone())));
+    let work = LeaderWork {
+        keys: Arc::new(Context {
+            kms: Arc::clone(&kms),
+            store: Arc::clone(&keys),
+            client: client.clone(),
+            recorder: recorder.clone(),
+            clock: Arc::new(SystemClock),
+            metrics: Some(metrics.reconcile()),
+        }),
+        secrets: Arc::new(secret::Context {
+            secrets: Arc::clone(&secrets),
+            kms: Arc::clone(&kms),
+            store: secret_records,
+            client: client.clone(),
+            recorder: recorder.clone(),
+            clock: Arc::new(SystemClock),
+            metrics: Some(metrics.reconcile()),
+        }),
+        recorder,
+    };
+    let leader_work = tokio::spawn(lead(leading, work, stopped(stop_rx.clone())));
 
     let api_server = serve::serve(
         api_listener,
@@ -340,28 +373,65 @@ async fn forward_changes(
 /// One piece of the leader's work. It runs until leadership ends, when it is dropped.
 type LeaderTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// What the leader works with.
+struct LeaderWork {
+    keys: Arc<Context>,
+    secrets: Arc<secret::Context>,
+    recorder: Recorder,
+}
+
 /// The leader's work, made anew each time this replica takes the Lease. A new scheduled duty
 /// (rotating secrets, expiring parameters) is one more entry here.
-fn leader_tasks(context: &Arc<Context>, recorder: &Recorder) -> Vec<(&'static str, LeaderTask)> {
+fn leader_tasks(work: &LeaderWork) -> Vec<(&'static str, LeaderTask)> {
+    let keys = &work.keys;
+    let secrets = &work.secrets;
     vec![
         (
             "KmsKey reconciler",
-            Box::pin(reconcile_kmskeys(Arc::clone(context))),
+            Box::pin(run_reconciler(
+                ("KmsKey", "kmskey"),
+                keys.store.reconciler_input(),
+                changed_resources(Arc::clone(&keys.store)),
+                kmskey::reconcile,
+                kmskey::error_policy,
+                Arc::clone(keys),
+                keys.metrics.clone(),
+            )),
         ),
         (
             "key scheduler",
-            Box::pin(Arc::clone(&context.kms).run_scheduler()),
+            Box::pin(Arc::clone(&keys.kms).run_scheduler()),
         ),
         (
             "deletion windows of deleted KmsKeys",
-            Box::pin(kmskey::schedule_abandoned(Arc::clone(context))),
+            Box::pin(kmskey::schedule_abandoned(Arc::clone(keys))),
         ),
         (
             "Events for destroyed keys",
             Box::pin(announce_destroyed(
-                context.store.changes(),
-                recorder.clone(),
+                keys.store.changes(),
+                work.recorder.clone(),
             )),
+        ),
+        (
+            "Secret reconciler",
+            Box::pin(run_reconciler(
+                ("Secret", "secret"),
+                secrets.store.reconciler_input(),
+                changed_secrets(Arc::clone(&secrets.store)),
+                secret::reconcile,
+                secret::error_policy,
+                Arc::clone(secrets),
+                secrets.metrics.clone(),
+            )),
+        ),
+        (
+            "secret purge",
+            Box::pin(Arc::clone(&secrets.secrets).run_scheduler()),
+        ),
+        (
+            "recovery windows of deleted Secrets",
+            Box::pin(secret::schedule_abandoned(Arc::clone(secrets))),
         ),
     ]
 }
@@ -370,8 +440,7 @@ fn leader_tasks(context: &Arc<Context>, recorder: &Recorder) -> Vec<(&'static st
 /// and returns on shutdown.
 async fn lead(
     mut leading: watch::Receiver<bool>,
-    context: Arc<Context>,
-    recorder: Recorder,
+    work: LeaderWork,
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -382,15 +451,13 @@ async fn lead(
                 if acquired.is_err() { return; }
             }
         }
-        tracing::info!("leading: reconciling KmsKeys and running the key scheduler");
-        let tasks = leader_tasks(&context, &recorder)
-            .into_iter()
-            .map(|(name, task)| {
-                Box::pin(async move {
-                    task.await;
-                    name
-                })
-            });
+        tracing::info!("leading: reconciling KmsKeys and Secrets and running the schedulers");
+        let tasks = leader_tasks(&work).into_iter().map(|(name, task)| {
+            Box::pin(async move {
+                task.await;
+                name
+            })
+        });
         let any_ended = futures::future::select_all(tasks);
         tokio::select! {
             _ = &mut stop => return,
@@ -404,43 +471,103 @@ async fn lead(
     }
 }
 
-/// The KmsKey reconciler, fed by the keeper's own watch so that it sees what the store sees.
-async fn reconcile_kmskeys(context: Arc<Context>) {
-    let (resources, reader) = context.store.reconciler_input();
+/// A failure of a reconcile, named for metrics.
+trait ReconcileFailure: std::error::Error + Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+}
+
+impl ReconcileFailure for kmskey::ReconcileError {
+    fn kind(&self) -> &'static str {
+        kmskey::ReconcileError::kind(self)
+    }
+}
+
+impl ReconcileFailure for secret::ReconcileError {
+    fn kind(&self) -> &'static str {
+        secret::ReconcileError::kind(self)
+    }
+}
+
+/// Runs a reconciler fed by its keeper's own watch, so that it sees what the store sees, and
+/// woken as well by `wakes` (records written elsewhere: the API, the scheduler, another
+/// replica). Thousands of resources applied at once queue up rather than all hold a request
+/// open.
+async fn run_reconciler<K, C, F, E>(
+    (kind, metric_kind): (&'static str, &'static str),
+    input: (
+        impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
+        kube::runtime::reflector::Store<K>,
+    ),
+    wakes: impl futures::Stream<Item = ObjectRef<K>> + Send + 'static,
+    reconcile: fn(Arc<K>, Arc<C>) -> F,
+    error_policy: fn(Arc<K>, &E, Arc<C>) -> kube::runtime::controller::Action,
+    context: Arc<C>,
+    metrics: Option<crate::metrics::ReconcileMetrics>,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    C: Send + Sync + 'static,
+    F: Future<Output = Result<kube::runtime::controller::Action, E>> + Send + 'static,
+    E: ReconcileFailure,
+{
+    let (resources, reader) = input;
     Controller::for_stream(resources, reader)
-        // A key written elsewhere (the API, the scheduler, another replica) wakes its resource.
-        .reconcile_on(changed_resources(Arc::clone(&context.store)))
-        // Thousands of KmsKeys applied at once queue up rather than all hold a request open.
+        .reconcile_on(wakes)
         .with_config(
             kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
         )
         .run(
-            |resource, ctx: Arc<Context>| {
+            move |resource, ctx: Arc<C>| {
                 // Every line logged while reconciling names the object.
                 let span = tracing::info_span!(
                     "reconcile",
-                    kind = "KmsKey",
-                    namespace = resource.metadata.namespace.as_deref().unwrap_or_default(),
-                    name = resource.metadata.name.as_deref().unwrap_or_default(),
+                    kind,
+                    namespace = resource.meta().namespace.as_deref().unwrap_or_default(),
+                    name = resource.meta().name.as_deref().unwrap_or_default(),
                 );
+                let metrics = metrics.clone();
                 async move {
                     let started = Instant::now();
-                    let outcome = kmskey::reconcile(resource, Arc::clone(&ctx)).await;
-                    if let Some(metrics) = &ctx.metrics {
+                    let outcome = reconcile(resource, ctx).await;
+                    if let Some(metrics) = &metrics {
                         match &outcome {
-                            Ok(_) => metrics.success("kmskey", started.elapsed()),
-                            Err(err) => metrics.error("kmskey", err.kind(), started.elapsed()),
+                            Ok(_) => metrics.success(metric_kind, started.elapsed()),
+                            Err(err) => metrics.error(metric_kind, err.kind(), started.elapsed()),
                         }
                     }
                     outcome
                 }
                 .instrument(span)
             },
-            kmskey::error_policy,
+            error_policy,
             context,
         )
         .for_each(|_| async {})
         .await;
+}
+
+/// The Secrets whose records changed, from the store's change feed.
+fn changed_secrets(
+    store: Arc<SecretRecords>,
+) -> impl futures::Stream<Item = ObjectRef<Secret>> + Send + 'static {
+    futures::stream::unfold(store.changes(), move |mut changes| async move {
+        loop {
+            match changes.recv().await {
+                Ok(changed) => {
+                    let reference = ObjectRef::new(&resource_name_for(&changed.name))
+                        .within(&changed.namespace);
+                    return Some((reference, changes));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 /// The KmsKeys whose keys changed, from the store's change feed.
@@ -504,6 +631,15 @@ async fn announce_destroyed(
                 tracing::warn!(error = %err, "could not publish an Event");
             }
         }
+    }
+}
+
+impl KeyDirectory for KmsKeys {
+    /// Keys are also known by their KmsKey resource's name, in `kmsKeyRef` and the API alike.
+    fn key_id_named(&self, namespace: &str, name: &str) -> Option<String> {
+        self.resource(namespace, name)
+            .filter(|resource| self.owns_its_key(resource))
+            .and_then(|resource| crate::store::kubernetes::key_id_of(&resource).map(str::to_owned))
     }
 }
 

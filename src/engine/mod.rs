@@ -71,6 +71,29 @@ pub struct Caller {
     pub secure_transport: bool,
 }
 
+impl Caller {
+    /// The account root of `namespace`: whom the controller acts as when it applies a resource
+    /// of that namespace. Names resolve in the namespace; nothing is authorized by it alone.
+    pub fn account_of(namespace: &str) -> Self {
+        let account = account::account_id(namespace);
+        Self {
+            namespace: namespace.to_owned(),
+            principal: Principal {
+                arn: format!("arn:aws:iam::{account}:root"),
+                account_id: account,
+            },
+            access_key_id: None,
+            secure_transport: true,
+        }
+    }
+}
+
+/// The namespace behind an account id, for calls that name another account's resource by ARN.
+/// Only the cluster front end knows its namespaces; standalone mode reaches its own account only.
+pub trait AccountDirectory: Send + Sync + 'static {
+    fn namespace_of(&self, account_id: &str) -> Option<String>;
+}
+
 /// What the caller's account grants outside key policies: AWS's IAM, Coffer's access-key
 /// permissions in standalone mode, Kubernetes RBAC in a cluster. A key policy statement naming the
 /// account root delegates to this.

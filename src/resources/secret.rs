@@ -3,8 +3,8 @@
 
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
-use sha2::Digest as _;
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 use super::common::{
     BASE64_PATTERN, CofferSecretReference, Condition, DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN,
@@ -666,8 +666,12 @@ mod tests {
         assert_eq!(resource_name_for("///").len(), "sm-".len() + 10);
         for name in ["db-password", "prod/db/Password", "x@y", "sm-x", "A"] {
             let resource = resource_name_for(name);
-            assert!(is_plain_resource_name(resource.trim_start_matches("sm-")), "{resource}");
-            let mut object = Secret::new(&resource, serde_json::from_value(json!({})).expect("spec"));
+            assert!(
+                is_plain_resource_name(resource.trim_start_matches("sm-")),
+                "{resource}"
+            );
+            let mut object =
+                Secret::new(&resource, serde_json::from_value(json!({})).expect("spec"));
             if resource != name {
                 object.metadata.annotations =
                     Some([(SECRET_NAME_ANNOTATION.to_owned(), name.to_owned())].into());
@@ -677,7 +681,10 @@ mod tests {
         let mut stray = Secret::new("other", serde_json::from_value(json!({})).expect("spec"));
         stray.metadata.annotations =
             Some([(SECRET_NAME_ANNOTATION.to_owned(), "prod/db".to_owned())].into());
-        assert!(matches!(stray.secret_name(), Err(SecretNameError::Mismatch { .. })));
+        assert!(matches!(
+            stray.secret_name(),
+            Err(SecretNameError::Mismatch { .. })
+        ));
         let bare = Secret::new("sm-abc", serde_json::from_value(json!({})).expect("spec"));
         assert_eq!(bare.secret_name(), Err(SecretNameError::MissingAnnotation));
     }

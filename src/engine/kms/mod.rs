@@ -61,6 +61,15 @@ pub struct Kms {
     cache: KeyCache,
     /// Wakes the scheduler when a write may have moved a due time.
     schedule_changed: Arc<Notify>,
+    /// Keys known by another name than their id (KmsKey resource names in a cluster).
+    key_names: Option<Arc<dyn KeyDirectory>>,
+}
+
+/// Finds a key by a name of the front end's own, such as a KmsKey resource's name, where AWS
+/// would take only ids, ARNs and aliases.
+pub trait KeyDirectory: Send + Sync + 'static {
+    /// The id of the key called `name` in `namespace`.
+    fn key_id_named(&self, namespace: &str, name: &str) -> Option<String>;
 }
 
 /// A key as the caller named it, resolved to where it lives.
@@ -86,7 +95,14 @@ impl Kms {
             region: region.into(),
             cache: KeyCache::new(CACHE_TTL),
             schedule_changed: Arc::new(Notify::new()),
+            key_names: None,
         }
+    }
+
+    /// Also resolves keys by the names `directory` knows.
+    pub fn with_key_directory(mut self, directory: Arc<dyn KeyDirectory>) -> Self {
+        self.key_names = Some(directory);
+        self
     }
 
     pub fn region(&self) -> &str {
@@ -174,6 +190,14 @@ impl Kms {
         }
         if key_ref.starts_with("alias/") {
             return self.alias_target(&caller.namespace, key_ref).await;
+        }
+        if !valid_key_id(key_ref)
+            && let Some(key_id) = self
+                .key_names
+                .as_ref()
+                .and_then(|names| names.key_id_named(&caller.namespace, key_ref))
+        {
+            return self.existing_key(caller.namespace.clone(), &key_id).await;
         }
         self.existing_key(caller.namespace.clone(), key_ref).await
     }

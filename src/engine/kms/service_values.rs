@@ -25,6 +25,15 @@ use crate::engine::kms::policy::KeyPolicy;
 use crate::store::StoreError;
 use crate::store::typed;
 
+/// On whose behalf a value is sealed or opened.
+#[derive(Clone, Copy)]
+enum Actor<'a> {
+    /// A caller of the API, whose access the key's policy decides.
+    Caller(&'a Caller),
+    /// The account the value belongs to, through the controller applying a resource.
+    Account,
+}
+
 /// What a service-held value belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceValue {
@@ -57,15 +66,52 @@ impl Kms {
         value: &ServiceValue,
         plaintext: &[u8],
     ) -> Result<(Vec<u8>, String), KmsError> {
+        self.seal_value_as(Actor::Caller(caller), key_ref, value, plaintext)
+            .await
+    }
+
+    /// Seals as [`Kms::seal_value`] does, for the account that `value` belongs to rather than
+    /// for a caller: the controller applying a resource's spec. Only keys of that account are
+    /// reached, and their policies are not asked: whoever may write the resource in that
+    /// namespace chose the key, as the KmsKey reconciler applies a spec without a caller.
+    pub async fn seal_value_for_account(
+        &self,
+        key_ref: Option<&str>,
+        value: &ServiceValue,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, String), KmsError> {
+        self.seal_value_as(Actor::Account, key_ref, value, plaintext)
+            .await
+    }
+
+    async fn seal_value_as(
+        &self,
+        actor: Actor<'_>,
+        key_ref: Option<&str>,
+        value: &ServiceValue,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, String), KmsError> {
+        let account = Caller::account_of(&value.resource.namespace);
+        let resolver = match actor {
+            Actor::Caller(caller) => caller,
+            Actor::Account => &account,
+        };
         let location = match key_ref {
-            Some(key_ref) => self.resolve(caller, key_ref).await?,
+            Some(key_ref) => self.resolve(resolver, key_ref).await?,
             None => {
                 self.managed_key(&value.resource.namespace, value.service)
                     .await?
             }
         };
+        if matches!(actor, Actor::Account) && location.namespace != value.resource.namespace {
+            return Err(KmsError::AccessDenied(
+                "A resource's value can be sealed only under a key of its own namespace.".into(),
+            ));
+        }
         let key = self.load(&location).await?;
-        if !self.is_managed(&location, value.service) {
+        if let Actor::Caller(caller) = actor
+            && !self.is_managed(&location, value.service)
+        {
             self.authorize(caller, &key, "kms:GenerateDataKey", &value.context)
                 .await?;
         }
@@ -101,19 +147,47 @@ impl Kms {
         value: &ServiceValue,
         blob: &[u8],
     ) -> Result<SecretBytes, KmsError> {
+        self.open_value_as(Actor::Caller(caller), value, blob).await
+    }
+
+    /// Opens a blob for the account `value` belongs to, as [`Kms::seal_value_for_account`]
+    /// seals: only under a key of that account, without asking its policy.
+    pub async fn open_value_for_account(
+        &self,
+        value: &ServiceValue,
+        blob: &[u8],
+    ) -> Result<SecretBytes, KmsError> {
+        self.open_value_as(Actor::Account, value, blob).await
+    }
+
+    async fn open_value_as(
+        &self,
+        actor: Actor<'_>,
+        value: &ServiceValue,
+        blob: &[u8],
+    ) -> Result<SecretBytes, KmsError> {
         let header = parse_header(blob).map_err(|_| KmsError::InvalidCiphertext)?;
         let location = Kms::parse_blob_key_id(&header.key_id).ok_or(KmsError::InvalidCiphertext)?;
         let key = self.load(&location).await?;
-        if self.is_managed(&location, value.service) {
-            if caller.namespace != location.namespace {
-                return Err(KmsError::AccessDenied(format!(
-                    "{} cannot be used from another account; share values under a customer managed key.",
-                    key.arn
-                )));
+        match actor {
+            Actor::Account if location.namespace != value.resource.namespace => {
+                return Err(KmsError::AccessDenied(
+                    "A resource's value opens only under a key of its own namespace.".into(),
+                ));
             }
-        } else {
-            self.authorize(caller, &key, "kms:Decrypt", &value.context)
-                .await?;
+            Actor::Account => {}
+            Actor::Caller(caller) if self.is_managed(&location, value.service) => {
+                if caller.namespace != location.namespace {
+                    return Err(KmsError::AccessDenied(format!(
+                        "{} cannot be used from another account; share values under a customer managed key.",
+                        key.arn
+                    )));
+                }
+            }
+            Actor::Caller(caller) => {
+                self.authorize(caller, &key, "kms:Decrypt", &value.context)
+                    .await?;
+            }
         }
         let arn = key.arn.clone();
         super::operations::require_enabled(&key, &arn)?;

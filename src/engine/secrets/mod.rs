@@ -9,6 +9,7 @@
 //!
 //! [`RecordKind::Secret`]: crate::store::RecordKind::Secret
 
+mod declared;
 mod error;
 pub mod model;
 mod operations;
@@ -27,10 +28,11 @@ use crate::crypto::{ResourceIdentity, SecretBytes};
 use crate::engine::account::{Arn, account_id};
 use crate::engine::iam::{AccessRequest, Decision, Policy, ServiceKeys};
 use crate::engine::kms::{Kms, ServiceValue};
-use crate::engine::{AccountAuthority, Caller, Clock};
+use crate::engine::{AccountAuthority, AccountDirectory, Caller, Clock};
 use crate::store::Store;
 use crate::store::typed::{self, Typed};
 
+pub use declared::{DeclaredSecret, DeclaredValue, SecretEvent};
 pub use error::SecretsError;
 pub use model::{CURRENT, PENDING, PREVIOUS, SecretRecord, SecretVersion};
 pub use operations::{
@@ -97,7 +99,18 @@ pub struct Secrets {
     /// Writers of one secret in this process take turns, so that they do not spend the store's
     /// conflict retries on each other (other replicas still race through the store).
     write_turns: Vec<tokio::sync::Mutex<()>>,
+    /// Finds the namespace of another account's secret named by ARN; without it only the
+    /// caller's own account is reached.
+    directory: Option<Arc<dyn AccountDirectory>>,
 }
+
+/// Operations a caller may do on another namespace's secret, when its resource policy allows.
+const CROSS_ACCOUNT_ACTIONS: [&str; 4] = [
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:ListSecretVersionIds",
+    "secretsmanager:GetResourcePolicy",
+];
 
 /// Stripes of [`Secrets::write_turns`]: secrets whose names hash alike share a turn.
 const WRITE_STRIPES: usize = 64;
@@ -118,7 +131,23 @@ impl Secrets {
             write_turns: (0..WRITE_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            directory: None,
         }
+    }
+
+    /// Lets callers name other namespaces' secrets by ARN (their resource policies decide).
+    pub fn with_directory(mut self, directory: Arc<dyn AccountDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// The namespace a secret of `record` lives in, seen from `caller`.
+    fn home_namespace(&self, caller: &Caller, record: &SecretRecord) -> Option<String> {
+        let account = Arn::parse(&record.arn)?.account_id;
+        if account == account_id(&caller.namespace) {
+            return Some(caller.namespace.clone());
+        }
+        self.directory.as_ref()?.namespace_of(&account)
     }
 
     /// Waits for this process's turn to write secret `name` of `namespace`.
@@ -185,12 +214,20 @@ impl Secrets {
             .filter(|arn| arn.service == SERVICE)
             .ok_or_else(invalid)?;
         let name = arn.resource.strip_prefix("secret:").ok_or_else(invalid)?;
-        if arn.account_id != account_id(&caller.namespace) || arn.region != self.region() {
-            return Err(SecretsError::NotFound(
-                "Secrets Manager can't find the specified secret.".into(),
-            ));
+        let not_found =
+            || SecretsError::NotFound("Secrets Manager can't find the specified secret.".into());
+        if arn.region != self.region() {
+            return Err(not_found());
         }
-        Ok((caller.namespace.clone(), name.to_owned()))
+        if arn.account_id == account_id(&caller.namespace) {
+            return Ok((caller.namespace.clone(), name.to_owned()));
+        }
+        let namespace = self
+            .directory
+            .as_ref()
+            .and_then(|directory| directory.namespace_of(&arn.account_id))
+            .ok_or_else(not_found)?;
+        Ok((namespace, name.to_owned()))
     }
 
     /// The secret a SecretId names. A full ARN must match the secret's ARN (so a secret deleted
@@ -232,13 +269,23 @@ impl Secrets {
 
     /// Whether `caller` may do `action` on `record`: an explicit Deny in its resource policy
     /// refuses; otherwise the account's own permissions, or an Allow in the policy, grant.
+    /// Another account's secret is reached only through an Allow of its resource policy, and
+    /// only to be read: the caller's own permissions never count there.
     async fn authorize(
         &self,
         caller: &Caller,
         record: &SecretRecord,
         action: &str,
     ) -> Result<(), SecretsError> {
-        let delegated = self.authority.allows(caller, action, &record.arn).await;
+        let foreign = Arn::parse(&record.arn)
+            .is_none_or(|arn| arn.account_id != account_id(&caller.namespace));
+        if foreign && !CROSS_ACCOUNT_ACTIONS.contains(&action) {
+            return Err(SecretsError::AccessDenied(format!(
+                "User: {} is not authorized to perform: {action} on resource: {}: a secret of another account can only be read",
+                caller.principal.arn, record.arn
+            )));
+        }
+        let delegated = !foreign && self.authority.allows(caller, action, &record.arn).await;
         let decision = match &record.policy {
             None => Decision::ImplicitDeny,
             Some(text) => {

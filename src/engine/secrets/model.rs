@@ -48,6 +48,14 @@ pub struct SecretRecord {
     /// The resource policy, verbatim.
     #[serde(default)]
     pub policy: Option<String>,
+    /// Days between a deletion that names no window (a Secret resource deleted in Kubernetes)
+    /// and the purge; `None` is AWS's default of 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_window_days: Option<i64>,
+    /// Fingerprint of the declared source the current value came from (a digest of a sealed
+    /// value's ciphertext), so that the same source is not imported twice. Never of plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_source: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +262,8 @@ mod tests {
             tags: Vec::new(),
             versions: BTreeMap::new(),
             policy: None,
+            recovery_window_days: None,
+            declared_source: None,
         }
     }
 

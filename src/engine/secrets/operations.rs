@@ -12,10 +12,10 @@ use crate::store::StoreError;
 use crate::store::typed::{self, Typed, TypedChange};
 
 /// Recovery windows DeleteSecret accepts, in days.
-const MIN_RECOVERY_DAYS: i64 = 7;
-const MAX_RECOVERY_DAYS: i64 = 30;
-const DEFAULT_RECOVERY_DAYS: i64 = 30;
-const DAY: i64 = 24 * 60 * 60;
+pub(super) const MIN_RECOVERY_DAYS: i64 = 7;
+pub(super) const MAX_RECOVERY_DAYS: i64 = 30;
+pub(super) const DEFAULT_RECOVERY_DAYS: i64 = 30;
+pub(super) const DAY: i64 = 24 * 60 * 60;
 const MAX_TAGS: usize = 50;
 const MAX_DESCRIPTION_LEN: usize = 2048;
 const LIST_LIMITS: PageLimits = PageLimits {
@@ -165,7 +165,7 @@ fn describe(record: &SecretRecord) -> SecretDescription {
     }
 }
 
-fn validate_value(value: &SecretValue) -> Result<(), SecretsError> {
+pub(super) fn validate_value(value: &SecretValue) -> Result<(), SecretsError> {
     if value.bytes.len() > MAX_VALUE_LEN {
         return Err(SecretsError::InvalidParameter(format!(
             "The secret value must be at most {MAX_VALUE_LEN} bytes."
@@ -184,7 +184,7 @@ fn validate_token(token: &str) -> Result<(), SecretsError> {
     Ok(())
 }
 
-fn validate_description(description: &str) -> Result<(), SecretsError> {
+pub(super) fn validate_description(description: &str) -> Result<(), SecretsError> {
     if description.chars().count() > MAX_DESCRIPTION_LEN {
         return Err(SecretsError::InvalidParameter(format!(
             "Description must be at most {MAX_DESCRIPTION_LEN} characters."
@@ -414,6 +414,8 @@ impl Secrets {
             tags: request.tags,
             versions: BTreeMap::new(),
             policy: None,
+            recovery_window_days: None,
+            declared_source: None,
         };
         let mut sealed = BTreeMap::new();
         let mut version_id = None;
@@ -634,9 +636,10 @@ impl Secrets {
                     })?
             }
         };
-        let value = self
-            .open(caller, &caller.namespace, &found, &version_id)
-            .await?;
+        let namespace = self
+            .home_namespace(caller, &found.meta)
+            .unwrap_or_else(|| caller.namespace.clone());
+        let value = self.open(caller, &namespace, &found, &version_id).await?;
         let version = found
             .meta
             .versions
@@ -1119,7 +1122,10 @@ impl Secrets {
 }
 
 /// Parses a resource policy; with `block_public_policy`, refuses one that lets anyone in.
-fn validate_policy(policy: &str, block_public_policy: bool) -> Result<SecretPolicy, SecretsError> {
+pub(super) fn validate_policy(
+    policy: &str,
+    block_public_policy: bool,
+) -> Result<SecretPolicy, SecretsError> {
     if policy.is_empty() || policy.len() > 20_480 {
         return Err(SecretsError::InvalidParameter(
             "ResourcePolicy must be between 1 and 20480 characters.".into(),

@@ -259,6 +259,101 @@ pub async fn feed<K, F>(
     }
 }
 
+/// What a keeper's watch of resources hands their reconciler: the resources to look at (every
+/// one known now, then each one the watch sees change) and the store it reads them from. One
+/// watch so, not two, and the reconciler never sees a resource the keeper has not.
+pub struct ReconcilerFeed<K: Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    reader: reflector::Store<K>,
+    /// Taken by the one watch that feeds it.
+    writer: std::sync::Mutex<Option<reflector::store::Writer<K>>>,
+    triggers: tokio::sync::broadcast::Sender<Trigger<K>>,
+}
+
+/// What the watch tells the reconciler.
+#[derive(Clone, Debug)]
+enum Trigger<K> {
+    /// This resource changed.
+    Changed(Arc<K>),
+    /// The watch listed everything again: changes may have been missed.
+    Relisted,
+}
+
+impl<K> ReconcilerFeed<K>
+where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    pub fn new() -> Self {
+        let (reader, writer) = reflector::store();
+        Self {
+            reader,
+            writer: std::sync::Mutex::new(Some(writer)),
+            triggers: tokio::sync::broadcast::Sender::new(4096),
+        }
+    }
+
+    /// The reflector writer, for the one watch that feeds the reconciler's store.
+    pub fn take_writer(&self) -> Option<reflector::store::Writer<K>> {
+        self.writer.lock().ok().and_then(|mut writer| writer.take())
+    }
+
+    /// Tells the reconciler a resource changed. Nobody listening (no reconciler while another
+    /// replica leads) is fine.
+    pub fn changed(&self, resource: Arc<K>) {
+        let _ = self.triggers.send(Trigger::Changed(resource));
+    }
+
+    /// Tells the reconciler to look at everything again.
+    pub fn relisted(&self) {
+        let _ = self.triggers.send(Trigger::Relisted);
+    }
+
+    /// The reconciler's input: a stream of resources and the store they come from.
+    pub fn input(
+        &self,
+    ) -> (
+        impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static + use<K>,
+        reflector::Store<K>,
+    ) {
+        let reader = self.reader.clone();
+        let everything = |reader: &reflector::Store<K>| {
+            reader
+                .state()
+                .into_iter()
+                .map(|resource| Ok((*resource).clone()))
+                .collect::<Vec<_>>()
+        };
+        let now = futures::stream::iter(everything(&reader));
+        let later = futures::stream::unfold(
+            (self.triggers.subscribe(), reader.clone()),
+            move |(mut triggers, reader)| async move {
+                use tokio::sync::broadcast::error::RecvError;
+                let batch = match triggers.recv().await {
+                    Ok(Trigger::Changed(resource)) => vec![Ok((*resource).clone())],
+                    Ok(Trigger::Relisted) | Err(RecvError::Lagged(_)) => everything(&reader),
+                    Err(RecvError::Closed) => return None,
+                };
+                Some((futures::stream::iter(batch), (triggers, reader)))
+            },
+        )
+        .flatten();
+        (now.chain(later), reader)
+    }
+}
+
+impl<K> Default for ReconcilerFeed<K>
+where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::ConfigMap;

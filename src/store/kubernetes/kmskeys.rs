@@ -24,10 +24,9 @@
 //! another resource claims nothing.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ObjectMeta, Patch, Preconditions};
@@ -36,7 +35,7 @@ use kube::{Api, Client, ResourceExt as _};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 
-use super::cache::{self, ObjectCache, ObjectKey, Observed};
+use super::cache::{self, ObjectCache, ObjectKey, Observed, ReconcilerFeed};
 use super::{FIELD_MANAGER, KindStore, api_error, mapping, patch_params, post_params};
 use crate::engine::kms::model::{KeyRecord, KeyState};
 use crate::resources::kmskey::KmsKey;
@@ -157,32 +156,16 @@ pub struct KmsKeys {
     changes: broadcast::Sender<StoreChange>,
     resources_gone: Arc<Notify>,
     /// The reconciler's copy of the KmsKey resources, fed by the same watch as `keys`.
-    reconciler_reader: reflector::Store<KmsKey>,
-    /// Taken by the one watch that feeds it.
-    reconciler_writer: Mutex<Option<reflector::store::Writer<KmsKey>>>,
-    /// Resources the watch saw change, for the reconciler.
-    triggers: broadcast::Sender<Trigger>,
-}
-
-/// What the KmsKey watch tells the reconciler.
-#[derive(Clone, Debug)]
-enum Trigger {
-    /// This resource changed.
-    Changed(Arc<KmsKey>),
-    /// The watch listed everything again: changes may have been missed.
-    Relisted,
+    feed: ReconcilerFeed<KmsKey>,
 }
 
 impl KmsKeys {
     /// The keeper of KMS keys, their material in `system_namespace`, the controller's own.
     pub fn new(client: Client, system_namespace: &str) -> Arc<Self> {
-        let (reader, writer) = reflector::store();
         Arc::new(Self {
             client,
             system_namespace: system_namespace.to_owned(),
-            reconciler_reader: reader,
-            reconciler_writer: Mutex::new(Some(writer)),
-            triggers: broadcast::Sender::new(4096),
+            feed: ReconcilerFeed::new(),
             secrets: Arc::new(ObjectCache::filed_by(
                 companion_key,
                 Some(|secret: &Secret| recorded_resource_name(secret)),
@@ -200,39 +183,14 @@ impl KmsKeys {
         &self.system_namespace
     }
 
-    /// What the KmsKey reconciler runs on, from the keeper's own watch: the resources to look at
-    /// (every one known now, then each one the watch sees change) and the store it reads them
-    /// from. One watch so, not two, and the reconciler never sees a resource the store has not.
+    /// What the KmsKey reconciler runs on, from the keeper's own watch ([`ReconcilerFeed`]).
     pub fn reconciler_input(
         &self,
     ) -> (
         impl futures::Stream<Item = Result<KmsKey, watcher::Error>> + Send + 'static + use<>,
         reflector::Store<KmsKey>,
     ) {
-        let reader = self.reconciler_reader.clone();
-        let everything = |reader: &reflector::Store<KmsKey>| {
-            reader
-                .state()
-                .into_iter()
-                .map(|resource| Ok((*resource).clone()))
-                .collect::<Vec<_>>()
-        };
-        let now = futures::stream::iter(everything(&reader));
-        let later = futures::stream::unfold(
-            (self.triggers.subscribe(), reader.clone()),
-            move |(mut triggers, reader)| async move {
-                let batch = match triggers.recv().await {
-                    Ok(Trigger::Changed(resource)) => vec![Ok((*resource).clone())],
-                    Ok(Trigger::Relisted) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        everything(&reader)
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                };
-                Some((futures::stream::iter(batch), (triggers, reader)))
-            },
-        )
-        .flatten();
-        (now.chain(later), reader)
+        self.feed.input()
     }
 
     /// Hears of every change of a record.
@@ -698,7 +656,7 @@ impl KmsKeys {
     }
 
     /// Whether the key a resource's label claims is its own: no other resource's record names it.
-    pub(super) fn owns_its_key(&self, resource: &KmsKey) -> bool {
+    pub fn owns_its_key(&self, resource: &KmsKey) -> bool {
         key_id_of(resource).is_some_and(|key_id| self.check_claim(resource, key_id).is_ok())
     }
 
@@ -718,11 +676,7 @@ impl KindStore for KmsKeys {
     }
 
     async fn watch(self: Arc<Self>) {
-        let writer = self
-            .reconciler_writer
-            .lock()
-            .ok()
-            .and_then(|mut writer| writer.take());
+        let writer = self.feed.take_writer();
         let secrets = {
             let keeper = Arc::clone(&self);
             cache::feed(
@@ -735,7 +689,7 @@ impl KindStore for KmsKeys {
         };
         let keys = {
             let gone = Arc::clone(&self.resources_gone);
-            let triggers = self.triggers.clone();
+            let keeper = Arc::clone(&self);
             cache::feed(
                 Api::<KmsKey>::all(self.client.clone()),
                 watcher::Config::default(),
@@ -747,14 +701,14 @@ impl KindStore for KmsKeys {
                         // A relist may hide deletions that happened while the watch was down.
                         Observed::Relisted => {
                             gone.notify_one();
-                            let _ = triggers.send(Trigger::Relisted);
+                            keeper.feed.relisted();
                         }
                         Observed::Deleted(_) => gone.notify_one(),
                         Observed::Changed(resource) => {
                             if is_terminating(&resource) {
                                 gone.notify_one();
                             }
-                            let _ = triggers.send(Trigger::Changed(resource));
+                            keeper.feed.changed(resource);
                         }
                     }
                 },

@@ -7,7 +7,9 @@
 //!
 //! - [`kmskeys::KmsKeys`]: KMS keys, a KmsKey resource plus a companion Secret holding the
 //!   wrapped material in the controller's own namespace (see its module for why there);
-//! - [`aliases::Aliases`]: KMS aliases, the `spec.aliases` of KmsKey resources.
+//! - [`aliases::Aliases`]: KMS aliases, the `spec.aliases` of KmsKey resources;
+//! - [`secrets::SecretRecords`]: Secrets Manager secrets, a Secret resource plus a record and
+//!   one object per version's ciphertext in the controller's namespace.
 //!
 //! Reads come from watch-fed caches ([`cache`]); writes go to the API server with a
 //! resourceVersion precondition (or as merge patches of fields only Coffer computes) and enter
@@ -18,6 +20,8 @@ pub mod aliases;
 pub mod cache;
 pub mod kmskeys;
 pub mod mapping;
+pub mod secret_mapping;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,18 +61,29 @@ pub trait KindStore: Store {
 pub struct KubernetesStore {
     kinds: BTreeMap<RecordKind, Arc<dyn KindStore>>,
     kms_keys: Arc<KmsKeys>,
+    secrets: Arc<secrets::SecretRecords>,
 }
 
 impl KubernetesStore {
     /// A store keeping key material in `system_namespace`, the controller's own.
     pub fn new(client: Client, system_namespace: &str) -> Self {
-        let kms_keys = KmsKeys::new(client, system_namespace);
+        let kms_keys = KmsKeys::new(client.clone(), system_namespace);
         let aliases = Arc::new(aliases::Aliases::new(Arc::clone(&kms_keys)));
+        let secrets = secrets::SecretRecords::new(client, system_namespace);
         let store = Self {
             kinds: BTreeMap::new(),
             kms_keys: Arc::clone(&kms_keys),
+            secrets: Arc::clone(&secrets),
         };
-        store.with_kind(kms_keys).with_kind(aliases)
+        store
+            .with_kind(kms_keys)
+            .with_kind(aliases)
+            .with_kind(secrets)
+    }
+
+    /// The keeper of secrets, for what the Secret reconciler asks of it.
+    pub fn secrets(&self) -> &Arc<secrets::SecretRecords> {
+        &self.secrets
     }
 
     /// Adds (or replaces) the keeper of a kind.

@@ -318,7 +318,7 @@ mod a_kind_added_without_touching_kms {
         );
         assert!(matches!(
             store
-                .get(&RecordKey::new(RecordKind::Secret, "team", "x"))
+                .get(&RecordKey::new(RecordKind::AccessKey, "team", "x"))
                 .await,
             Err(StoreError::Backend(_))
         ));

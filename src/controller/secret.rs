@@ -1,0 +1,637 @@
+//! The Secret reconciler: a resource's spec becomes a Secrets Manager secret, its status shows
+//! the secret (never a value).
+//!
+//! - A new resource makes its secret, with a first value from its source when it declares one:
+//!   `generate` (a random value, made only when the secret has none), `fromSecret` (a key of a
+//!   core Secret, imported again whenever it differs from the current value, looked at every
+//!   [`SOURCE_RECHECK`]) or `sealedValue` (opened for this namespace and name only; a new blob
+//!   is a new version).
+//! - Description, key, resource policy and recovery window are applied to the secret; the API's
+//!   changes to them are written back into the spec by the store, so neither undoes the other.
+//! - Deleting the resource holds nothing up: no finalizer. The secret's record lives in the
+//!   controller's namespace, and [`schedule_abandoned`] schedules its deletion after
+//!   `recoveryWindowDays` once the resource is gone, however it went. Re-applying the resource
+//!   within the window restores the secret; so does RestoreSecret, which re-creates the
+//!   resource.
+//! - Status is computed from the record alone and written only when it differs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret as CoreSecret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource as _, ResourceExt as _};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use zeroize::Zeroize as _;
+
+use crate::crypto::SecretBytes;
+use crate::engine::Clock;
+use crate::engine::kms::{Kms, KmsError};
+use crate::engine::secrets::{
+    CURRENT, DeclaredValue, PasswordOptions, SecretEvent, SecretRecord, SecretValue, Secrets,
+    SecretsError, random_password,
+};
+use crate::resources::common::CONDITION_READY;
+use crate::resources::secret::{
+    GenerateSettings, Secret, SecretStatus, SecretVersion as StatusVersion,
+};
+use crate::store::StoreError;
+use crate::store::kubernetes::FIELD_MANAGER;
+use crate::store::kubernetes::secret_mapping;
+use crate::store::kubernetes::secrets::{AbandonedSecret, SecretRecords};
+
+/// Longest wait before a resource is looked at again when nothing is due.
+const RESYNC: Duration = Duration::from_secs(3600);
+/// How often a `fromSecret` source is compared with the current value.
+pub const SOURCE_RECHECK: Duration = Duration::from_secs(30);
+
+/// What the reconciler works with.
+pub struct Context {
+    pub secrets: Arc<Secrets>,
+    pub kms: Arc<Kms>,
+    /// The keeper of secret records, whose caches the reconciler reads.
+    pub store: Arc<SecretRecords>,
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Option<crate::metrics::ReconcileMetrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Secrets Manager engine: {0}")]
+    Secrets(#[from] SecretsError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("Kubernetes API request failed")]
+    Api(#[source] kube::Error),
+    #[error("resource has no namespace")]
+    NoNamespace,
+}
+
+impl ReconcileError {
+    /// A fixed name per kind of failure, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReconcileError::Secrets(_) => "engine",
+            ReconcileError::Store(_) => "store",
+            ReconcileError::Api(_) => "api",
+            ReconcileError::NoNamespace => "invalid",
+        }
+    }
+}
+
+/// Why a resource is not Ready: a condition reason and a message (never a value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Reconciles one Secret.
+pub async fn reconcile(resource: Arc<Secret>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = resource.namespace().ok_or(ReconcileError::NoNamespace)?;
+    if resource.metadata.deletion_timestamp.is_some() {
+        // Going: its deletion is scheduled by `schedule_abandoned`.
+        return Ok(Action::await_change());
+    }
+    let resource = ctx.store.freshest(&resource);
+    apply(&resource, &namespace, &ctx).await
+}
+
+/// How long to wait after a failure.
+pub fn error_policy(_resource: Arc<Secret>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %crate::redact::chain(error), "Secret reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(15))
+}
+
+async fn apply(
+    resource: &Secret,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let name = match resource.secret_name() {
+        Ok(name) => name,
+        Err(err) => {
+            let problem = Problem {
+                reason: "InvalidName",
+                message: err.to_string(),
+            };
+            refuse(ctx, resource, None, problem).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let previous = ctx.secrets.declared_record(namespace, &name).await?;
+    // Taking a secret back from its deletion on the word of a cached copy would let a reconcile
+    // queued before a deletion undo it: ask the API server that this object still is.
+    if previous
+        .as_ref()
+        .is_some_and(|record| record.deleted.is_some())
+        && !ctx.store.is_live(resource).await?
+    {
+        return Ok(Action::await_change());
+    }
+    let declared = secret_mapping::declared_secret(&resource.spec);
+    let (value, source_problem) =
+        match declared_value(resource, namespace, previous.as_ref(), ctx).await {
+            Ok(value) => (value, None),
+            Err(problem) => (None, Some(problem)),
+        };
+    let (record, events) = match ctx
+        .secrets
+        .apply_declared(namespace, &name, &declared, value)
+        .await
+    {
+        Ok(applied) => applied,
+        Err(err) if is_spec_error(&err) => {
+            let problem = Problem {
+                reason: "SpecRefused",
+                message: err.to_string(),
+            };
+            refuse(ctx, resource, previous.as_ref(), problem).await?;
+            return Ok(Action::await_change());
+        }
+        Err(err) => return Err(err.into()),
+    };
+    for event in &events {
+        let (reason, note) = match event {
+            SecretEvent::Created => ("Created", "The secret was created.".to_owned()),
+            SecretEvent::Restored => (
+                "Restored",
+                "The secret's scheduled deletion was cancelled.".to_owned(),
+            ),
+            SecretEvent::ValueChanged { version_id } => (
+                "NewVersion",
+                format!("Version {version_id} is now AWSCURRENT."),
+            ),
+        };
+        publish(
+            ctx,
+            &resource.object_ref(&()),
+            EventType::Normal,
+            reason,
+            &note,
+        )
+        .await;
+    }
+    if let Some(problem) = &source_problem
+        && ready_reason(resource) != Some(problem.reason)
+    {
+        publish(
+            ctx,
+            &resource.object_ref(&()),
+            EventType::Warning,
+            problem.reason,
+            &problem.message,
+        )
+        .await;
+    }
+    let status = secret_status(resource, &record, source_problem, ctx.clock.now());
+    write_status(ctx, resource, status).await?;
+    Ok(Action::requeue(if resource.spec.from_secret.is_some() {
+        SOURCE_RECHECK
+    } else {
+        RESYNC
+    }))
+}
+
+/// The value the spec's source brings now, if any; a problem when the source cannot be read.
+async fn declared_value(
+    resource: &Secret,
+    namespace: &str,
+    record: Option<&SecretRecord>,
+    ctx: &Context,
+) -> Result<Option<DeclaredValue>, Problem> {
+    let has_value = record.is_some_and(|record| record.version_with(CURRENT).is_some());
+    if let Some(settings) = &resource.spec.generate {
+        if has_value {
+            return Ok(None);
+        }
+        let value = generated_value(settings).map_err(|err| Problem {
+            reason: "SpecRefused",
+            message: err.to_string(),
+        })?;
+        return Ok(Some(DeclaredValue {
+            value,
+            source: None,
+        }));
+    }
+    if let Some(selector) = &resource.spec.from_secret {
+        let Some(value) = imported_value(ctx, namespace, &selector.name, &selector.key).await?
+        else {
+            if has_value {
+                // The source may go once imported.
+                return Ok(None);
+            }
+            return Err(Problem {
+                reason: "SourceMissing",
+                message: format!(
+                    "Secret {} with key {} was not found in this namespace.",
+                    selector.name, selector.key
+                ),
+            });
+        };
+        let name = record.map(|record| record.name.clone());
+        let current = match name {
+            Some(name) => ctx
+                .secrets
+                .is_declared_current(namespace, &name, &value)
+                .await
+                .map_err(|err| Problem {
+                    reason: "SourceUnreadable",
+                    message: err.to_string(),
+                })?,
+            None => false,
+        };
+        return Ok((!current).then_some(DeclaredValue {
+            value,
+            source: None,
+        }));
+    }
+    if let Some(sealed) = &resource.spec.sealed_value {
+        let fingerprint = sealed_fingerprint(sealed);
+        if record.is_some_and(|record| record.declared_source.as_deref() == Some(&fingerprint)) {
+            return Ok(None);
+        }
+        let refused = || {
+            Problem {
+            reason: "SealedValueRefused",
+            message: "sealedValue does not open: it must be sealed to a KmsKey of this namespace, for this namespace and this Secret's name.".to_owned(),
+        }
+        };
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .map_err(|_| refused())?;
+        let resource_name = resource.name_any();
+        let target = crate::crypto::SealTarget {
+            namespace,
+            resource_name: &resource_name,
+        };
+        let bytes = match ctx.kms.open_sealed(namespace, &target, &blob).await {
+            Ok(bytes) => bytes,
+            Err(KmsError::Internal(fault)) => {
+                tracing::warn!(error = %crate::redact::chain(&fault), "could not open a sealed value");
+                return Err(refused());
+            }
+            Err(_) => return Err(refused()),
+        };
+        let binary = std::str::from_utf8(bytes.expose()).is_err();
+        return Ok(Some(DeclaredValue {
+            value: SecretValue { bytes, binary },
+            source: Some(fingerprint),
+        }));
+    }
+    Ok(None)
+}
+
+/// A digest of a sealed value's ciphertext (never of plaintext), to know it was imported.
+fn sealed_fingerprint(sealed: &str) -> String {
+    let digest = Sha256::digest(sealed.trim().as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// One key of a core Secret of the namespace, read from the API server (core Secrets are not
+/// cached: the controller holds no more plaintext than it must).
+async fn imported_value(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<SecretValue>, Problem> {
+    let found = Api::<CoreSecret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|err| {
+            tracing::warn!(error = %crate::redact::chain(&err), "could not read a fromSecret source");
+            Problem {
+                reason: "SourceUnreadable",
+                message: format!("Secret {name} could not be read."),
+            }
+        })?;
+    let Some(mut found) = found else {
+        return Ok(None);
+    };
+    let value = found
+        .data
+        .as_mut()
+        .and_then(|data| data.remove(key))
+        .map(|bytes| SecretBytes::new(bytes.0));
+    if let Some(data) = found.data.as_mut() {
+        for bytes in data.values_mut() {
+            crate::crypto::wipe(&mut bytes.0);
+        }
+    }
+    Ok(value.map(|bytes| {
+        let binary = std::str::from_utf8(bytes.expose()).is_err();
+        SecretValue { bytes, binary }
+    }))
+}
+
+/// A value made as `generate` says: a password, alone or put into the template.
+fn generated_value(settings: &GenerateSettings) -> Result<SecretValue, SecretsError> {
+    let password = random_password(&PasswordOptions {
+        length: Some(i64::from(settings.length)),
+        exclude_characters: settings.exclude_characters.clone(),
+        exclude_numbers: settings.exclude_numbers,
+        exclude_punctuation: settings.exclude_punctuation,
+        exclude_uppercase: settings.exclude_uppercase,
+        exclude_lowercase: settings.exclude_lowercase,
+        include_space: settings.include_space,
+        require_each_included_type: Some(settings.require_each_included_type),
+    })?;
+    let (Some(template), Some(key)) = (&settings.template, &settings.generate_string_key) else {
+        return Ok(SecretValue {
+            bytes: password,
+            binary: false,
+        });
+    };
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(template)
+        .map_err(|_| {
+            SecretsError::InvalidParameter("generate.template must be a JSON object.".into())
+        })?;
+    let text = String::from_utf8(password.expose().to_vec())
+        .map_err(|_| SecretsError::fault("generating a value", "the password is not text"))?;
+    object.insert(key.clone(), serde_json::Value::String(text));
+    let bytes = serde_json::to_vec(&object)
+        .map(SecretBytes::new)
+        .map_err(|err| SecretsError::fault("generating a value", err));
+    if let Some(serde_json::Value::String(mut text)) = object.remove(key) {
+        text.zeroize();
+    }
+    Ok(SecretValue {
+        bytes: bytes?,
+        binary: false,
+    })
+}
+
+/// Schedules the deletion of every secret whose Secret resource is gone, each time the store
+/// hears that one may have gone, and sweeps values no record names, until the future is dropped
+/// (when leadership ends).
+pub async fn schedule_abandoned(ctx: Arc<Context>) {
+    crate::store::kubernetes::KindStore::synced(ctx.store.as_ref()).await;
+    let gone = ctx.store.resources_gone();
+    let mut sweep = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        match sweep_abandoned(&ctx).await {
+            Ok(()) => {
+                tokio::select! {
+                    _ = gone.notified() => {}
+                    _ = sweep.tick() => {
+                        match ctx.store.sweep_orphan_values(ctx.clock.now()).await {
+                            Ok(0) => {}
+                            Ok(swept) => tracing::info!(swept, "deleted values no secret names"),
+                            Err(err) => tracing::warn!(error = %crate::redact::chain(&err), "could not sweep values no secret names"),
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %crate::redact::chain(&err), "could not schedule the deletion of a secret whose resource is gone; retrying");
+                tokio::time::sleep(Duration::from_secs(15)).await;
+            }
+        }
+    }
+}
+
+pub(crate) async fn sweep_abandoned(ctx: &Context) -> Result<(), ReconcileError> {
+    for secret in ctx.store.abandoned_secrets() {
+        if !ctx.store.confirm_abandoned(&secret).await? {
+            continue;
+        }
+        let Some(record) = ctx
+            .secrets
+            .schedule_declared_deletion(&secret.namespace, &secret.name)
+            .await?
+        else {
+            continue;
+        };
+        tracing::info!(namespace = %secret.namespace, secret = %record.arn, "Secret resource gone: the secret is scheduled for deletion");
+        let note = match record
+            .purge_after
+            .and_then(|at| k8s_openapi::jiff::Timestamp::from_second(at).ok())
+        {
+            Some(at) => format!(
+                "The secret will be deleted at {at}. Re-apply this Secret, or call RestoreSecret, to keep it."
+            ),
+            None => "The secret is scheduled for deletion.".to_owned(),
+        };
+        publish(
+            ctx,
+            &gone_reference(&secret),
+            EventType::Normal,
+            "DeletionScheduled",
+            &note,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+fn gone_reference(secret: &AbandonedSecret) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(Secret::api_version(&()).into_owned()),
+        kind: Some(Secret::kind(&()).into_owned()),
+        namespace: Some(secret.namespace.clone()),
+        name: Some(secret.resource_name.clone()),
+        uid: secret.resource_uid.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+fn is_spec_error(err: &SecretsError) -> bool {
+    matches!(
+        err,
+        SecretsError::InvalidParameter(_)
+            | SecretsError::Validation(_)
+            | SecretsError::MalformedPolicyDocument(_)
+            | SecretsError::PublicPolicy(_)
+            | SecretsError::EncryptionFailure(_)
+            | SecretsError::AccessDenied(_)
+            | SecretsError::InvalidRequest(_)
+            | SecretsError::LimitExceeded(_)
+    )
+}
+
+/// The reason of the Ready condition the resource shows now.
+fn ready_reason(resource: &Secret) -> Option<&str> {
+    resource
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == CONDITION_READY)
+        .map(|condition| condition.reason.as_str())
+}
+
+async fn refuse(
+    ctx: &Context,
+    resource: &Secret,
+    record: Option<&SecretRecord>,
+    problem: Problem,
+) -> Result<(), ReconcileError> {
+    if ready_reason(resource) != Some(problem.reason) {
+        publish(
+            ctx,
+            &resource.object_ref(&()),
+            EventType::Warning,
+            problem.reason,
+            &problem.message,
+        )
+        .await;
+    }
+    let now = ctx.clock.now();
+    let status = match record {
+        Some(record) => secret_status(resource, record, Some(problem), now),
+        None => SecretStatus {
+            conditions: vec![ready_condition(
+                resource,
+                false,
+                problem.reason,
+                problem.message,
+                now,
+            )],
+            observed_generation: resource.metadata.generation,
+            ..SecretStatus::default()
+        },
+    };
+    write_status(ctx, resource, status).await
+}
+
+async fn publish(
+    ctx: &Context,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.to_owned()),
+        action: reason.to_owned(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, reference).await {
+        tracing::warn!(reason, error = %crate::redact::chain(&err), "could not publish an Event");
+    }
+}
+
+fn time(seconds: i64) -> Option<Time> {
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .ok()
+        .map(Time)
+}
+
+/// The Ready condition, keeping the previous transition time when its status is unchanged.
+fn ready_condition(
+    resource: &Secret,
+    ready: bool,
+    reason: &str,
+    message: String,
+    now: i64,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let previous = resource.status.as_ref().and_then(|status| {
+        status
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == CONDITION_READY)
+    });
+    let last_transition_time = match previous {
+        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+        _ => time(now).unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+    };
+    Condition {
+        type_: CONDITION_READY.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: resource.metadata.generation,
+        last_transition_time,
+    }
+}
+
+/// The status a secret record shows as. Deterministic: the same record gives the same status.
+pub fn secret_status(
+    resource: &Secret,
+    record: &SecretRecord,
+    problem: Option<Problem>,
+    now: i64,
+) -> SecretStatus {
+    let ready = match problem {
+        Some(problem) => ready_condition(resource, false, problem.reason, problem.message, now),
+        None if record.version_with(CURRENT).is_some() => ready_condition(
+            resource,
+            true,
+            "Available",
+            "The secret has a current version.".to_owned(),
+            now,
+        ),
+        None => ready_condition(
+            resource,
+            true,
+            "NoValue",
+            "The secret has no value yet: put one through the API, or declare generate, fromSecret or sealedValue.".to_owned(),
+            now,
+        ),
+    };
+    let mut versions: Vec<(&String, &crate::engine::secrets::SecretVersion)> = record
+        .versions
+        .iter()
+        .filter(|(_, version)| !version.stages.is_empty())
+        .collect();
+    versions.sort_by_key(|(id, version)| (version.created, (*id).clone()));
+    SecretStatus {
+        arn: Some(record.arn.clone()),
+        versions: versions
+            .into_iter()
+            .filter_map(|(id, version)| {
+                Some(StatusVersion {
+                    version_id: id.clone(),
+                    stages: version.stages.iter().cloned().collect(),
+                    created_date: time(version.created)?,
+                })
+            })
+            .collect(),
+        current_version: record.version_with(CURRENT).map(str::to_owned),
+        rotation: resource
+            .status
+            .as_ref()
+            .and_then(|status| status.rotation.clone()),
+        deletion_date: record.deleted.and(record.purge_after).and_then(time),
+        conditions: vec![ready],
+        observed_generation: resource.metadata.generation,
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    resource: &Secret,
+    status: SecretStatus,
+) -> Result<(), ReconcileError> {
+    if resource.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let namespace = resource.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let patch = json!({
+        "apiVersion": Secret::api_version(&()),
+        "kind": Secret::kind(&()),
+        "status": status,
+    });
+    let written = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(
+            &resource.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(ReconcileError::Api)?;
+    ctx.store.remember(written);
+    Ok(())
+}
