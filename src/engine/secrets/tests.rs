@@ -534,3 +534,173 @@ async fn secret_ids_with_control_characters_are_invalid_parameters() {
     let err = SecretsError::from(crate::store::StoreError::InvalidKey);
     assert!(matches!(err, SecretsError::InvalidParameter(_)));
 }
+
+/// Random sequences of Put, UpdateSecretVersionStage, Delete and Restore through the engine and
+/// its store, against a model of which value each version holds: never zero or two AWSCURRENT
+/// versions, never a staged version lost, and every read answers what the model says.
+mod against_a_model {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Put {
+            stages: Vec<&'static str>,
+        },
+        Move {
+            stage: &'static str,
+            to: usize,
+            from: Option<usize>,
+        },
+        Delete,
+        Restore,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let stage = prop::sample::select(vec![CURRENT, PREVIOUS, PENDING, "blue"]);
+        prop_oneof![
+            4 => prop::collection::vec(stage.clone(), 0..3).prop_map(|stages| Op::Put { stages }),
+            3 => (stage, any::<usize>(), prop::option::of(any::<usize>()))
+                .prop_map(|(stage, to, from)| Op::Move { stage, to, from }),
+            1 => Just(Op::Delete),
+            1 => Just(Op::Restore),
+        ]
+    }
+
+    async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let f = fixture();
+        let first = create(&f, "s", "value-0").await;
+        // Version id to the value it holds, as the model knows it.
+        let mut model: BTreeMap<String, String> =
+            BTreeMap::from([(first.version_id.clone().unwrap(), "value-0".to_owned())]);
+        let mut deleted = false;
+        for (n, op) in ops.into_iter().enumerate() {
+            let before = f
+                .secrets
+                .declared_record(&f.admin.namespace, "s")
+                .await
+                .unwrap()
+                .unwrap();
+            let staged_before: Vec<String> = before
+                .versions
+                .iter()
+                .filter(|(_, version)| !version.stages.is_empty())
+                .map(|(id, _)| id.clone())
+                .collect();
+            let ids: Vec<String> = before.versions.keys().cloned().collect();
+            let outcome = match &op {
+                Op::Put { stages } => {
+                    let value = format!("value-{}", n + 1);
+                    let put = f
+                        .secrets
+                        .put_secret_value(
+                            &f.admin,
+                            "s",
+                            None,
+                            text(&value),
+                            stages.iter().map(|stage| (*stage).to_owned()).collect(),
+                        )
+                        .await;
+                    if let Ok(put) = &put {
+                        model.insert(put.version_id.clone().unwrap(), value);
+                    }
+                    put.map(|_| ())
+                }
+                Op::Move { stage, to, from } => {
+                    let to = &ids[to % ids.len()];
+                    let from = from.map(|from| ids[from % ids.len()].clone());
+                    f.secrets
+                        .update_secret_version_stage(
+                            &f.admin,
+                            "s",
+                            stage,
+                            Some(to),
+                            from.as_deref(),
+                        )
+                        .await
+                        .map(|_| ())
+                }
+                Op::Delete => f
+                    .secrets
+                    .delete_secret(&f.admin, "s", Some(7), false)
+                    .await
+                    .map(|_| ()),
+                Op::Restore => f.secrets.restore_secret(&f.admin, "s").await.map(|_| ()),
+            };
+            match (&op, &outcome) {
+                (Op::Delete, Ok(())) => deleted = true,
+                (Op::Restore, Ok(())) => deleted = false,
+                // A secret planned for deletion refuses writes, and only that way.
+                (Op::Put { .. } | Op::Move { .. }, Err(SecretsError::InvalidRequest(_))) => {
+                    prop_assert!(deleted, "{op:?} refused on a live secret");
+                }
+                _ => {}
+            }
+            let after = f
+                .secrets
+                .declared_record(&f.admin.namespace, "s")
+                .await
+                .unwrap()
+                .unwrap();
+            let holders = |stage: &str| {
+                after
+                    .versions
+                    .values()
+                    .filter(|version| version.stages.contains(stage))
+                    .count()
+            };
+            prop_assert_eq!(holders(CURRENT), 1, "after {:?}", op);
+            for stage in [PREVIOUS, PENDING, "blue"] {
+                prop_assert!(
+                    holders(stage) <= 1,
+                    "{} on two versions after {:?}",
+                    stage,
+                    op
+                );
+            }
+            for id in &staged_before {
+                prop_assert!(
+                    after.versions.contains_key(id),
+                    "staged version {} lost by {:?}",
+                    id,
+                    op
+                );
+            }
+            prop_assert_eq!(after.deleted.is_some(), deleted);
+            let read = f.secrets.get_secret_value(&f.admin, "s", None, None).await;
+            if deleted {
+                prop_assert!(matches!(read, Err(SecretsError::InvalidRequest(_))));
+            } else {
+                let read = read.unwrap();
+                let expected = &model[&read.version_id];
+                prop_assert_eq!(read.value.bytes.expose(), expected.as_bytes());
+                prop_assert_eq!(Some(read.version_id.as_str()), after.version_with(CURRENT));
+                // Every staged version still opens to the value it was given.
+                for (id, version) in &after.versions {
+                    if version.stages.is_empty() {
+                        continue;
+                    }
+                    let value = f
+                        .secrets
+                        .get_secret_value(&f.admin, "s", Some(id), None)
+                        .await
+                        .unwrap();
+                    prop_assert_eq!(value.value.bytes.expose(), model[id].as_bytes());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn stages_and_values_survive_any_sequence(ops in prop::collection::vec(op(), 1..25)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(run(ops))?;
+        }
+    }
+}
