@@ -17,17 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Resource as _, ResourceExt as _};
 use serde_json::json;
 
+use super::conditions::{self, time};
 use crate::engine::Clock;
 use crate::engine::kms::model::{KeyRecord, KeyState as EngineState};
 use crate::engine::kms::{KeyEvent, Kms, KmsError};
-use crate::resources::common::CONDITION_READY;
 use crate::resources::kmskey::{KeyState, KeyVersion, KmsKey, KmsKeyStatus};
 use crate::store::StoreError;
 use crate::store::kubernetes::{
@@ -323,14 +323,7 @@ pub(crate) async fn sweep_abandoned(ctx: &Context) -> Result<(), ReconcileError>
 
 /// The deleted resource an Event tells of.
 fn gone_reference(key: &AbandonedKey) -> ObjectReference {
-    ObjectReference {
-        api_version: Some(KmsKey::api_version(&()).into_owned()),
-        kind: Some(KmsKey::kind(&()).into_owned()),
-        namespace: Some(key.namespace.clone()),
-        name: Some(key.resource_name.clone()),
-        uid: key.resource_uid.clone(),
-        ..ObjectReference::default()
-    }
+    conditions::reference_to::<KmsKey>(&key.namespace, &key.resource_name, key.resource_uid.clone())
 }
 
 fn is_spec_error(err: &KmsError) -> bool {
@@ -375,13 +368,7 @@ fn alias_conflict(resource: &KmsKey, namespace: &str, store: &KmsKeys) -> Option
 
 /// The reason of the Ready condition the resource shows now.
 fn ready_reason(resource: &KmsKey) -> Option<&str> {
-    resource
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == CONDITION_READY)
-        .map(|condition| condition.reason.as_str())
+    conditions::ready_reason(&resource.status.as_ref()?.conditions)
 }
 
 async fn publish(ctx: &Context, resource: &KmsKey, reason: &str, note: &str) {
@@ -399,23 +386,7 @@ async fn publish_to(
     reason: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note.to_owned()),
-        action: reason.to_owned(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&event, reference).await {
-        // A namespace being deleted takes no new Events: not worth more than a line.
-        tracing::warn!(reason, error = %crate::redact::chain(&err), "could not publish an Event");
-    }
-}
-
-fn time(seconds: i64) -> Option<Time> {
-    k8s_openapi::jiff::Timestamp::from_second(seconds)
-        .ok()
-        .map(Time)
+    conditions::publish(&ctx.recorder, reference, type_, reason, note).await;
 }
 
 fn resource_state(state: EngineState) -> KeyState {
@@ -435,25 +406,18 @@ fn ready_condition(
     message: String,
     now: i64,
 ) -> Condition {
-    let status = if ready { "True" } else { "False" };
-    let previous = resource.status.as_ref().and_then(|status| {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == CONDITION_READY)
-    });
-    let last_transition_time = match previous {
-        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
-        _ => time(now).unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
-    };
-    Condition {
-        type_: CONDITION_READY.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
+    let previous = resource
+        .status
+        .as_ref()
+        .map_or(&[][..], |status| &status.conditions[..]);
+    conditions::ready_condition(
+        previous,
+        resource.metadata.generation,
+        ready,
+        reason,
         message,
-        observed_generation: resource.metadata.generation,
-        last_transition_time,
-    }
+        now,
+    )
 }
 
 /// Why a resource is not Ready: a condition reason and a message (never a value).

@@ -6,6 +6,7 @@
 //! when the CRDs are missing, load the root key, start the store's watches, bind, and report ready
 //! once the caches hold a full list.
 
+mod conditions;
 pub mod kmskey;
 pub mod secret;
 #[cfg(test)]

@@ -20,15 +20,16 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret as CoreSecret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Resource as _, ResourceExt as _};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroize as _;
 
+use super::conditions::{self, time};
 use crate::crypto::SecretBytes;
 use crate::engine::Clock;
 use crate::engine::kms::{Kms, KmsError};
@@ -36,7 +37,6 @@ use crate::engine::secrets::{
     CURRENT, DeclaredValue, PasswordOptions, SecretEvent, SecretRecord, SecretValue, Secrets,
     SecretsError, random_password,
 };
-use crate::resources::common::CONDITION_READY;
 use crate::resources::secret::{
     GenerateSettings, Secret, SecretStatus, SecretVersion as StatusVersion,
 };
@@ -179,17 +179,8 @@ async fn apply(
         )
         .await;
     }
-    if let Some(problem) = &source_problem
-        && ready_reason(resource) != Some(problem.reason)
-    {
-        publish(
-            ctx,
-            &resource.object_ref(&()),
-            EventType::Warning,
-            problem.reason,
-            &problem.message,
-        )
-        .await;
+    if let Some(problem) = &source_problem {
+        warn_once(ctx, resource, problem).await;
     }
     let status = secret_status(resource, &record, source_problem, ctx.clock.now());
     write_status(ctx, resource, status).await?;
@@ -434,14 +425,11 @@ pub(crate) async fn sweep_abandoned(ctx: &Context) -> Result<(), ReconcileError>
 }
 
 fn gone_reference(secret: &AbandonedSecret) -> ObjectReference {
-    ObjectReference {
-        api_version: Some(Secret::api_version(&()).into_owned()),
-        kind: Some(Secret::kind(&()).into_owned()),
-        namespace: Some(secret.namespace.clone()),
-        name: Some(secret.resource_name.clone()),
-        uid: secret.resource_uid.clone(),
-        ..ObjectReference::default()
-    }
+    conditions::reference_to::<Secret>(
+        &secret.namespace,
+        &secret.resource_name,
+        secret.resource_uid.clone(),
+    )
 }
 
 fn is_spec_error(err: &SecretsError) -> bool {
@@ -460,21 +448,12 @@ fn is_spec_error(err: &SecretsError) -> bool {
 
 /// The reason of the Ready condition the resource shows now.
 fn ready_reason(resource: &Secret) -> Option<&str> {
-    resource
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == CONDITION_READY)
-        .map(|condition| condition.reason.as_str())
+    conditions::ready_reason(&resource.status.as_ref()?.conditions)
 }
 
-async fn refuse(
-    ctx: &Context,
-    resource: &Secret,
-    record: Option<&SecretRecord>,
-    problem: Problem,
-) -> Result<(), ReconcileError> {
+/// A Warning Event for `problem`, unless the status already shows it (one Event per problem,
+/// not one per reconcile).
+async fn warn_once(ctx: &Context, resource: &Secret, problem: &Problem) {
     if ready_reason(resource) != Some(problem.reason) {
         publish(
             ctx,
@@ -485,6 +464,15 @@ async fn refuse(
         )
         .await;
     }
+}
+
+async fn refuse(
+    ctx: &Context,
+    resource: &Secret,
+    record: Option<&SecretRecord>,
+    problem: Problem,
+) -> Result<(), ReconcileError> {
+    warn_once(ctx, resource, &problem).await;
     let now = ctx.clock.now();
     let status = match record {
         Some(record) => secret_status(resource, record, Some(problem), now),
@@ -510,22 +498,7 @@ async fn publish(
     reason: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note.to_owned()),
-        action: reason.to_owned(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&event, reference).await {
-        tracing::warn!(reason, error = %crate::redact::chain(&err), "could not publish an Event");
-    }
-}
-
-fn time(seconds: i64) -> Option<Time> {
-    k8s_openapi::jiff::Timestamp::from_second(seconds)
-        .ok()
-        .map(Time)
+    conditions::publish(&ctx.recorder, reference, type_, reason, note).await;
 }
 
 /// The Ready condition, keeping the previous transition time when its status is unchanged.
@@ -536,25 +509,18 @@ fn ready_condition(
     message: String,
     now: i64,
 ) -> Condition {
-    let status = if ready { "True" } else { "False" };
-    let previous = resource.status.as_ref().and_then(|status| {
-        status
-            .conditions
-            .iter()
-            .find(|condition| condition.type_ == CONDITION_READY)
-    });
-    let last_transition_time = match previous {
-        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
-        _ => time(now).unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
-    };
-    Condition {
-        type_: CONDITION_READY.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
+    let previous = resource
+        .status
+        .as_ref()
+        .map_or(&[][..], |status| &status.conditions[..]);
+    conditions::ready_condition(
+        previous,
+        resource.metadata.generation,
+        ready,
+        reason,
         message,
-        observed_generation: resource.metadata.generation,
-        last_transition_time,
-    }
+        now,
+    )
 }
 
 /// The status a secret record shows as. Deterministic: the same record gives the same status.

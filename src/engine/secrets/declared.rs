@@ -153,21 +153,7 @@ impl Secrets {
             Some(stored) => (stored.meta, stored.sealed, Some(stored.revision)),
             None => {
                 events.push(SecretEvent::Created);
-                let record = SecretRecord {
-                    name: name.to_owned(),
-                    arn: self.new_arn(namespace, name),
-                    description: String::new(),
-                    kms_key_id: None,
-                    created: now,
-                    last_changed: now,
-                    deleted: None,
-                    purge_after: None,
-                    tags: Vec::new(),
-                    versions: BTreeMap::new(),
-                    policy: None,
-                    recovery_window_days: None,
-                    declared_source: None,
-                };
+                let record = SecretRecord::new(name, self.new_arn(namespace, name), now);
                 (record, BTreeMap::new(), None)
             }
         };

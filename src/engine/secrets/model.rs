@@ -94,6 +94,25 @@ pub enum StageError {
 }
 
 impl SecretRecord {
+    /// A secret with no value, tags, policy or description yet.
+    pub fn new(name: &str, arn: String, now: i64) -> Self {
+        Self {
+            name: name.to_owned(),
+            arn,
+            description: String::new(),
+            kms_key_id: None,
+            created: now,
+            last_changed: now,
+            deleted: None,
+            purge_after: None,
+            tags: Vec::new(),
+            versions: BTreeMap::new(),
+            policy: None,
+            recovery_window_days: None,
+            declared_source: None,
+        }
+    }
+
     /// The sealed slot of a version's value.
     pub fn value_slot(version_id: &str) -> String {
         format!("version/{version_id}")
@@ -250,21 +269,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn secret() -> SecretRecord {
-        SecretRecord {
-            name: "app/db".into(),
-            arn: "arn:aws:secretsmanager:us-east-1:111122223333:secret:app/db-AbCdEf".into(),
-            description: String::new(),
-            kms_key_id: None,
-            created: 0,
-            last_changed: 0,
-            deleted: None,
-            purge_after: None,
-            tags: Vec::new(),
-            versions: BTreeMap::new(),
-            policy: None,
-            recovery_window_days: None,
-            declared_source: None,
-        }
+        SecretRecord::new(
+            "app/db",
+            "arn:aws:secretsmanager:us-east-1:111122223333:secret:app/db-AbCdEf".into(),
+            0,
+        )
     }
 
     fn version(created: i64) -> SecretVersion {

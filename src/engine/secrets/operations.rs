@@ -402,21 +402,11 @@ impl Secrets {
             }));
         }
         let now = self.now();
-        let mut record = SecretRecord {
-            name: request.name.clone(),
-            arn: self.new_arn(&namespace, &request.name),
-            description,
-            kms_key_id: request.kms_key_id.clone(),
-            created: now,
-            last_changed: now,
-            deleted: None,
-            purge_after: None,
-            tags: request.tags,
-            versions: BTreeMap::new(),
-            policy: None,
-            recovery_window_days: None,
-            declared_source: None,
-        };
+        let mut record =
+            SecretRecord::new(&request.name, self.new_arn(&namespace, &request.name), now);
+        record.description = description;
+        record.kms_key_id = request.kms_key_id.clone();
+        record.tags = request.tags;
         let mut sealed = BTreeMap::new();
         let mut version_id = None;
         let mut stages = Vec::new();

@@ -344,6 +344,44 @@ where
     }
 }
 
+/// Feeds a cache of custom resources and their reconciler from one watch, and wakes `gone`
+/// whenever a resource may have gone (deleted, being deleted, or hidden by a relist), so that
+/// the keeper looks for records whose resource is gone.
+pub async fn feed_resources<K>(
+    api: Api<K>,
+    cache: Arc<ObjectCache<K>>,
+    reconciler: Arc<ReconcilerFeed<K>>,
+    gone: Arc<tokio::sync::Notify>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let writer = reconciler.take_writer();
+    feed(
+        api,
+        watcher::Config::default(),
+        cache,
+        writer,
+        move |observed| {
+            // Nobody listening (no reconciler while another replica leads) is fine.
+            match observed {
+                Observed::Relisted => {
+                    gone.notify_one();
+                    reconciler.relisted();
+                }
+                Observed::Deleted(_) => gone.notify_one(),
+                Observed::Changed(resource) => {
+                    if resource.meta().deletion_timestamp.is_some() {
+                        gone.notify_one();
+                    }
+                    reconciler.changed(resource);
+                }
+            }
+        },
+    )
+    .await;
+}
+
 impl<K> Default for ReconcilerFeed<K>
 where
     K: Resource + Clone + Debug + Send + Sync + 'static,

@@ -156,7 +156,7 @@ pub struct KmsKeys {
     changes: broadcast::Sender<StoreChange>,
     resources_gone: Arc<Notify>,
     /// The reconciler's copy of the KmsKey resources, fed by the same watch as `keys`.
-    feed: ReconcilerFeed<KmsKey>,
+    feed: Arc<ReconcilerFeed<KmsKey>>,
 }
 
 impl KmsKeys {
@@ -165,7 +165,7 @@ impl KmsKeys {
         Arc::new(Self {
             client,
             system_namespace: system_namespace.to_owned(),
-            feed: ReconcilerFeed::new(),
+            feed: Arc::new(ReconcilerFeed::new()),
             secrets: Arc::new(ObjectCache::filed_by(
                 companion_key,
                 Some(|secret: &Secret| recorded_resource_name(secret)),
@@ -676,7 +676,6 @@ impl KindStore for KmsKeys {
     }
 
     async fn watch(self: Arc<Self>) {
-        let writer = self.feed.take_writer();
         let secrets = {
             let keeper = Arc::clone(&self);
             cache::feed(
@@ -687,33 +686,12 @@ impl KindStore for KmsKeys {
                 move |observed| keeper.observed_secret(observed),
             )
         };
-        let keys = {
-            let gone = Arc::clone(&self.resources_gone);
-            let keeper = Arc::clone(&self);
-            cache::feed(
-                Api::<KmsKey>::all(self.client.clone()),
-                watcher::Config::default(),
-                Arc::clone(&self.keys),
-                writer,
-                move |observed| {
-                    // Nobody listening (no reconciler while another replica leads) is fine.
-                    match observed {
-                        // A relist may hide deletions that happened while the watch was down.
-                        Observed::Relisted => {
-                            gone.notify_one();
-                            keeper.feed.relisted();
-                        }
-                        Observed::Deleted(_) => gone.notify_one(),
-                        Observed::Changed(resource) => {
-                            if is_terminating(&resource) {
-                                gone.notify_one();
-                            }
-                            keeper.feed.changed(resource);
-                        }
-                    }
-                },
-            )
-        };
+        let keys = cache::feed_resources(
+            Api::<KmsKey>::all(self.client.clone()),
+            Arc::clone(&self.keys),
+            Arc::clone(&self.feed),
+            Arc::clone(&self.resources_gone),
+        );
         futures::future::join(secrets, keys).await;
     }
 

@@ -135,28 +135,17 @@ pub fn spec_for_record(record: &SecretRecord) -> SecretSpec {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::engine::iam::Principal;
     use crate::engine::secrets::SecretPolicy;
 
     fn record() -> SecretRecord {
-        SecretRecord {
-            name: "db".into(),
-            arn: "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf".into(),
-            description: String::new(),
-            kms_key_id: None,
-            created: 0,
-            last_changed: 0,
-            deleted: None,
-            purge_after: None,
-            tags: Vec::new(),
-            versions: BTreeMap::new(),
-            policy: None,
-            recovery_window_days: None,
-            declared_source: None,
-        }
+        SecretRecord::new(
+            "db",
+            "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf".into(),
+            0,
+        )
     }
 
     fn as_declared(spec: &SecretSpec, record: &mut SecretRecord) {

@@ -168,7 +168,7 @@ pub struct SecretRecords {
     /// Records and value objects.
     objects: Arc<ObjectCache<CoreSecret>>,
     resources: Arc<ObjectCache<Secret>>,
-    feed: ReconcilerFeed<Secret>,
+    feed: Arc<ReconcilerFeed<Secret>>,
     changes: broadcast::Sender<SecretChanged>,
     resources_gone: Arc<Notify>,
 }
@@ -181,7 +181,7 @@ impl SecretRecords {
             system_namespace: system_namespace.to_owned(),
             objects: Arc::new(ObjectCache::filed_by(object_key, None)),
             resources: Arc::new(ObjectCache::new(None)),
-            feed: ReconcilerFeed::new(),
+            feed: Arc::new(ReconcilerFeed::new()),
             changes: broadcast::Sender::new(1024),
             resources_gone: Arc::new(Notify::new()),
         })
@@ -744,7 +744,6 @@ impl KindStore for SecretRecords {
     }
 
     async fn watch(self: Arc<Self>) {
-        let writer = self.feed.take_writer();
         let objects = {
             let keeper = Arc::clone(&self);
             cache::feed(
@@ -755,28 +754,12 @@ impl KindStore for SecretRecords {
                 move |observed| keeper.observed_object(observed),
             )
         };
-        let resources = {
-            let keeper = Arc::clone(&self);
-            cache::feed(
-                Api::<Secret>::all(self.client.clone()),
-                watcher::Config::default(),
-                Arc::clone(&self.resources),
-                writer,
-                move |observed| match observed {
-                    Observed::Relisted => {
-                        keeper.resources_gone.notify_one();
-                        keeper.feed.relisted();
-                    }
-                    Observed::Deleted(_) => keeper.resources_gone.notify_one(),
-                    Observed::Changed(resource) => {
-                        if is_terminating(&resource) {
-                            keeper.resources_gone.notify_one();
-                        }
-                        keeper.feed.changed(resource);
-                    }
-                },
-            )
-        };
+        let resources = cache::feed_resources(
+            Api::<Secret>::all(self.client.clone()),
+            Arc::clone(&self.resources),
+            Arc::clone(&self.feed),
+            Arc::clone(&self.resources_gone),
+        );
         futures::future::join(objects, resources).await;
     }
 

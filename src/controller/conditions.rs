@@ -1,0 +1,87 @@
+//! What every reconciler reports the same way: the Ready condition, times in status, Events.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::runtime::events::{Event, EventType, Recorder};
+
+use crate::resources::common::CONDITION_READY;
+
+/// A time in status, from seconds since the epoch.
+pub fn time(seconds: i64) -> Option<Time> {
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .ok()
+        .map(Time)
+}
+
+/// The reason of the Ready condition among `conditions`.
+pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
+    conditions
+        .iter()
+        .find(|condition| condition.type_ == CONDITION_READY)
+        .map(|condition| condition.reason.as_str())
+}
+
+/// The Ready condition for a resource at `generation` whose status shows `previous`, keeping
+/// the previous transition time when its status is unchanged (so a settled status is stable).
+pub fn ready_condition(
+    previous: &[Condition],
+    generation: Option<i64>,
+    ready: bool,
+    reason: &str,
+    message: String,
+    now: i64,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let previous = previous
+        .iter()
+        .find(|condition| condition.type_ == CONDITION_READY);
+    let last_transition_time = match previous {
+        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+        _ => time(now).unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+    };
+    Condition {
+        type_: CONDITION_READY.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Publishes an Event about `reference`; a failure is a log line, not an error (a namespace
+/// being deleted takes no new Events).
+pub async fn publish(
+    recorder: &Recorder,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.to_owned()),
+        action: reason.to_owned(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, reference).await {
+        tracing::warn!(reason, error = %crate::redact::chain(&err), "could not publish an Event");
+    }
+}
+
+/// A reference to a resource of kind `K` that may be gone, for an Event about it.
+pub fn reference_to<K: kube::Resource<DynamicType = ()>>(
+    namespace: &str,
+    name: &str,
+    uid: Option<String>,
+) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        uid,
+        ..ObjectReference::default()
+    }
+}
