@@ -391,7 +391,7 @@ pub async fn schedule_abandoned(ctx: Arc<Context>) {
 }
 
 pub(crate) async fn sweep_abandoned(ctx: &Context) -> Result<(), ReconcileError> {
-    for secret in ctx.store.abandoned_secrets() {
+    for secret in ctx.store.abandoned() {
         if !ctx.store.confirm_abandoned(&secret).await? {
             continue;
         }

@@ -22,6 +22,7 @@ pub mod kmskeys;
 pub mod mapping;
 pub mod secret_mapping;
 pub mod secrets;
+pub mod versioned;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
