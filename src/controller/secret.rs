@@ -213,7 +213,8 @@ async fn declared_value(
         }));
     }
     if let Some(selector) = &resource.spec.from_secret {
-        let Some(value) = imported_value(ctx, namespace, &selector.name, &selector.key).await?
+        let Some((value, fingerprint)) =
+            imported_value(ctx, namespace, &selector.name, &selector.key).await?
         else {
             if has_value {
                 // The source may go once imported.
@@ -227,11 +228,15 @@ async fn declared_value(
                 ),
             });
         };
-        let name = record.map(|record| record.name.clone());
-        let current = match name {
-            Some(name) => ctx
+        // Imported once per change of the source object: a value put through the API since
+        // stays until the source changes again.
+        if record.is_some_and(|record| record.declared_source.as_deref() == Some(&fingerprint)) {
+            return Ok(None);
+        }
+        let current = match record {
+            Some(record) => ctx
                 .secrets
-                .is_declared_current(namespace, &name, &value)
+                .is_declared_current(namespace, &record.name, &value)
                 .await
                 .map_err(|err| Problem {
                     reason: "SourceUnreadable",
@@ -241,7 +246,7 @@ async fn declared_value(
         };
         return Ok((!current).then_some(DeclaredValue {
             value,
-            source: None,
+            source: Some(fingerprint),
         }));
     }
     if let Some(sealed) = &resource.spec.sealed_value {
@@ -288,13 +293,14 @@ fn sealed_fingerprint(sealed: &str) -> String {
 }
 
 /// One key of a core Secret of the namespace, read from the API server (core Secrets are not
-/// cached: the controller holds no more plaintext than it must).
+/// cached: the controller holds no more plaintext than it must), with a fingerprint of the
+/// object it came from (uid and resourceVersion: nothing of the value).
 async fn imported_value(
     ctx: &Context,
     namespace: &str,
     name: &str,
     key: &str,
-) -> Result<Option<SecretValue>, Problem> {
+) -> Result<Option<(SecretValue, String)>, Problem> {
     let found = Api::<CoreSecret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await
@@ -308,6 +314,11 @@ async fn imported_value(
     let Some(mut found) = found else {
         return Ok(None);
     };
+    let fingerprint = format!(
+        "secret:{}:{}:{key}",
+        found.uid().unwrap_or_default(),
+        found.resource_version().unwrap_or_default()
+    );
     let value = found
         .data
         .as_mut()
@@ -320,7 +331,7 @@ async fn imported_value(
     }
     Ok(value.map(|bytes| {
         let binary = std::str::from_utf8(bytes.expose()).is_err();
-        SecretValue { bytes, binary }
+        (SecretValue { bytes, binary }, fingerprint)
     }))
 }
 

@@ -540,14 +540,34 @@ async fn a_core_secret_is_imported_and_imported_again_when_it_changes() {
     let status = h.settle("imported").await.status.unwrap();
     assert_ne!(status.current_version, first);
     assert_eq!(h.value("imported").await.unwrap(), "e2e-plain-second");
+    // A value put through the API stays until the source changes again.
+    h.secrets
+        .put_secret_value(
+            &caller(),
+            "imported",
+            None,
+            text("e2e-plain-api"),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    h.settle("imported").await;
+    assert_eq!(h.value("imported").await.unwrap(), "e2e-plain-api");
+    h.fake.insert_raw(
+        "/api/v1/namespaces/app/secrets/legacy",
+        core("e2e-plain-third"),
+    );
+    h.settle("imported").await;
+    assert_eq!(h.value("imported").await.unwrap(), "e2e-plain-third");
     // The source may go once imported.
     h.fake.remove("/api/v1/namespaces/app/secrets/legacy");
     let status = h.settle("imported").await.status.unwrap();
     assert_eq!(status.conditions[0].status, "True");
-    assert_eq!(h.value("imported").await.unwrap(), "e2e-plain-second");
+    assert_eq!(h.value("imported").await.unwrap(), "e2e-plain-third");
     // Nothing of the value in Coffer's own objects (the user's own core Secret is gone).
     h.assert_nowhere("e2e-plain-first");
     h.assert_nowhere("e2e-plain-second");
+    h.assert_nowhere("e2e-plain-third");
 }
 
 #[tokio::test]

@@ -53,7 +53,8 @@ pub struct SecretRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_window_days: Option<i64>,
     /// Fingerprint of the declared source the current value came from (a digest of a sealed
-    /// value's ciphertext), so that the same source is not imported twice. Never of plaintext.
+    /// value's ciphertext, or the uid and resourceVersion of a core Secret), so that the same
+    /// source is not imported twice. Never of plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared_source: Option<String>,
 }
