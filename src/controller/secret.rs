@@ -44,6 +44,7 @@ use crate::store::StoreError;
 use crate::store::kubernetes::FIELD_MANAGER;
 use crate::store::kubernetes::secret_mapping;
 use crate::store::kubernetes::secrets::{AbandonedSecret, SecretRecords};
+use crate::store::kubernetes::versioned::awaits_its_record;
 
 /// Longest wait before a resource is looked at again when nothing is due.
 const RESYNC: Duration = Duration::from_secs(3600);
@@ -127,6 +128,9 @@ async fn apply(
         }
     };
     let previous = ctx.secrets.declared_record(namespace, &name).await?;
+    if previous.is_none() && awaits_its_record(resource, ctx.clock.now()) {
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     // Taking a secret back from its deletion on the word of a cached copy would let a reconcile
     // queued before a deletion undo it: ask the API server that this object still is.
     if previous

@@ -818,3 +818,38 @@ async fn a_sealed_value_opens_only_for_its_namespace_and_name_and_a_new_blob_is_
     h.assert_nowhere("e2e-plain-sealed-first");
     h.assert_nowhere("e2e-plain-sealed-second");
 }
+
+#[tokio::test]
+async fn a_resource_made_for_an_api_record_waits_for_it_and_then_stands_on_its_own() {
+    use crate::store::kubernetes::versioned::MADE_FOR_RECORD_ANNOTATION;
+    let h = harness();
+    h.apply_with(
+        "made",
+        json!({}),
+        json!({MADE_FOR_RECORD_ANNOTATION: "true"}),
+    );
+    let mut object = h.fake.object(&format!("{RESOURCES}/made")).unwrap();
+    let now = k8s_openapi::jiff::Timestamp::from_second(h.clock.now()).unwrap();
+    object["metadata"]["creationTimestamp"] = json!(now.to_string());
+    h.fake.insert_raw(&format!("{RESOURCES}/made"), object);
+    // The record the API is writing is not there yet: the reconciler makes no secret of its own.
+    h.reconcile("made").await;
+    assert!(
+        h.secrets
+            .declared_record("app", "made")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(h.resource("made").unwrap().status.is_none());
+    // The API call failed in between: after a while the resource stands for itself.
+    h.clock.0.fetch_add(61, Ordering::SeqCst);
+    h.reconcile("made").await;
+    assert!(
+        h.secrets
+            .declared_record("app", "made")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -612,6 +612,11 @@ impl Kms {
                 KmsError::Validation("PendingWindowInDays must be between 7 and 30.".into())
             })?;
         let now = self.now();
+        if Kms::is_service_managed(&self.resolve(caller, key_ref).await?) {
+            return Err(KmsError::UnsupportedOperation(
+                "You cannot schedule the deletion of an AWS managed key.".into(),
+            ));
+        }
         let (location, record) = self
             .administer(caller, key_ref, "kms:ScheduleKeyDeletion", |record, _| {
                 if record.state == KeyState::PendingDeletion {
@@ -892,6 +897,32 @@ impl Kms {
             };
             aliases.push((key.name, entry));
         }
+        // Managed keys' aliases are derived, not stored: list those whose key exists.
+        for service in super::service_values::MANAGED_SERVICES {
+            let location = Kms::managed_key_location(&caller.namespace, service);
+            if only.as_ref().is_some_and(|only| *only != location.key_id) {
+                continue;
+            }
+            let Some(key) = typed::get::<KeyRecord, _>(
+                self.store.as_ref(),
+                &caller.namespace,
+                &location.key_id,
+            )
+            .await?
+            else {
+                continue;
+            };
+            let name = Kms::managed_alias(service);
+            let entry = AliasListEntry {
+                alias_arn: self.alias_arn(&caller.namespace, &name),
+                alias_name: name.clone(),
+                target_key_id: location.key_id,
+                creation_date: key.meta.created,
+                last_updated_date: key.meta.created,
+            };
+            aliases.push((name, entry));
+        }
+        aliases.sort_by(|(a, _), (b, _)| a.cmp(b));
         paginate(aliases, limit, marker, 100, 50)
     }
 

@@ -235,6 +235,10 @@ impl Kms {
         namespace: &str,
         alias_name: &str,
     ) -> Result<KeyLocation, KmsError> {
+        // A service's managed key is found by its derived id: its alias is never stored.
+        if let Some(location) = Kms::managed_alias_target(namespace, alias_name) {
+            return Ok(location);
+        }
         let alias = typed::get::<AliasRecord, _>(self.store.as_ref(), namespace, alias_name)
             .await?
             .ok_or_else(|| {

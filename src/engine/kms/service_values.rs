@@ -20,10 +20,12 @@ use super::{KeySpec, KeyUsage, Origin};
 use crate::crypto::{Binding, KeyRef, ResourceIdentity, SecretBytes, open, parse_header, seal};
 use crate::engine::Caller;
 use crate::engine::account::account_id;
-use crate::engine::kms::model::AliasRecord;
 use crate::engine::kms::policy::KeyPolicy;
 use crate::store::StoreError;
 use crate::store::typed;
+
+/// The services that keep values under a managed key of their own.
+pub(crate) const MANAGED_SERVICES: [&str; 2] = ["secretsmanager", "ssm"];
 
 /// On whose behalf a value is sealed or opened.
 #[derive(Clone, Copy)]
@@ -198,9 +200,24 @@ impl Kms {
         open(material, &value.binding(), blob).map_err(|_| KmsError::InvalidCiphertext)
     }
 
+    /// The managed key an `alias/aws/SERVICE` names, for the services that have one.
+    pub(crate) fn managed_alias_target(namespace: &str, alias_name: &str) -> Option<KeyLocation> {
+        let service = alias_name.strip_prefix("alias/aws/")?;
+        MANAGED_SERVICES
+            .contains(&service)
+            .then(|| Kms::managed_key_location(namespace, service))
+    }
+
+    /// Whether a key is a service's managed key, which no caller and no resource deletes.
+    pub(crate) fn is_service_managed(location: &KeyLocation) -> bool {
+        MANAGED_SERVICES
+            .iter()
+            .any(|service| *location == Kms::managed_key_location(&location.namespace, service))
+    }
+
     /// The key id of `service`'s managed key in `namespace`: derived, not random, so that every
     /// replica and every concurrent first use name the same key.
-    fn managed_key_location(namespace: &str, service: &str) -> KeyLocation {
+    pub(crate) fn managed_key_location(namespace: &str, service: &str) -> KeyLocation {
         let digest = Sha256::digest(format!("coffer/managed-key/{namespace}/{service}"));
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
@@ -243,28 +260,13 @@ impl Kms {
                 },
             )
             .await?;
+        // Its alias `alias/aws/SERVICE` is derived, never stored: a KmsKey cannot hold an
+        // `aws/` alias, and every replica must agree on it without a write.
         match typed::create(
             self.store.as_ref(),
             &key_record_key(&location),
             &record,
             sealed,
-        )
-        .await
-        {
-            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
-            Err(other) => return Err(other.into()),
-        }
-        let now = self.now();
-        let alias = AliasRecord {
-            target_key_id: location.key_id.clone(),
-            created: now,
-            updated: now,
-        };
-        match typed::create(
-            self.store.as_ref(),
-            &typed::key::<AliasRecord>(namespace, &Kms::managed_alias(service)),
-            &alias,
-            BTreeMap::new(),
         )
         .await
         {

@@ -53,6 +53,28 @@ const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// write still in flight.
 const ORPHAN_GRACE_SECONDS: i64 = 600;
 
+/// Annotation of a resource the store made for a record written through the API.
+pub const MADE_FOR_RECORD_ANNOTATION: &str = "coffer.dev/made-for-api-record";
+/// How long a resource made for an API record waits for that record before its reconciler
+/// treats it as a declaration of its own (the API call that made it failed in between).
+const RECORD_WAIT_SECONDS: i64 = 60;
+
+/// Whether a resource the store made for an API record is still waiting for that record: the
+/// store makes the resource first and writes the record just after, and a reconciler that
+/// made a record of its own in between would make a second secret under the same name.
+pub fn awaits_its_record<R: kube::Resource>(resource: &R, now: i64) -> bool {
+    let meta = resource.meta();
+    let made_for_record = meta
+        .annotations
+        .as_ref()
+        .is_some_and(|annotations| annotations.contains_key(MADE_FOR_RECORD_ANNOTATION));
+    let created = meta
+        .creation_timestamp
+        .as_ref()
+        .map_or(now, |time| time.0.as_second());
+    made_for_record && now.saturating_sub(created) < RECORD_WAIT_SECONDS
+}
+
 /// What differs between kinds of versioned records.
 pub trait VersionedKind: Send + Sync + 'static {
     /// The custom resource that declares records of this kind.
@@ -488,6 +510,11 @@ impl<K: VersionedKind> VersionedRecords<K> {
     ) -> Result<Arc<K::Resource>, StoreError> {
         let mut resource = K::resource_for_record(namespace, meta);
         resource.meta_mut().namespace = Some(namespace.to_owned());
+        resource
+            .meta_mut()
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(MADE_FOR_RECORD_ANNOTATION.to_owned(), "true".to_owned());
         let name = resource.name_any();
         let created = Api::<K::Resource>::namespaced(self.client.clone(), namespace)
             .create(&post_params(), &resource)
