@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 use super::common::{BASE64_PATTERN, Condition, KeyReference, SecretKeySelector, Time};
 
@@ -22,6 +23,48 @@ pub const PARAMETER_HISTORY_LIMIT: usize = 10;
 /// Pattern of a parameter name: the allowed characters, a leading `/` whenever the name has
 /// more than one level, no empty level, and at most 15 levels.
 pub const PARAMETER_NAME_PATTERN: &str = r"^(/[a-zA-Z0-9_.-]+){1,15}$|^[a-zA-Z0-9_.-]+$";
+
+/// The name of the Parameter resource the store makes for parameter `name` (one made through
+/// the API): a path whose levels are all lowercase DNS labels with its `/` as `.`
+/// (`/app/db/url` is `app.db.url`), else `p-` plus a readable part and a hash of the name. No
+/// two parameter names share one: only names that begin with `/` and hold no `.` are dotted.
+pub fn resource_name_for(name: &str) -> String {
+    let dotted = match name.strip_prefix('/') {
+        Some(path) if !path.contains('.') => path.replace('/', "."),
+        _ => String::new(),
+    };
+    let plain = |label: &str| {
+        !label.is_empty()
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if dotted.len() <= 253 && !dotted.starts_with("p-") && dotted.split('.').all(plain) {
+        return dotted;
+    }
+    let mut readable = String::new();
+    for c in name.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            readable.push(c);
+        } else if !readable.ends_with('-') {
+            readable.push('-');
+        }
+        if readable.len() >= 40 {
+            break;
+        }
+    }
+    let readable = readable.trim_matches('-');
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    if readable.is_empty() {
+        format!("p-{hash}")
+    } else {
+        format!("p-{readable}-{hash}")
+    }
+}
 
 /// Desired state of a Parameter: its name, type and value (or value source), tier and
 /// policies.
@@ -352,6 +395,19 @@ fn check_parameter_name(name: &str) -> Result<(), ParameterNameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_parameter_name_has_one_resource_name() {
+        assert_eq!(resource_name_for("/app/db/url"), "app.db.url");
+        assert_eq!(resource_name_for("/plain"), "plain");
+        assert_ne!(resource_name_for("plain"), "plain");
+        assert_ne!(resource_name_for("a.b"), resource_name_for("/a/b"));
+        let derived = resource_name_for("/App/DB_url");
+        assert!(derived.starts_with("p-app-db-url-"), "{derived}");
+        assert_ne!(derived, resource_name_for("/app/db_url"));
+        assert!(resource_name_for(&"/level".repeat(15)).len() <= 253);
+        assert!(resource_name_for("p-x").starts_with("p-p-x-"));
+    }
     use crate::resources::ResourceError;
 
     fn reason(name: &str) -> Option<ParameterNameError> {
