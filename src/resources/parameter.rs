@@ -28,7 +28,7 @@ pub const PARAMETER_NAME_PATTERN: &str = r"^(/[a-zA-Z0-9_.-]+){1,15}$|^[a-zA-Z0-
 /// the API): a path whose levels are all lowercase DNS labels with its `/` as `.`
 /// (`/app/db/url` is `app.db.url`), else `p-` plus a readable part and a hash of the name. No
 /// two parameter names share one: only names that begin with `/` and hold no `.` are dotted.
-pub fn resource_name_for(name: &str) -> String {
+pub fn parameter_resource_name(name: &str) -> String {
     let dotted = match name.strip_prefix('/') {
         Some(path) if !path.contains('.') => path.replace('/', "."),
         _ => String::new(),
@@ -398,15 +398,15 @@ mod tests {
 
     #[test]
     fn every_parameter_name_has_one_resource_name() {
-        assert_eq!(resource_name_for("/app/db/url"), "app.db.url");
-        assert_eq!(resource_name_for("/plain"), "plain");
-        assert_ne!(resource_name_for("plain"), "plain");
-        assert_ne!(resource_name_for("a.b"), resource_name_for("/a/b"));
-        let derived = resource_name_for("/App/DB_url");
+        assert_eq!(parameter_resource_name("/app/db/url"), "app.db.url");
+        assert_eq!(parameter_resource_name("/plain"), "plain");
+        assert_ne!(parameter_resource_name("plain"), "plain");
+        assert_ne!(parameter_resource_name("a.b"), parameter_resource_name("/a/b"));
+        let derived = parameter_resource_name("/App/DB_url");
         assert!(derived.starts_with("p-app-db-url-"), "{derived}");
-        assert_ne!(derived, resource_name_for("/app/db_url"));
-        assert!(resource_name_for(&"/level".repeat(15)).len() <= 253);
-        assert!(resource_name_for("p-x").starts_with("p-p-x-"));
+        assert_ne!(derived, parameter_resource_name("/app/db_url"));
+        assert!(parameter_resource_name(&"/level".repeat(15)).len() <= 253);
+        assert!(parameter_resource_name("p-x").starts_with("p-p-x-"));
     }
     use crate::resources::ResourceError;
 
