@@ -30,7 +30,10 @@ from cluster_helpers import (
     Controller,
     NAMESPACE_DELETE_TIMEOUT_SECONDS,
     KmsApi,
+    SCAN_SKIPS,
+    Plaintexts,
     banner,
+    can_i,
     cluster_skip_reason,
     coffer_binary,
     create_token,
@@ -38,7 +41,11 @@ from cluster_helpers import (
     is_ready,
     kubectl,
     make_namespace,
+    role_binding,
+    secret_role,
+    secrets_client,
     wait_for_kmskey,
+    wait_until,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +63,11 @@ CONTROLLER: Controller | None = None
 
 def pytest_configure(config) -> None:
     global SKIP_REASON
+    config.addinivalue_line(
+        "markers",
+        "run_last: runs after every other test of the session (the scans for plaintext, which "
+        "look at what all the tests before them left behind)",
+    )
     SKIP_REASON = cluster_skip_reason()
     if SKIP_REASON and SKIP_ENV not in os.environ:
         # run-cluster.sh has printed the banner already. Otherwise print it here, straight to the
@@ -74,7 +86,8 @@ RUN_FIRST = ("test_helm.py",)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    items.sort(key=lambda item: Path(item.path).name not in RUN_FIRST)
+    items.sort(key=lambda item: (Path(item.path).name not in RUN_FIRST,
+                                 item.get_closest_marker("run_last") is not None))
     if not SKIP_REASON:
         return
     marker = pytest.mark.skip(reason=f"e2e/cluster: no Kubernetes cluster reachable ({SKIP_REASON})")
@@ -86,6 +99,8 @@ def pytest_collection_modifyitems(config, items) -> None:
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if SKIP_REASON:
         terminalreporter.write_sep("=", banner(SKIP_REASON), red=True, bold=True)
+    for reason in SCAN_SKIPS:  # cluster_helpers.skip_scan
+        terminalreporter.write_sep("=", f"e2e/cluster: plaintext scan SKIPPED: {reason}", red=True, bold=True)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -199,3 +214,64 @@ def app_key_ready(cluster, app_key) -> dict:
     )
     assert obj["status"]["keyId"] == app_key, f"KmsKey app changed key id: {obj['status']}"
     return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets (secrets.coffer.dev)
+# --------------------------------------------------------------------------------------------
+
+# ServiceAccounts of the Secrets namespace and their verbs on secrets.coffer.dev (None: no Role).
+SECRETS_SERVICE_ACCOUNTS: dict[str, list[str] | None] = {
+    "sm-admin": ["*"],
+    "sm-reader": ["get"],
+    "sm-nobody": None,
+}
+
+
+@dataclass
+class SecretsNamespace:
+    """A namespace of the session for the Secrets tests, with ServiceAccounts of known rights."""
+
+    name: str
+    endpoint: str
+
+    def client(self, service_account: str = "sm-admin"):
+        """boto3 `secretsmanager`, signing with the ServiceAccount's temporary credentials."""
+        return secrets_client(self.endpoint, self.name, service_account)
+
+
+@pytest.fixture(scope="session")
+def plaintexts() -> Plaintexts:
+    """Every value the Secrets tests used, for the scans at the end of the session."""
+    return Plaintexts()
+
+
+@pytest.fixture(scope="session")
+def secrets_ns(cluster) -> Iterator[SecretsNamespace]:
+    """`coffer-e2e-sm-<random>`: sm-admin may do anything with secrets.coffer.dev (and kmskeys),
+    sm-reader only `get`, sm-nobody nothing. It lives until the end of the session, so that the
+    scans at the end see its Secret resources; then it is deleted."""
+    name = f"coffer-e2e-sm-{uuid.uuid4().hex[:8]}"
+    make_namespace(name, with_service_accounts=False)
+    items: list[dict] = []
+    for account, verbs in SECRETS_SERVICE_ACCOUNTS.items():
+        items.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}})
+        if verbs is None:
+            continue
+        role = secret_role(account, verbs)
+        if account == "sm-admin":
+            role["rules"].append({"apiGroups": ["coffer.dev"], "resources": ["kmskeys"], "verbs": ["*"]})
+        items += [role, role_binding(account, account, [(name, account)])]
+    kubectl("apply", "-n", name, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    wait_until(
+        f"the RoleBindings of {name} are in effect (kubectl auth can-i)",
+        lambda: [can_i(name, "sm-admin", "create", "secrets.coffer.dev"),
+                 can_i(name, "sm-reader", "get", "secrets.coffer.dev/any")],
+        all,
+    )
+    try:
+        yield SecretsNamespace(name, cluster.controller.endpoint)
+    finally:
+        problems = delete_namespaces([name])
+        if problems:
+            pytest.fail("cleanup: " + "; ".join(problems), pytrace=False)
