@@ -320,6 +320,19 @@ def test_sealed_value_opens_only_for_its_own_name(secrets_ns, plaintexts, sealin
     assert client.get_secret_value(SecretId="sealed")["SecretString"] == value
     assert_no_value_in(obj, value)
 
+    # A new sealedValue is a new version.
+    first_version = obj["status"]["currentVersion"]
+    second = plaintexts.new()
+    apply(secret_manifest("sealed", namespace, sealedValue=seal(
+        base64.b64decode(sealing_key["status"]["publicKey"]), sealing_key["status"]["keyId"],
+        namespace, "sealed", second.encode())))
+    obj = wait_for_coffer_secret(
+        namespace, "sealed", "is Ready with a new current version, the first one AWSPREVIOUS",
+        lambda o: is_secret_ready(o) and o["status"]["currentVersion"] != first_version
+        and version_stages(o).get(first_version) == ["AWSPREVIOUS"],
+    )
+    assert client.get_secret_value(SecretId="sealed")["SecretString"] == second
+
     # The same blob under another name: bound to (namespace, "sealed"), it does not open.
     other = unique("sealed-elsewhere")
     apply(secret_manifest(other, namespace, sealedValue=blob))
