@@ -759,6 +759,37 @@ def role_binding(name: str, role: str, subjects: list[tuple[str, str]], kind: st
     }
 
 
+# ServiceAccounts of a Secrets namespace and their verbs on secrets.coffer.dev (None: no Role).
+SECRETS_SERVICE_ACCOUNTS: dict[str, list[str] | None] = {
+    "sm-admin": ["*"],
+    "sm-reader": ["get"],
+    "sm-nobody": None,
+}
+
+
+def make_secrets_namespace(name: str) -> None:
+    """A namespace of the suite whose sm-admin may do anything with secrets.coffer.dev (and
+    kmskeys), sm-reader only `get`, and sm-nobody nothing; waited for until `kubectl auth can-i`
+    agrees."""
+    make_namespace(name, with_service_accounts=False)
+    items: list[dict] = []
+    for account, verbs in SECRETS_SERVICE_ACCOUNTS.items():
+        items.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}})
+        if verbs is None:
+            continue
+        role = secret_role(account, verbs)
+        if account == "sm-admin":
+            role["rules"].append({"apiGroups": ["coffer.dev"], "resources": ["kmskeys"], "verbs": ["*"]})
+        items += [role, role_binding(account, account, [(name, account)])]
+    kubectl("apply", "-n", name, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    wait_until(
+        f"the RoleBindings of {name} are in effect (kubectl auth can-i)",
+        lambda: [can_i(name, "sm-admin", "create", SECRET_RESOURCE),
+                 can_i(name, "sm-reader", "get", f"{SECRET_RESOURCE}/any")],
+        all,
+    )
+
+
 def can_i_as(namespace: str, subject: str, verb: str, resource: str) -> bool:
     """`kubectl auth can-i VERB RESOURCE -n NAMESPACE --as SUBJECT`."""
     result = kubectl("auth", "can-i", verb, resource, "-n", namespace, "--as", subject, check=False)

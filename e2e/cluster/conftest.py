@@ -33,7 +33,6 @@ from cluster_helpers import (
     SCAN_SKIPS,
     Plaintexts,
     banner,
-    can_i,
     cluster_skip_reason,
     coffer_binary,
     create_token,
@@ -41,11 +40,9 @@ from cluster_helpers import (
     is_ready,
     kubectl,
     make_namespace,
-    role_binding,
-    secret_role,
+    make_secrets_namespace,
     secrets_client,
     wait_for_kmskey,
-    wait_until,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -220,14 +217,6 @@ def app_key_ready(cluster, app_key) -> dict:
 # Secrets (secrets.coffer.dev)
 # --------------------------------------------------------------------------------------------
 
-# ServiceAccounts of the Secrets namespace and their verbs on secrets.coffer.dev (None: no Role).
-SECRETS_SERVICE_ACCOUNTS: dict[str, list[str] | None] = {
-    "sm-admin": ["*"],
-    "sm-reader": ["get"],
-    "sm-nobody": None,
-}
-
-
 @dataclass
 class SecretsNamespace:
     """A namespace of the session for the Secrets tests, with ServiceAccounts of known rights."""
@@ -252,23 +241,7 @@ def secrets_ns(cluster) -> Iterator[SecretsNamespace]:
     sm-reader only `get`, sm-nobody nothing. It lives until the end of the session, so that the
     scans at the end see its Secret resources; then it is deleted."""
     name = f"coffer-e2e-sm-{uuid.uuid4().hex[:8]}"
-    make_namespace(name, with_service_accounts=False)
-    items: list[dict] = []
-    for account, verbs in SECRETS_SERVICE_ACCOUNTS.items():
-        items.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}})
-        if verbs is None:
-            continue
-        role = secret_role(account, verbs)
-        if account == "sm-admin":
-            role["rules"].append({"apiGroups": ["coffer.dev"], "resources": ["kmskeys"], "verbs": ["*"]})
-        items += [role, role_binding(account, account, [(name, account)])]
-    kubectl("apply", "-n", name, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-    wait_until(
-        f"the RoleBindings of {name} are in effect (kubectl auth can-i)",
-        lambda: [can_i(name, "sm-admin", "create", "secrets.coffer.dev"),
-                 can_i(name, "sm-reader", "get", "secrets.coffer.dev/any")],
-        all,
-    )
+    make_secrets_namespace(name)
     try:
         yield SecretsNamespace(name, cluster.controller.endpoint)
     finally:

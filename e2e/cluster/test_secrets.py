@@ -44,6 +44,7 @@ from cluster_helpers import (
     kubectl,
     list_coffer_secrets,
     make_namespace,
+    make_secrets_namespace,
     role_binding,
     secret_manifest,
     secret_role,
@@ -187,6 +188,24 @@ def test_create_secret_through_the_api_makes_a_resource(secrets_ns, plaintexts):
     assert obj["status"].get("currentVersion") == plain["VersionId"], obj["status"]
     assert_no_value_in(obj, plain_value)
     assert client.get_secret_value(SecretId="plain-name")["SecretString"] == plain_value
+
+
+def test_create_secret_as_the_first_secret_of_a_namespace(cluster, plaintexts):
+    """The first value of a namespace is sealed under its managed key `aws/secretsmanager`, which
+    that first write creates: a CreateSecret must not depend on a secret having been applied
+    before it."""
+    namespace = unique("coffer-e2e-smfirst")
+    make_secrets_namespace(namespace)
+    try:
+        client = secrets_client(cluster.controller.endpoint, namespace, "sm-admin")
+        value = plaintexts.new()
+        created = client.create_secret(Name="first", SecretString=value)
+        assert re.fullmatch(arn_pattern("first"), created["ARN"]), created
+        assert client.get_secret_value(SecretId="first")["SecretString"] == value
+        wait_for_coffer_secret(namespace, "first", f"is Ready with ARN {created['ARN']}",
+                               lambda o: is_secret_ready(o) and o["status"]["arn"] == created["ARN"])
+    finally:
+        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
 
 
 # --------------------------------------------------------------------------------------------
