@@ -710,6 +710,24 @@ def version_stages(obj: dict) -> dict[str, list[str]]:
     }
 
 
+SECRET_RECORD_TYPE = "coffer.dev/secret"
+SECRET_RECORD_ANNOTATION = "coffer.dev/secret-record"
+
+
+def secret_record(system_namespace: str, namespace: str, secret_name: str) -> dict | None:
+    """The metadata record the controller keeps for a secret in its own namespace (docs/secrets.md,
+    "Where things live"), found by its namespace label and the name it records; None when absent."""
+    found = kubectl_json("get", "secrets", "-n", system_namespace, "-l", f"{NAMESPACE_LABEL}={namespace}")
+    for obj in (found or {}).get("items", []):
+        if obj.get("type") != SECRET_RECORD_TYPE:
+            continue
+        annotation = (obj["metadata"].get("annotations") or {}).get(SECRET_RECORD_ANNOTATION)
+        record = json.loads(annotation) if annotation else None
+        if record and record.get("name") == secret_name:
+            return record
+    return None
+
+
 def temporary_credentials(endpoint: str, token: str) -> dict:
     """What the container credentials endpoint gives for a ServiceAccount token."""
     response = requests.get(f"{endpoint}/v1/credentials", headers={"Authorization": token}, timeout=30)

@@ -223,6 +223,7 @@ class SecretsNamespace:
 
     name: str
     endpoint: str
+    system_namespace: str
 
     def client(self, service_account: str = "sm-admin"):
         """boto3 `secretsmanager`, signing with the ServiceAccount's temporary credentials."""
@@ -243,7 +244,7 @@ def secrets_ns(cluster) -> Iterator[SecretsNamespace]:
     name = f"coffer-e2e-sm-{uuid.uuid4().hex[:8]}"
     make_secrets_namespace(name)
     try:
-        yield SecretsNamespace(name, cluster.controller.endpoint)
+        yield SecretsNamespace(name, cluster.controller.endpoint, cluster.system_namespace)
     finally:
         problems = delete_namespaces([name])
         if problems:

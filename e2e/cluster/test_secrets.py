@@ -47,6 +47,7 @@ from cluster_helpers import (
     make_secrets_namespace,
     role_binding,
     secret_manifest,
+    secret_record,
     secret_role,
     secrets_client,
     skip_scan,
@@ -403,6 +404,13 @@ def test_kubectl_delete_schedules_deletion_and_reapplying_restores(secrets_ns, p
     assert described["ARN"] == arn, described
     when = deleted_date(described)
     assert abs(when.timestamp() - time.time()) < 600, f"DeletedDate {when} is not about now"
+    # The window the spec asked for (30 days by default) is the one the controller keeps.
+    record = secret_record(secrets_ns.system_namespace, namespace, name)
+    assert record is not None, f"no record of secret {name} in {secrets_ns.system_namespace}"
+    days = window or 30
+    assert abs(float(record.get("purgeAfter", 0)) - (time.time() + days * DAY_SECONDS)) < 600, (
+        f"the secret is to be purged at {record.get('purgeAfter')}, not {days} days from now: {record}"
+    )
     expect_error("InvalidRequestException", client.get_secret_value, SecretId=name)
     assert arn not in listed_arns(client)
     assert arn in listed_arns(client, IncludePlannedDeletion=True)
