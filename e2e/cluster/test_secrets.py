@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import re
 import time
@@ -33,6 +34,7 @@ from cluster_helpers import (
     can_i_as,
     etcd_dump,
     etcd_endpoint,
+    events_for,
     find_plaintexts,
     get_coffer_secret,
     is_ready,
@@ -150,11 +152,26 @@ def test_generated_secret_is_ready_and_served(secrets_ns, plaintexts):
     # By ARN too.
     assert client.get_secret_value(SecretId=status["arn"])["SecretString"] == value
     assert_no_value_in(get_coffer_secret(secrets_ns.name, name), value)
+    wait_for_secret_event(secrets_ns.name, name, "Created")
 
 
 # --------------------------------------------------------------------------------------------
 # 2. API -> resource
 # --------------------------------------------------------------------------------------------
+
+
+def derived_resource_name(secret_name: str, readable: str) -> str:
+    return f"sm-{readable}-{hashlib.sha256(secret_name.encode()).hexdigest()[:10]}"
+
+
+def secret_events(namespace: str, name: str) -> list[str]:
+    return [event.get("reason", "") for event in events_for(namespace, "Secret", name)
+            if (event.get("involvedObject") or {}).get("apiVersion", "").startswith("coffer.dev/")]
+
+
+def wait_for_secret_event(namespace: str, name: str, reason: str) -> None:
+    wait_until(f"an Event with reason {reason} is recorded on Secret {namespace}/{name}",
+               lambda: secret_events(namespace, name), lambda reasons: reason in reasons)
 
 
 def resources_named(namespace: str, secret_name: str) -> list[dict]:
@@ -176,6 +193,8 @@ def test_create_secret_through_the_api_makes_a_resource(secrets_ns, plaintexts):
     )
     obj = found[0]
     assert obj["metadata"]["name"].startswith("sm-"), obj["metadata"]["name"]
+    # docs/secrets.md: `sm-` + a readable part + 10 hex digits of SHA-256 of the name.
+    assert obj["metadata"]["name"] == derived_resource_name("prod/api/token", "prod-api-token"), obj["metadata"]
     assert obj["metadata"]["namespace"] == namespace
     assert obj["status"].get("currentVersion") == created["VersionId"], obj["status"]
     assert_no_value_in(obj, value)
@@ -235,6 +254,7 @@ def test_put_secret_value_and_update_secret_show_in_the_resource(secrets_ns, pla
     assert_no_value_in(obj, value)
     assert client.get_secret_value(SecretId=name)["SecretString"] == value
     assert client.get_secret_value(SecretId=name, VersionStage="AWSPREVIOUS")["SecretString"] == generated
+    wait_for_secret_event(namespace, name, "NewVersion")
 
     client.update_secret(SecretId=name, Description="x")
     obj = wait_for_coffer_secret(namespace, name, "has spec.description x and is reconciled",
@@ -501,6 +521,23 @@ def test_rbac_verbs_on_secrets(secrets_ns, plaintexts):
     assert one.get_secret_value(SecretId=name)["SecretString"] == value
     expect_error("AccessDeniedException", one.get_secret_value, SecretId=other)
 
+    # A secret whose name is no resource name is known to RBAC by its resource's name (sm-...).
+    suffix = uuid.uuid4().hex[:8]
+    api_name = f"team/Token_{suffix}"
+    api_value = plaintexts.new()
+    secrets_ns.client().create_secret(Name=api_name, SecretString=api_value)
+    resource = derived_resource_name(api_name, f"team-token-{suffix}")
+    wait_for_coffer_secret(namespace, resource, f"stands for secret {api_name}", is_secret_ready)
+    items = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sm-derived"}},
+             secret_role("sm-derived", ["get"], [resource]), role_binding("sm-derived", "sm-derived", [(namespace, "sm-derived")])]
+    kubectl("apply", "-n", namespace, "-f", "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    wait_until(f"kubectl auth can-i get {SECRET_RESOURCE}/{resource} as sm-derived",
+               lambda: can_i(namespace, "sm-derived", "get", f"{SECRET_RESOURCE}/{resource}"), bool)
+    derived = secrets_ns.client("sm-derived")
+    assert derived.get_secret_value(SecretId=api_name)["SecretString"] == api_value
+    expect_error("AccessDeniedException", derived.get_secret_value, SecretId=name)
+
 
 # --------------------------------------------------------------------------------------------
 # 8. Across namespaces
@@ -524,10 +561,10 @@ def test_cross_namespace_reads_need_the_resource_policy(cluster, plaintexts):
         readers = ["reader", "some-sa"]
         kubectl("apply", "-n", ns_b, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}} for sa in readers]}))
-        # B's ServiceAccounts may `get` Secrets in every namespace: RBAC alone must not let them
-        # read A's secrets.
+        # B's ServiceAccounts may `get` (and `update`) Secrets in every namespace: RBAC alone
+        # must not let them read, let alone write, A's secrets.
         kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
-            secret_role(cluster_role, ["get"], kind="ClusterRole"),
+            secret_role(cluster_role, ["get", "update"], kind="ClusterRole"),
             role_binding(cluster_role, cluster_role, [(ns_b, sa) for sa in readers], kind="ClusterRoleBinding"),
         ]}))
         wait_until(
@@ -565,6 +602,11 @@ def test_cross_namespace_reads_need_the_resource_policy(cluster, plaintexts):
         expect_error("AccessDeniedException", some_sa.get_secret_value, SecretId=arns["private"])
         assert some_sa.get_secret_value(SecretId=arns["one-sa"])["SecretString"] == values["one-sa"]
         expect_error("AccessDeniedException", reader.get_secret_value, SecretId=arns["one-sa"])
+        # Another namespace only reads: the policy grants no write, and its own `update` counts
+        # for nothing here.
+        expect_error("AccessDeniedException", reader.put_secret_value, SecretId=arns["shared"],
+                     SecretString=plaintexts.new())
+        assert owner.get_secret_value(SecretId="shared")["SecretString"] == values["shared"]
         # The owner's own access is intact.
         assert owner.get_secret_value(SecretId="private")["SecretString"] == values["private"]
     finally:
