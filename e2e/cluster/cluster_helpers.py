@@ -16,7 +16,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -619,3 +621,328 @@ class KmsApi:
 
     def describe(self, key_id: str, token: str) -> dict:
         return self.ok("DescribeKey", {"KeyId": key_id}, token)["KeyMetadata"]
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets (secrets.coffer.dev) and the Secrets Manager API
+# --------------------------------------------------------------------------------------------
+
+SECRET_RESOURCE = "secrets.coffer.dev"
+SECRET_NAME_ANNOTATION = "coffer.dev/secret-name"
+# How long a change of a fromSecret source may take to be imported: the controller looks at
+# its sources again about every 30 s.
+SOURCE_RECHECK_TIMEOUT_SECONDS = 90
+# The marker every test value of the Secrets tests starts with, so that a leak is recognisable.
+PLAINTEXT_MARKER = "e2e-plain-"
+
+
+def secret_manifest(name: str, namespace: str, annotations: dict[str, str] | None = None,
+                    **spec: Any) -> dict:
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "coffer.dev/v1alpha1", "kind": "Secret", "metadata": metadata, "spec": spec}
+
+
+def get_coffer_secret(namespace: str, name: str) -> dict | None:
+    return kubectl_json("get", SECRET_RESOURCE, name, "-n", namespace)
+
+
+def list_coffer_secrets(namespace: str) -> list[dict]:
+    return (kubectl_json("get", SECRET_RESOURCE, "-n", namespace) or {}).get("items", [])
+
+
+def is_secret_reconciled(obj: dict) -> bool:
+    """The status describes the current generation."""
+    return (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
+
+
+def is_secret_ready(obj: dict) -> bool:
+    """Reconciled for its generation, with an ARN, a current version, and Ready True."""
+    status = obj.get("status") or {}
+    ready = condition(obj, "Ready")
+    return (
+        is_secret_reconciled(obj)
+        and bool(status.get("arn"))
+        and bool(status.get("currentVersion"))
+        and ready is not None
+        and ready.get("status") == "True"
+    )
+
+
+def is_secret_refused(obj: dict) -> bool:
+    """Reconciled for its generation with Ready False, a reason and a message."""
+    ready = condition(obj, "Ready")
+    return (
+        is_secret_reconciled(obj)
+        and ready is not None
+        and ready.get("status") == "False"
+        and bool(ready.get("reason"))
+        and bool(ready.get("message"))
+    )
+
+
+def wait_for_coffer_secret(namespace: str, name: str, description: str, done: Callable[[dict], bool],
+                           timeout: float = RECONCILE_TIMEOUT_SECONDS) -> dict:
+    return wait_until(
+        f"Secret {namespace}/{name} {description}",
+        lambda: get_coffer_secret(namespace, name),
+        lambda obj: obj is not None and bool(done(obj)),
+        timeout,
+    )
+
+
+def wait_for_secret_ready(namespace: str, name: str, timeout: float = READY_TIMEOUT_SECONDS) -> dict:
+    return wait_for_coffer_secret(namespace, name, "is Ready for its generation, with an ARN and a current version",
+                                  is_secret_ready, timeout)
+
+
+def wait_for_secret_gone(namespace: str, name: str, timeout: float = RECONCILE_TIMEOUT_SECONDS) -> None:
+    wait_until(f"Secret {namespace}/{name} no longer exists",
+               lambda: get_coffer_secret(namespace, name), lambda obj: obj is None, timeout)
+
+
+def version_stages(obj: dict) -> dict[str, list[str]]:
+    """status.versions as DescribeSecret's VersionIdsToStages: version id -> sorted stages."""
+    return {
+        version["versionId"]: sorted(version.get("stages") or [])
+        for version in (obj.get("status") or {}).get("versions") or []
+    }
+
+
+SECRET_RECORD_TYPE = "coffer.dev/secret"
+SECRET_RECORD_ANNOTATION = "coffer.dev/secret-record"
+
+
+def secret_record(system_namespace: str, namespace: str, secret_name: str) -> dict | None:
+    """The metadata record the controller keeps for a secret in its own namespace (docs/secrets.md,
+    "Where things live"), found by its namespace label and the name it records; None when absent."""
+    found = kubectl_json("get", "secrets", "-n", system_namespace, "-l", f"{NAMESPACE_LABEL}={namespace}")
+    for obj in (found or {}).get("items", []):
+        if obj.get("type") != SECRET_RECORD_TYPE:
+            continue
+        annotation = (obj["metadata"].get("annotations") or {}).get(SECRET_RECORD_ANNOTATION)
+        record = json.loads(annotation) if annotation else None
+        if record and record.get("name") == secret_name:
+            return record
+    return None
+
+
+def temporary_credentials(endpoint: str, token: str) -> dict:
+    """What the container credentials endpoint gives for a ServiceAccount token."""
+    response = requests.get(f"{endpoint}/v1/credentials", headers={"Authorization": token}, timeout=30)
+    assert response.status_code == 200, (
+        f"GET /v1/credentials answered HTTP {response.status_code}: {response.text[:1000]}"
+    )
+    return response.json()
+
+
+def secrets_client(endpoint: str, namespace: str, service_account: str):
+    """A boto3 Secrets Manager client signing with the temporary credentials of a ServiceAccount
+    (from the credentials endpoint, for a token with audience `coffer`). Never retries."""
+    import boto3
+    from botocore.config import Config
+
+    credentials = temporary_credentials(endpoint, create_token(namespace, service_account))
+    return boto3.client(
+        "secretsmanager",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["Token"],
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=60),
+    )
+
+
+def secret_role(name: str, verbs: list[str], resource_names: list[str] | None = None,
+                kind: str = "Role") -> dict:
+    rule: dict = {"apiGroups": ["coffer.dev"], "resources": ["secrets"], "verbs": verbs}
+    if resource_names is not None:
+        rule["resourceNames"] = resource_names
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": {"name": name},
+            "rules": [rule]}
+
+
+def role_binding(name: str, role: str, subjects: list[tuple[str, str]], kind: str = "RoleBinding") -> dict:
+    """A (Cluster)RoleBinding of `role` (a Role for a RoleBinding, else a ClusterRole) to
+    ServiceAccounts given as (namespace, name)."""
+    role_kind = "Role" if kind == "RoleBinding" else "ClusterRole"
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns} for ns, sa in subjects],
+    }
+
+
+# ServiceAccounts of a Secrets namespace and their verbs on secrets.coffer.dev (None: no Role).
+SECRETS_SERVICE_ACCOUNTS: dict[str, list[str] | None] = {
+    "sm-admin": ["*"],
+    "sm-reader": ["get"],
+    "sm-nobody": None,
+}
+
+
+def make_secrets_namespace(name: str) -> None:
+    """A namespace of the suite whose sm-admin may do anything with secrets.coffer.dev (and
+    kmskeys), sm-reader only `get`, and sm-nobody nothing; waited for until `kubectl auth can-i`
+    agrees."""
+    make_namespace(name, with_service_accounts=False)
+    items: list[dict] = []
+    for account, verbs in SECRETS_SERVICE_ACCOUNTS.items():
+        items.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}})
+        if verbs is None:
+            continue
+        role = secret_role(account, verbs)
+        if account == "sm-admin":
+            role["rules"].append({"apiGroups": ["coffer.dev"], "resources": ["kmskeys"], "verbs": ["*"]})
+        items += [role, role_binding(account, account, [(name, account)])]
+    kubectl("apply", "-n", name, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    wait_until(
+        f"the RoleBindings of {name} are in effect (kubectl auth can-i)",
+        lambda: [can_i(name, "sm-admin", "create", SECRET_RESOURCE),
+                 can_i(name, "sm-reader", "get", f"{SECRET_RESOURCE}/any")],
+        all,
+    )
+
+
+def can_i_as(namespace: str, subject: str, verb: str, resource: str) -> bool:
+    """`kubectl auth can-i VERB RESOURCE -n NAMESPACE --as SUBJECT`."""
+    result = kubectl("auth", "can-i", verb, resource, "-n", namespace, "--as", subject, check=False)
+    answer = result.stdout.strip()
+    if answer not in ("yes", "no"):
+        pytest.fail(f"kubectl auth can-i {verb} {resource} --as {subject}: unexpected answer {answer!r} "
+                    f"{result.stderr}", pytrace=False)
+    return answer == "yes"
+
+
+# --------------------------------------------------------------------------------------------
+# Test values, and looking for them where they must not be
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plaintexts:
+    """Every value the Secrets tests put into Coffer or read out of it, for the scan at the end
+    of the session (etcd and the controller's log must hold none of them)."""
+
+    values: list[bytes] = field(default_factory=list)
+
+    def new(self) -> str:
+        """A fresh recognisable value (`e2e-plain-<32 hex digits>`), registered."""
+        value = f"{PLAINTEXT_MARKER}{uuid.uuid4().hex}"
+        self.add(value)
+        return value
+
+    def add(self, value: str | bytes) -> None:
+        data = value.encode() if isinstance(value, str) else bytes(value)
+        assert len(data) >= 8, f"a value of {len(data)} bytes is too short to look for"
+        if data not in self.values:
+            self.values.append(data)
+
+
+def encodings(value: bytes) -> dict[str, bytes]:
+    """The forms under which a value could sit in stored or logged text: raw, JSON-escaped,
+    hex, and base64 at each of the three alignments it can have inside a longer encoded blob
+    (the characters that depend on the value's bytes alone)."""
+    forms: dict[str, bytes] = {"raw": value, "hex": value.hex().encode()}
+    try:
+        escaped = json.dumps(value.decode("utf-8"))[1:-1].encode()
+        if escaped != value:
+            forms["JSON-escaped"] = escaped
+    except UnicodeDecodeError:
+        pass
+    forms["base64"] = base64.b64encode(value)
+    for offset in (0, 1, 2):
+        encoded = base64.b64encode(b"\0" * offset + value)
+        start = 4 if offset else 0  # a first group mixing the value with what precedes it
+        end = 4 * ((offset + len(value)) // 3)  # groups made of the value's bytes only
+        if end - start >= 16 and encoded[start:end] != forms["base64"]:
+            forms[f"base64 (offset {offset})"] = encoded[start:end]
+    return forms
+
+
+def find_plaintexts(values: list[bytes], haystacks: dict[str, bytes]) -> list[str]:
+    """Where any form of any value occurs: "<form> of value #N in <where>" (values are named by
+    their index, so that a report does not repeat them)."""
+    found: list[str] = []
+    for index, value in enumerate(values):
+        for form, needle in encodings(value).items():
+            for where, haystack in haystacks.items():
+                if needle in haystack:
+                    found.append(f"{form} of value #{index} ({value[:len(PLAINTEXT_MARKER)]!r}...) in {where}")
+    return found
+
+
+# Why a scan for plaintext could not look where it should; conftest repeats it under the summary.
+SCAN_SKIPS: list[str] = []
+
+
+def skip_scan(reason: str) -> None:
+    """Skips a scan for plaintext loudly: to the real stderr at once, under pytest's summary
+    again, and as a skip, which the strict plugin (COFFER_E2E_REQUIRE_CLUSTER=1) fails."""
+    import sys
+
+    SCAN_SKIPS.append(reason)
+    sys.__stderr__.write(f"=== e2e/cluster: plaintext scan SKIPPED: {reason} ===\n")
+    sys.__stderr__.flush()
+    pytest.skip(f"plaintext scan not done: {reason}")
+
+
+def etcd_endpoint() -> str | None:
+    """The etcd client URL of the repo's own control plane (controlplane.py exports it as
+    ETCDCTL_ENDPOINTS), or None when the cluster is someone else's."""
+    endpoints = os.environ.get("ETCDCTL_ENDPOINTS", "").strip()
+    return endpoints.split(",")[0] if endpoints else None
+
+
+def etcdctl_binary() -> str | None:
+    found = shutil.which("etcdctl")
+    if found:
+        return found
+    assets = os.environ.get("COFFER_K8S_ASSETS")
+    if assets and os.access(os.path.join(assets, "etcdctl"), os.X_OK):
+        return os.path.join(assets, "etcdctl")
+    return None
+
+
+def etcd_dump(endpoint: str, prefix: str = "/registry/") -> dict[bytes, bytes]:
+    """Every key under `prefix` with its current value, as stored: with etcdctl when there is
+    one, else through etcd's v3 JSON gateway. Raises RuntimeError when etcd cannot be read."""
+    range_end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    binary = etcdctl_binary()
+    if binary:
+        try:
+            result = subprocess.run(
+                [binary, "--command-timeout=60s", "get", "--prefix", prefix, "-w", "json"],
+                capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
+                # etcdctl refuses a flag that an ETCDCTL_* variable also sets: the endpoint goes
+                # in the variable alone.
+                env={**{k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")},
+                     "ETCDCTL_ENDPOINTS": endpoint},
+            )
+        except subprocess.TimeoutExpired as error:
+            raise RuntimeError(f"etcdctl get --prefix {prefix} did not finish: {error}") from error
+        if result.returncode != 0:
+            raise RuntimeError(f"etcdctl get --prefix {prefix} exited with {result.returncode}: "
+                               f"{result.stderr.decode(errors='replace')[-2000:]}")
+        answer = json.loads(result.stdout)
+    else:
+        try:
+            response = requests.post(
+                f"{endpoint}/v3/kv/range",
+                json={"key": b64(prefix.encode()), "range_end": b64(range_end.encode())},
+                timeout=120,
+            )
+        except requests.RequestException as error:
+            raise RuntimeError(f"etcd at {endpoint} did not answer: {error}") from error
+        if response.status_code != 200:
+            raise RuntimeError(f"etcd range {prefix} answered HTTP {response.status_code}: {response.text[:500]}")
+        answer = response.json()
+    kvs = answer.get("kvs") or []
+    count = int(answer.get("count", len(kvs)))
+    if count != len(kvs) or answer.get("more"):
+        raise RuntimeError(f"etcd returned {len(kvs)} of {count} keys under {prefix}")
+    return {base64.b64decode(kv["key"]): base64.b64decode(kv.get("value", "")) for kv in kvs}

@@ -30,6 +30,8 @@ from cluster_helpers import (
     Controller,
     NAMESPACE_DELETE_TIMEOUT_SECONDS,
     KmsApi,
+    SCAN_SKIPS,
+    Plaintexts,
     banner,
     cluster_skip_reason,
     coffer_binary,
@@ -38,6 +40,8 @@ from cluster_helpers import (
     is_ready,
     kubectl,
     make_namespace,
+    make_secrets_namespace,
+    secrets_client,
     wait_for_kmskey,
 )
 
@@ -56,6 +60,11 @@ CONTROLLER: Controller | None = None
 
 def pytest_configure(config) -> None:
     global SKIP_REASON
+    config.addinivalue_line(
+        "markers",
+        "run_last: runs after every other test of the session (the scans for plaintext, which "
+        "look at what all the tests before them left behind)",
+    )
     SKIP_REASON = cluster_skip_reason()
     if SKIP_REASON and SKIP_ENV not in os.environ:
         # run-cluster.sh has printed the banner already. Otherwise print it here, straight to the
@@ -74,7 +83,8 @@ RUN_FIRST = ("test_helm.py",)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    items.sort(key=lambda item: Path(item.path).name not in RUN_FIRST)
+    items.sort(key=lambda item: (Path(item.path).name not in RUN_FIRST,
+                                 item.get_closest_marker("run_last") is not None))
     if not SKIP_REASON:
         return
     marker = pytest.mark.skip(reason=f"e2e/cluster: no Kubernetes cluster reachable ({SKIP_REASON})")
@@ -86,6 +96,8 @@ def pytest_collection_modifyitems(config, items) -> None:
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if SKIP_REASON:
         terminalreporter.write_sep("=", banner(SKIP_REASON), red=True, bold=True)
+    for reason in SCAN_SKIPS:  # cluster_helpers.skip_scan
+        terminalreporter.write_sep("=", f"e2e/cluster: plaintext scan SKIPPED: {reason}", red=True, bold=True)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -199,3 +211,41 @@ def app_key_ready(cluster, app_key) -> dict:
     )
     assert obj["status"]["keyId"] == app_key, f"KmsKey app changed key id: {obj['status']}"
     return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets (secrets.coffer.dev)
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class SecretsNamespace:
+    """A namespace of the session for the Secrets tests, with ServiceAccounts of known rights."""
+
+    name: str
+    endpoint: str
+    system_namespace: str
+
+    def client(self, service_account: str = "sm-admin"):
+        """boto3 `secretsmanager`, signing with the ServiceAccount's temporary credentials."""
+        return secrets_client(self.endpoint, self.name, service_account)
+
+
+@pytest.fixture(scope="session")
+def plaintexts() -> Plaintexts:
+    """Every value the Secrets tests used, for the scans at the end of the session."""
+    return Plaintexts()
+
+
+@pytest.fixture(scope="session")
+def secrets_ns(cluster) -> Iterator[SecretsNamespace]:
+    """`coffer-e2e-sm-<random>`: sm-admin may do anything with secrets.coffer.dev (and kmskeys),
+    sm-reader only `get`, sm-nobody nothing. It lives until the end of the session, so that the
+    scans at the end see its Secret resources; then it is deleted."""
+    name = f"coffer-e2e-sm-{uuid.uuid4().hex[:8]}"
+    make_secrets_namespace(name)
+    try:
+        yield SecretsNamespace(name, cluster.controller.endpoint, cluster.system_namespace)
+    finally:
+        problems = delete_namespaces([name])
+        if problems:
+            pytest.fail("cleanup: " + "; ".join(problems), pytrace=False)
