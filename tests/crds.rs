@@ -381,7 +381,7 @@ fn cel_rules_are_in_the_schemas() {
         (
             "parameters",
             ".spec",
-            "has(self.sealedValue) != has(self.fromSecret)",
+            "!(has(self.sealedValue) && has(self.fromSecret))",
         ),
         ("parameters", ".spec.name", "self == oldSelf"),
     ];

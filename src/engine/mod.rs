@@ -74,7 +74,8 @@ pub struct Caller {
 
 impl Caller {
     /// The account root of `namespace`: whom the controller acts as when it applies a resource
-    /// of that namespace. Names resolve in the namespace; nothing is authorized by it alone.
+    /// of that namespace. Front ends never make such a caller (their principals are users and
+    /// ServiceAccount roles), so an engine may take it for the controller.
     pub fn account_of(namespace: &str) -> Self {
         let account = account::account_id(namespace);
         Self {
@@ -86,6 +87,15 @@ impl Caller {
             access_key_id: None,
             secure_transport: true,
         }
+    }
+}
+
+impl Caller {
+    /// Whether this is the controller acting for its own account ([`Caller::account_of`]): it
+    /// may do anything in that account, and nothing in another.
+    pub fn acts_for_account(&self) -> bool {
+        iam::root_account(&self.principal.arn)
+            == Some(account::account_id(&self.namespace).as_str())
     }
 }
 

@@ -109,7 +109,7 @@ pub fn parameter_resource_name(name: &str) -> String {
 )]
 #[x_kube(validation = Rule::new("self.type == 'SecureString' || has(self.value)").message("String and StringList parameters need a value"))]
 #[x_kube(validation = Rule::new("self.type != 'SecureString' || !has(self.value)").message("a SecureString parameter takes no plaintext value: give sealedValue or fromSecret"))]
-#[x_kube(validation = Rule::new("self.type == 'SecureString' ? has(self.sealedValue) != has(self.fromSecret) : !has(self.sealedValue) && !has(self.fromSecret)").message("a SecureString parameter needs exactly one of sealedValue and fromSecret, and other types take neither"))]
+#[x_kube(validation = Rule::new("self.type == 'SecureString' ? !(has(self.sealedValue) && has(self.fromSecret)) : !has(self.sealedValue) && !has(self.fromSecret)").message("a SecureString parameter takes at most one of sealedValue and fromSecret (with neither, its value comes through the API), and other types take neither"))]
 #[x_kube(validation = Rule::new("self.type == 'SecureString' || !has(self.kmsKeyRef)").message("kmsKeyRef applies only to SecureString parameters"))]
 #[x_kube(validation = Rule::new("!has(self.value) || self.tier != 'Standard' || self.value.size() <= 4096").message("the value of a Standard parameter is at most 4096 characters; use tier Advanced for up to 8192"))]
 #[x_kube(validation = Rule::new("!has(self.policies) || self.policies.size() == 0 || self.tier != 'Standard'").message("parameter policies need tier Advanced or IntelligentTiering"))]
@@ -280,6 +280,9 @@ pub struct ParameterStatus {
     /// Latest version number; the first version is 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
+    /// Tier the parameter is in: Standard or Advanced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<ParameterTier>,
     /// When the latest version was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified_date: Option<Time>,
@@ -401,7 +404,10 @@ mod tests {
         assert_eq!(parameter_resource_name("/app/db/url"), "app.db.url");
         assert_eq!(parameter_resource_name("/plain"), "plain");
         assert_ne!(parameter_resource_name("plain"), "plain");
-        assert_ne!(parameter_resource_name("a.b"), parameter_resource_name("/a/b"));
+        assert_ne!(
+            parameter_resource_name("a.b"),
+            parameter_resource_name("/a/b")
+        );
         let derived = parameter_resource_name("/App/DB_url");
         assert!(derived.starts_with("p-app-db-url-"), "{derived}");
         assert_ne!(derived, parameter_resource_name("/app/db_url"));
@@ -632,11 +638,8 @@ mod cel_tests {
     }
 
     #[test]
-    fn cel_secure_string_needs_exactly_one_source() {
-        assert_invalid::<Parameter>(
-            &parameter(json!({"name": "/s", "type": "SecureString"})),
-            "needs exactly one of sealedValue and fromSecret",
-        );
+    fn cel_secure_string_takes_at_most_one_source() {
+        assert_valid::<Parameter>(&parameter(json!({"name": "/s", "type": "SecureString"})));
         assert_invalid::<Parameter>(
             &parameter(json!({
                 "name": "/s",
@@ -644,7 +647,7 @@ mod cel_tests {
                 "sealedValue": "AAAA",
                 "fromSecret": {"name": "a", "key": "b"},
             })),
-            "needs exactly one of sealedValue and fromSecret",
+            "takes at most one of sealedValue and fromSecret",
         );
         assert_invalid::<Parameter>(
             &parameter(json!({

@@ -36,6 +36,17 @@ enum Actor<'a> {
     Account,
 }
 
+impl<'a> Actor<'a> {
+    /// The controller acting for its account is the account; anyone else is a caller.
+    fn of(caller: &'a Caller) -> Self {
+        if caller.acts_for_account() {
+            Actor::Account
+        } else {
+            Actor::Caller(caller)
+        }
+    }
+}
+
 /// What a service-held value belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceValue {
@@ -68,7 +79,7 @@ impl Kms {
         value: &ServiceValue,
         plaintext: &[u8],
     ) -> Result<(Vec<u8>, String), KmsError> {
-        self.seal_value_as(Actor::Caller(caller), key_ref, value, plaintext)
+        self.seal_value_as(Actor::of(caller), key_ref, value, plaintext)
             .await
     }
 
@@ -149,7 +160,7 @@ impl Kms {
         value: &ServiceValue,
         blob: &[u8],
     ) -> Result<SecretBytes, KmsError> {
-        self.open_value_as(Actor::Caller(caller), value, blob).await
+        self.open_value_as(Actor::of(caller), value, blob).await
     }
 
     /// Opens a blob for the account `value` belongs to, as [`Kms::seal_value_for_account`]

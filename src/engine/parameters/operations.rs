@@ -444,7 +444,7 @@ impl Parameters {
 
     /// Version `version`'s value: opened (SecureString with decryption), its ciphertext in
     /// base64 (SecureString without), or its plain bytes.
-    async fn value_of(
+    pub(super) async fn value_of(
         &self,
         caller: &Caller,
         namespace: &str,
