@@ -6,6 +6,13 @@ use kube::runtime::events::{Event, EventType, Recorder};
 
 use crate::resources::common::CONDITION_READY;
 
+/// Why a resource is not Ready: a condition reason and a message (never a value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// A time in status, from seconds since the epoch.
 pub fn time(seconds: i64) -> Option<Time> {
     k8s_openapi::jiff::Timestamp::from_second(seconds)

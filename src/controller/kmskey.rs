@@ -420,11 +420,7 @@ fn ready_condition(
     )
 }
 
-/// Why a resource is not Ready: a condition reason and a message (never a value).
-pub struct Problem {
-    pub reason: &'static str,
-    pub message: String,
-}
+pub use super::conditions::Problem;
 
 /// The status a key record shows as. Deterministic: the same record gives the same status.
 pub fn key_status(

@@ -11,6 +11,7 @@ pub mod kmskey;
 pub mod secret;
 #[cfg(test)]
 mod secret_tests;
+mod sources;
 #[cfg(test)]
 mod tests;
 

@@ -18,21 +18,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use k8s_openapi::api::core::v1::{ObjectReference, Secret as CoreSecret};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Resource as _, ResourceExt as _};
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 use zeroize::Zeroize as _;
 
 use super::conditions::{self, time};
+use super::sources;
 use crate::crypto::SecretBytes;
 use crate::engine::Clock;
-use crate::engine::kms::{Kms, KmsError};
+use crate::engine::kms::Kms;
 use crate::engine::secrets::{
     CURRENT, DeclaredValue, PasswordOptions, SecretEvent, SecretRecord, SecretValue, Secrets,
     SecretsError, random_password,
@@ -87,12 +86,7 @@ impl ReconcileError {
     }
 }
 
-/// Why a resource is not Ready: a condition reason and a message (never a value).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub reason: &'static str,
-    pub message: String,
-}
+pub use super::conditions::Problem;
 
 /// Reconciles one Secret.
 pub async fn reconcile(resource: Arc<Secret>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -217,8 +211,8 @@ async fn declared_value(
         }));
     }
     if let Some(selector) = &resource.spec.from_secret {
-        let Some((value, fingerprint)) =
-            imported_value(ctx, namespace, &selector.name, &selector.key).await?
+        let Some(sources::Imported { bytes, fingerprint }) =
+            sources::from_secret(&ctx.client, namespace, &selector.name, &selector.key).await?
         else {
             if has_value {
                 // The source may go once imported.
@@ -232,6 +226,8 @@ async fn declared_value(
                 ),
             });
         };
+        let binary = std::str::from_utf8(bytes.expose()).is_err();
+        let value = SecretValue { bytes, binary };
         // Imported once per change of the source object: a value put through the API since
         // stays until the source changes again.
         if record.is_some_and(|record| record.declared_source.as_deref() == Some(&fingerprint)) {
@@ -254,89 +250,23 @@ async fn declared_value(
         }));
     }
     if let Some(sealed) = &resource.spec.sealed_value {
-        let fingerprint = sealed_fingerprint(sealed);
-        if record.is_some_and(|record| record.declared_source.as_deref() == Some(&fingerprint)) {
+        if record.is_some_and(|record| {
+            record.declared_source.as_deref() == Some(&sources::sealed_fingerprint(sealed))
+        }) {
             return Ok(None);
         }
-        let refused = || {
-            Problem {
-            reason: "SealedValueRefused",
-            message: "sealedValue does not open: it must be sealed to a KmsKey of this namespace, for this namespace and this Secret's name.".to_owned(),
-        }
-        };
-        let blob = base64::engine::general_purpose::STANDARD
-            .decode(sealed)
-            .map_err(|_| refused())?;
-        let resource_name = resource.name_any();
-        let target = crate::crypto::SealTarget {
-            namespace,
-            resource_name: &resource_name,
-        };
-        let bytes = match ctx.kms.open_sealed(namespace, &target, &blob).await {
-            Ok(bytes) => bytes,
-            Err(KmsError::Internal(fault)) => {
-                tracing::warn!(error = %crate::redact::chain(&fault), "could not open a sealed value");
-                return Err(refused());
-            }
-            Err(_) => return Err(refused()),
-        };
-        let binary = std::str::from_utf8(bytes.expose()).is_err();
+        let opened =
+            sources::open_sealed(&ctx.kms, namespace, &resource.name_any(), sealed).await?;
+        let binary = std::str::from_utf8(opened.bytes.expose()).is_err();
         return Ok(Some(DeclaredValue {
-            value: SecretValue { bytes, binary },
-            source: Some(fingerprint),
+            value: SecretValue {
+                bytes: opened.bytes,
+                binary,
+            },
+            source: Some(opened.fingerprint),
         }));
     }
     Ok(None)
-}
-
-/// A digest of a sealed value's ciphertext (never of plaintext), to know it was imported.
-fn sealed_fingerprint(sealed: &str) -> String {
-    let digest = Sha256::digest(sealed.trim().as_bytes());
-    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
-/// One key of a core Secret of the namespace, read from the API server (core Secrets are not
-/// cached: the controller holds no more plaintext than it must), with a fingerprint of the
-/// object it came from (uid and resourceVersion: nothing of the value).
-async fn imported_value(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    key: &str,
-) -> Result<Option<(SecretValue, String)>, Problem> {
-    let found = Api::<CoreSecret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(|err| {
-            tracing::warn!(error = %crate::redact::chain(&err), "could not read a fromSecret source");
-            Problem {
-                reason: "SourceUnreadable",
-                message: format!("Secret {name} could not be read."),
-            }
-        })?;
-    let Some(mut found) = found else {
-        return Ok(None);
-    };
-    let fingerprint = format!(
-        "secret:{}:{}:{key}",
-        found.uid().unwrap_or_default(),
-        found.resource_version().unwrap_or_default()
-    );
-    let value = found
-        .data
-        .as_mut()
-        .and_then(|data| data.remove(key))
-        .map(|bytes| SecretBytes::new(bytes.0));
-    if let Some(data) = found.data.as_mut() {
-        for bytes in data.values_mut() {
-            crate::crypto::wipe(&mut bytes.0);
-        }
-    }
-    Ok(value.map(|bytes| {
-        let binary = std::str::from_utf8(bytes.expose()).is_err();
-        (SecretValue { bytes, binary }, fingerprint)
-    }))
 }
 
 /// A value made as `generate` says: a password, alone or put into the template.

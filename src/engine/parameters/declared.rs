@@ -15,7 +15,8 @@ use crate::store::typed;
 #[derive(Debug)]
 pub struct DeclaredParameter {
     pub type_: ParameterType,
-    pub value: SecretBytes,
+    /// `None` for a SecureString whose value comes through the API: the current one is kept.
+    pub value: Option<SecretBytes>,
     /// The key of a SecureString as declared; `None` is `alias/aws/ssm`.
     pub key_id: Option<String>,
     /// `Standard`, `Advanced` or `Intelligent-Tiering`.
@@ -51,20 +52,32 @@ impl Parameters {
         declared: &DeclaredParameter,
     ) -> Result<(ParameterRecord, Option<u64>), ParametersError> {
         let account = Caller::account_of(namespace);
-        if let Some(found) =
-            typed::get::<ParameterRecord, _>(self.store.as_ref(), namespace, name).await?
+        let found = typed::get::<ParameterRecord, _>(self.store.as_ref(), namespace, name).await?;
+        if let Some(found) = &found
             && self
-                .is_declared(&account, namespace, &found, declared)
+                .is_declared(&account, namespace, found, declared)
                 .await?
         {
-            return Ok((found.meta, None));
+            return Ok((found.meta.clone(), None));
         }
+        let value = match (&declared.value, &found) {
+            (Some(value), _) => value.clone(),
+            (None, Some(found)) if found.meta.type_ == declared.type_ => {
+                self.value_of(&account, namespace, found, found.meta.version, true)
+                    .await?
+            }
+            (None, _) => {
+                return Err(ParametersError::Validation(
+                    "The parameter has no value yet: put one through the API.".into(),
+                ));
+            }
+        };
         let outcome = self
             .put_parameter(
                 &account,
                 PutParameterRequest {
                     name: name.to_owned(),
-                    value: declared.value.clone(),
+                    value,
                     type_: Some(declared.type_.as_str().to_owned()),
                     key_id: declared.key_id.clone(),
                     overwrite: true,
@@ -129,10 +142,13 @@ impl Parameters {
         {
             return Ok(false);
         }
+        let Some(value) = &declared.value else {
+            return Ok(true);
+        };
         let current = self
             .value_of(account, namespace, found, record.version, true)
             .await?;
-        Ok(bool::from(current.expose().ct_eq(declared.value.expose())))
+        Ok(bool::from(current.expose().ct_eq(value.expose())))
     }
 
     /// Deletes parameter `name`, whose declaration is gone. `false` when there was none.

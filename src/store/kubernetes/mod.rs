@@ -9,7 +9,8 @@
 //!   wrapped material in the controller's own namespace (see its module for why there);
 //! - [`aliases::Aliases`]: KMS aliases, the `spec.aliases` of KmsKey resources;
 //! - [`secrets::SecretRecords`]: Secrets Manager secrets, a Secret resource plus a record and
-//!   one object per version's ciphertext in the controller's namespace.
+//!   one object per version's ciphertext in the controller's namespace;
+//! - [`parameters::ParameterRecords`]: SSM parameters, the same way with Parameter resources.
 //!
 //! Reads come from watch-fed caches ([`cache`]); writes go to the API server with a
 //! resourceVersion precondition (or as merge patches of fields only Coffer computes) and enter
@@ -20,6 +21,8 @@ pub mod aliases;
 pub mod cache;
 pub mod kmskeys;
 pub mod mapping;
+pub mod parameter_mapping;
+pub mod parameters;
 pub mod secret_mapping;
 pub mod secrets;
 pub mod versioned;
@@ -63,6 +66,7 @@ pub struct KubernetesStore {
     kinds: BTreeMap<RecordKind, Arc<dyn KindStore>>,
     kms_keys: Arc<KmsKeys>,
     secrets: Arc<secrets::SecretRecords>,
+    parameters: Arc<parameters::ParameterRecords>,
 }
 
 impl KubernetesStore {
@@ -70,16 +74,24 @@ impl KubernetesStore {
     pub fn new(client: Client, system_namespace: &str) -> Self {
         let kms_keys = KmsKeys::new(client.clone(), system_namespace);
         let aliases = Arc::new(aliases::Aliases::new(Arc::clone(&kms_keys)));
-        let secrets = secrets::SecretRecords::new(client, system_namespace);
+        let secrets = secrets::SecretRecords::new(client.clone(), system_namespace);
+        let parameters = parameters::ParameterRecords::new(client, system_namespace);
         let store = Self {
             kinds: BTreeMap::new(),
             kms_keys: Arc::clone(&kms_keys),
             secrets: Arc::clone(&secrets),
+            parameters: Arc::clone(&parameters),
         };
         store
             .with_kind(kms_keys)
             .with_kind(aliases)
             .with_kind(secrets)
+            .with_kind(parameters)
+    }
+
+    /// The keeper of parameters, for what the Parameter reconciler asks of it.
+    pub fn parameters(&self) -> &Arc<parameters::ParameterRecords> {
+        &self.parameters
     }
 
     /// The keeper of secrets, for what the Secret reconciler asks of it.

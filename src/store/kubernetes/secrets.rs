@@ -7,13 +7,15 @@
 //! Deleting the resource schedules the secret's deletion after its recovery window; re-applying
 //! it within the window restores the secret.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::secret_mapping;
 use super::versioned::{VersionedKind, VersionedRecords};
 use crate::engine::secrets::SecretRecord;
 use crate::resources::secret::{SECRET_NAME_ANNOTATION, Secret, resource_name_for};
-use crate::store::RecordKind;
+use crate::store::{RecordKind, StoreError};
 
 pub use super::versioned::{Abandoned as AbandonedSecret, RecordChanged as SecretChanged};
 
@@ -56,7 +58,11 @@ impl VersionedKind for SecretKind {
         resource.secret_name().ok()
     }
 
-    fn resource_for_record(namespace: &str, meta: &SecretRecord) -> Secret {
+    fn resource_for_record(
+        namespace: &str,
+        meta: &SecretRecord,
+        _values: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Secret, StoreError> {
         let name = resource_name_for(&meta.name);
         let mut resource = Secret::new(&name, secret_mapping::spec_for_record(meta));
         resource.metadata.namespace = Some(namespace.to_owned());
@@ -67,10 +73,14 @@ impl VersionedKind for SecretKind {
                     .collect(),
             );
         }
-        resource
+        Ok(resource)
     }
 
-    fn spec_mirror(meta: &SecretRecord, resource: &Secret) -> Option<Value> {
-        secret_mapping::spec_mirror(meta, &resource.spec)
+    fn spec_mirror(
+        meta: &SecretRecord,
+        _values: &BTreeMap<String, Vec<u8>>,
+        resource: &Secret,
+    ) -> Result<Option<Value>, StoreError> {
+        Ok(secret_mapping::spec_mirror(meta, &resource.spec))
     }
 }

@@ -116,10 +116,20 @@ pub trait VersionedKind: Send + Sync + 'static {
     /// The name of the record a resource declares; `None` for a resource that declares none
     /// it may have.
     fn declared_name(resource: &Self::Resource) -> Option<String>;
-    /// The resource made for a record that has none (made or restored through the API).
-    fn resource_for_record(namespace: &str, meta: &Self::Meta) -> Self::Resource;
-    /// The merge patch that brings a resource's spec to what the record holds, if they differ.
-    fn spec_mirror(meta: &Self::Meta, resource: &Self::Resource) -> Option<Value>;
+    /// The resource made for a record that has none (made or restored through the API), given
+    /// the record's metadata and slots.
+    fn resource_for_record(
+        namespace: &str,
+        meta: &Self::Meta,
+        slots: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Self::Resource, StoreError>;
+    /// The merge patch that brings a resource's spec to what the record holds, if they differ;
+    /// [`StoreError::Refused`] for a change the spec cannot show.
+    fn spec_mirror(
+        meta: &Self::Meta,
+        slots: &BTreeMap<String, Vec<u8>>,
+        resource: &Self::Resource,
+    ) -> Result<Option<Value>, StoreError>;
 }
 
 /// Digest of a record's name, as it appears in object names and labels.
@@ -449,6 +459,7 @@ impl<K: VersionedKind> VersionedRecords<K> {
         &self,
         namespace: &str,
         meta: &K::Meta,
+        slots: &BTreeMap<String, Vec<u8>>,
         before: Option<&CoreSecret>,
     ) -> Result<Option<(String, Option<String>)>, StoreError> {
         let name = K::name(meta);
@@ -475,7 +486,7 @@ impl<K: VersionedKind> VersionedRecords<K> {
                 Ok(Some((resource.name_any(), resource.uid())))
             }
             Some(resource) => {
-                if let Some(mut patch) = K::spec_mirror(meta, &resource) {
+                if let Some(mut patch) = K::spec_mirror(meta, slots, &resource)? {
                     if let Some(object) = patch.as_object_mut() {
                         object.insert(
                             "metadata".into(),
@@ -491,7 +502,7 @@ impl<K: VersionedKind> VersionedRecords<K> {
             // A new record (made through the API), or one restored through it: it gets a
             // resource.
             None if was_deleted.is_none_or(|deleted| deleted) => {
-                let created = self.create_resource(namespace, meta).await?;
+                let created = self.create_resource(namespace, meta, slots).await?;
                 Ok(Some((created.name_any(), created.uid())))
             }
             // Its resource was deleted a moment ago and the controller has yet to act on it:
@@ -507,8 +518,9 @@ impl<K: VersionedKind> VersionedRecords<K> {
         &self,
         namespace: &str,
         meta: &K::Meta,
+        slots: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Arc<K::Resource>, StoreError> {
-        let mut resource = K::resource_for_record(namespace, meta);
+        let mut resource = K::resource_for_record(namespace, meta, slots)?;
         resource.meta_mut().namespace = Some(namespace.to_owned());
         resource
             .meta_mut()
@@ -648,7 +660,7 @@ impl<K: VersionedKind> VersionedRecords<K> {
             .transpose()?
             .unwrap_or_default();
         let owner = match self
-            .owner_for(&key.namespace, &meta, previous.as_deref())
+            .owner_for(&key.namespace, &meta, &value.sealed, previous.as_deref())
             .await?
         {
             Some((name, uid)) => (Some(name), uid),
