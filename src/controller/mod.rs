@@ -8,6 +8,9 @@
 
 mod conditions;
 pub mod kmskey;
+pub mod parameter;
+#[cfg(test)]
+mod parameter_tests;
 pub mod secret;
 #[cfg(test)]
 mod secret_tests;
@@ -47,13 +50,14 @@ use crate::crypto::{
 };
 use crate::engine::SystemClock;
 use crate::engine::kms::{KeyDirectory, Kms};
+use crate::engine::parameters::Parameters;
 use crate::engine::secrets::Secrets;
 use crate::leader::LeaderElection;
 use crate::metrics::Metrics;
 use crate::resources::kmskey::KmsKey;
-use crate::resources::secret::{Secret, resource_name_for};
+use crate::resources::secret::resource_name_for;
 use crate::serve::{self, ServeError, TlsFiles};
-use crate::store::kubernetes::secrets::SecretRecords;
+use crate::store::kubernetes::versioned::RecordChanged;
 use crate::store::kubernetes::{KmsKeys, KubernetesStore, StoreChange};
 use kmskey::Context;
 
@@ -204,6 +208,13 @@ pub async fn run_with_client_and_metrics(
         .with_key_directory(Arc::clone(&keys) as _),
     );
     let secret_records = Arc::clone(store.secrets());
+    let parameter_records = Arc::clone(store.parameters());
+    let parameters = Arc::new(Parameters::new(
+        store.clone(),
+        Arc::clone(&kms),
+        authority.clone(),
+        Arc::new(SystemClock),
+    ));
     let secrets = Arc::new(
         Secrets::new(
             store.clone(),
@@ -318,6 +329,15 @@ pub async fn run_with_client_and_metrics(
             clock: Arc::new(SystemClock),
             metrics: Some(metrics.reconcile()),
         }),
+        parameters: Arc::new(parameter::Context {
+            parameters: Arc::clone(&parameters),
+            kms: Arc::clone(&kms),
+            store: parameter_records,
+            client: client.clone(),
+            recorder: recorder.clone(),
+            clock: Arc::new(SystemClock),
+            metrics: Some(metrics.reconcile()),
+        }),
         recorder,
     };
     let leader_work = tokio::spawn(lead(leading, work, stopped(stop_rx.clone())));
@@ -379,6 +399,7 @@ type LeaderTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 struct LeaderWork {
     keys: Arc<Context>,
     secrets: Arc<secret::Context>,
+    parameters: Arc<parameter::Context>,
     recorder: Recorder,
 }
 
@@ -387,6 +408,7 @@ struct LeaderWork {
 fn leader_tasks(work: &LeaderWork) -> Vec<(&'static str, LeaderTask)> {
     let keys = &work.keys;
     let secrets = &work.secrets;
+    let parameters = &work.parameters;
     vec![
         (
             "KmsKey reconciler",
@@ -420,7 +442,9 @@ fn leader_tasks(work: &LeaderWork) -> Vec<(&'static str, LeaderTask)> {
             Box::pin(run_reconciler(
                 ("Secret", "secret"),
                 secrets.store.reconciler_input(),
-                changed_secrets(Arc::clone(&secrets.store)),
+                changed_records(secrets.store.changes(), |changed| {
+                    Some(resource_name_for(&changed.name))
+                }),
                 secret::reconcile,
                 secret::error_policy,
                 Arc::clone(secrets),
@@ -434,6 +458,35 @@ fn leader_tasks(work: &LeaderWork) -> Vec<(&'static str, LeaderTask)> {
         (
             "recovery windows of deleted Secrets",
             Box::pin(secret::schedule_abandoned(Arc::clone(secrets))),
+        ),
+        (
+            "Parameter reconciler",
+            Box::pin(run_reconciler(
+                ("Parameter", "parameter"),
+                parameters.store.reconciler_input(),
+                {
+                    let store = Arc::clone(&parameters.store);
+                    changed_records(parameters.store.changes(), move |changed| {
+                        store.recorded_resource(&changed.namespace, &changed.name)
+                    })
+                },
+                parameter::reconcile,
+                parameter::error_policy,
+                Arc::clone(parameters),
+                parameters.metrics.clone(),
+            )),
+        ),
+        (
+            "parameter policies",
+            Box::pin(Arc::clone(&parameters.parameters).run_scheduler()),
+        ),
+        (
+            "deletion of parameters whose Parameter is gone",
+            Box::pin(parameter::delete_abandoned(Arc::clone(parameters))),
+        ),
+        (
+            "Events for parameter notifications",
+            Box::pin(parameter::announce_notifications(Arc::clone(parameters))),
         ),
     ]
 }
@@ -481,6 +534,12 @@ trait ReconcileFailure: std::error::Error + Send + Sync + 'static {
 impl ReconcileFailure for kmskey::ReconcileError {
     fn kind(&self) -> &'static str {
         kmskey::ReconcileError::kind(self)
+    }
+}
+
+impl ReconcileFailure for parameter::ReconcileError {
+    fn kind(&self) -> &'static str {
+        parameter::ReconcileError::kind(self)
     }
 }
 
@@ -553,20 +612,31 @@ async fn run_reconciler<K, C, F, E>(
         .await;
 }
 
-/// The Secrets whose records changed, from the store's change feed.
-fn changed_secrets(
-    store: Arc<SecretRecords>,
-) -> impl futures::Stream<Item = ObjectRef<Secret>> + Send + 'static {
-    futures::stream::unfold(store.changes(), move |mut changes| async move {
-        loop {
-            match changes.recv().await {
-                Ok(changed) => {
-                    let reference = ObjectRef::new(&resource_name_for(&changed.name))
-                        .within(&changed.namespace);
-                    return Some((reference, changes));
+/// The resources whose records changed, from a keeper's change feed; `resource_name` names
+/// the resource of a record (`None` when it has none).
+fn changed_records<K, F>(
+    changes: tokio::sync::broadcast::Receiver<RecordChanged>,
+    resource_name: F,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + 'static,
+    F: Fn(&RecordChanged) -> Option<String> + Send + Sync + 'static,
+{
+    let resource_name = Arc::new(resource_name);
+    futures::stream::unfold(changes, move |mut changes| {
+        let resource_name = Arc::clone(&resource_name);
+        async move {
+            loop {
+                match changes.recv().await {
+                    Ok(changed) => {
+                        if let Some(name) = resource_name(&changed) {
+                            let reference = ObjectRef::new(&name).within(&changed.namespace);
+                            return Some((reference, changes));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
         }
     })
