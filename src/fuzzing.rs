@@ -18,6 +18,7 @@ use crate::crypto::RootKeyring;
 use crate::crypto::SecretBytes;
 use crate::engine::account::account_id;
 use crate::engine::kms::{CreateKeyRequest, Kms};
+use crate::engine::parameters::{Parameters, PutParameterRequest};
 use crate::engine::secrets::{NewSecret, SecretValue, Secrets};
 use crate::engine::{AccountAuthority, Caller, Clock, Principal};
 use crate::fault::Fault;
@@ -110,6 +111,50 @@ pub const SECRETS: [FuzzSecret; 4] = [
     },
 ];
 
+/// A parameter created before fuzzing starts, so that reads find something.
+pub struct FuzzParameter {
+    pub name: &'static str,
+    pub type_: &'static str,
+    /// Sealed under this KMS alias rather than the account's `alias/aws/ssm`.
+    pub key_id: Option<&'static str>,
+    /// The fuzzed caller may do nothing with it: its values may never be answered.
+    pub denied: bool,
+    /// The values put, oldest first.
+    pub values: &'static [&'static str],
+}
+
+/// The [`FuzzParameter`]s. Their values, like the secrets', are learnt only from a leak.
+pub const PARAMETERS: [FuzzParameter; 4] = [
+    FuzzParameter {
+        name: "/fuzz/plain",
+        type_: "String",
+        key_id: None,
+        denied: false,
+        values: &["paramOLDplainVk29Qz", "paramPLAINvalueTy64Wd"],
+    },
+    FuzzParameter {
+        name: "/fuzz/secure",
+        type_: "SecureString",
+        key_id: None,
+        denied: false,
+        values: &["paramSECUREvalueMn35Xc"],
+    },
+    FuzzParameter {
+        name: "/fuzz/customer-key",
+        type_: "SecureString",
+        key_id: Some("alias/fuzz"),
+        denied: false,
+        values: &["paramCUSTOMERkeyRb72Hs"],
+    },
+    FuzzParameter {
+        name: "/fuzz/denied/secret",
+        type_: "SecureString",
+        key_id: None,
+        denied: true,
+        values: &["paramDENIEDvalueJw18Pe"],
+    },
+];
+
 /// The KMS and Secrets Manager operation tables over an in-memory store that refuses writes once
 /// set up, so every input sees the same keys and secrets and a crash replays.
 pub struct Front {
@@ -136,6 +181,12 @@ impl Front {
             REGION,
         ));
         let secrets = Arc::new(Secrets::new(
+            Arc::clone(&store) as Arc<dyn Store>,
+            Arc::clone(&kms),
+            Arc::clone(&authority),
+            Arc::clone(&clock),
+        ));
+        let parameters = Arc::new(Parameters::new(
             Arc::clone(&store) as Arc<dyn Store>,
             Arc::clone(&kms),
             authority,
@@ -168,12 +219,15 @@ impl Front {
             for secret in &SECRETS {
                 create_secret(&secrets, &admin, &fuzzer, secret).await?;
             }
+            for parameter in &PARAMETERS {
+                create_parameter(&parameters, &admin, parameter).await?;
+            }
             Ok::<(), String>(())
         })?;
         store.frozen.store(true, Ordering::SeqCst);
         Ok(Self {
             runtime,
-            services: Services::new().with(kms).with(secrets),
+            services: Services::new().with(kms).with(secrets).with(parameters),
             caller: fuzzer,
         })
     }
@@ -186,6 +240,11 @@ impl Front {
     /// Every Secrets Manager operation's `X-Amz-Target`, in the table's order.
     pub fn secrets_targets(&self) -> Vec<&'static str> {
         targets::<Secrets>()
+    }
+
+    /// Every Parameter Store operation's `X-Amz-Target`, in the table's order.
+    pub fn ssm_targets(&self) -> Vec<&'static str> {
+        targets::<Parameters>()
     }
 
     /// Runs one fuzz input against `targets` and checks what must hold for any input: the first
@@ -323,36 +382,90 @@ async fn create_secret(
     Ok(())
 }
 
-/// The first [`SECRETS`] value that `output` (an answer or an error message to `body` sent to
+async fn create_parameter(
+    parameters: &Parameters,
+    admin: &Caller,
+    parameter: &FuzzParameter,
+) -> Result<(), String> {
+    let name = parameter.name;
+    for (index, value) in parameter.values.iter().enumerate() {
+        parameters
+            .put_parameter(
+                admin,
+                PutParameterRequest {
+                    name: name.to_owned(),
+                    value: SecretBytes::from_slice(value.as_bytes()),
+                    type_: Some(parameter.type_.to_owned()),
+                    key_id: parameter.key_id.map(str::to_owned),
+                    overwrite: index > 0,
+                    description: Some(format!("the fuzzing parameter {name}")),
+                    tags: if index == 0 {
+                        vec![("team".to_owned(), "fuzz".to_owned())]
+                    } else {
+                        Vec::new()
+                    },
+                    ..PutParameterRequest::default()
+                },
+            )
+            .await
+            .map_err(|err| format!("putting {name}: {err}"))?;
+    }
+    parameters
+        .label_parameter_version(admin, name, Some(1), &["first".to_owned()])
+        .await
+        .map_err(|err| format!("labelling {name}: {err}"))?;
+    Ok(())
+}
+
+/// The values `target` may answer: a secret's from GetSecretValue and BatchGetSecretValue,
+/// a parameter's from the reads of Parameter Store; never one the caller is denied.
+fn protected_values(target: &str) -> Vec<&'static [u8]> {
+    let reads_secrets = matches!(
+        target,
+        "secretsmanager.GetSecretValue" | "secretsmanager.BatchGetSecretValue"
+    );
+    let reads_parameters = matches!(
+        target,
+        "AmazonSSM.GetParameter"
+            | "AmazonSSM.GetParameters"
+            | "AmazonSSM.GetParametersByPath"
+            | "AmazonSSM.GetParameterHistory"
+    );
+    SECRETS
+        .iter()
+        .filter(|secret| secret.deny_reads || !reads_secrets)
+        .flat_map(|secret| secret.values.iter().copied())
+        .chain(
+            PARAMETERS
+                .iter()
+                .filter(|parameter| parameter.denied || !reads_parameters)
+                .flat_map(|parameter| parameter.values.iter().map(|value| value.as_bytes())),
+        )
+        .collect()
+}
+
+/// The first [`SECRETS`] or [`PARAMETERS`] value that `output` (an answer or an error message to `body` sent to
 /// `target`) holds although the caller may not read it: a value of a secret the caller is
 /// denied, or any value at all but from GetSecretValue and BatchGetSecretValue. A value counts
 /// raw, in base64 and as lossy UTF-8; one that `body` itself names (raw or as a JSON string's content) is not
 /// a leak, since echoing the input back tells nothing.
 pub fn leaked_value(target: &str, body: &[u8], output: &[u8]) -> Option<&'static [u8]> {
-    let reads_values = matches!(
-        target,
-        "secretsmanager.GetSecretValue" | "secretsmanager.BatchGetSecretValue"
-    );
     let decoded = serde_json::from_slice::<serde_json::Value>(body).ok();
-    SECRETS
+    protected_values(target).into_iter().find(|value| {
+        [
+            value.to_vec(),
+            STANDARD.encode(value).into_bytes(),
+            String::from_utf8_lossy(value).into_owned().into_bytes(),
+        ]
         .iter()
-        .filter(|secret| secret.deny_reads || !reads_values)
-        .flat_map(|secret| secret.values.iter().copied())
-        .find(|value| {
-            [
-                value.to_vec(),
-                STANDARD.encode(value).into_bytes(),
-                String::from_utf8_lossy(value).into_owned().into_bytes(),
-            ]
-            .iter()
-            .any(|form| {
-                contains(output, form)
-                    && !contains(body, form)
-                    && !decoded
-                        .as_ref()
-                        .is_some_and(|decoded| json_mentions(decoded, form))
-            })
+        .any(|form| {
+            contains(output, form)
+                && !contains(body, form)
+                && !decoded
+                    .as_ref()
+                    .is_some_and(|decoded| json_mentions(decoded, form))
         })
+    })
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -386,13 +499,15 @@ fn caller(user: &str) -> Caller {
     }
 }
 
-/// Allows the setup's admin everything, the fuzzed caller all but [`SLOW_ACTIONS`].
+/// Allows the setup's admin everything, the fuzzed caller all but [`SLOW_ACTIONS`] and the
+/// [`PARAMETERS`] marked denied.
 struct FuzzAuthority;
 
 #[async_trait]
 impl AccountAuthority for FuzzAuthority {
-    async fn allows(&self, caller: &Caller, action: &str, _resource_arn: &str) -> bool {
-        caller.principal.arn.ends_with(":user/admin") || !SLOW_ACTIONS.contains(&action)
+    async fn allows(&self, caller: &Caller, action: &str, resource_arn: &str) -> bool {
+        caller.principal.arn.ends_with(":user/admin")
+            || (!SLOW_ACTIONS.contains(&action) && !resource_arn.contains(":parameter/fuzz/denied"))
     }
 }
 
@@ -641,6 +756,62 @@ mod tests {
         assert_eq!(
             leaked_value(get, b"{}", b"plainDENIEDpolicyValueW3"),
             Some(&b"plainDENIEDpolicyValueW3"[..])
+        );
+    }
+
+    #[test]
+    fn every_ssm_operation_answers_and_the_parameters_are_there() {
+        let front = Front::new().unwrap();
+        let targets = front.ssm_targets();
+        assert!(targets.len() > 10, "{targets:?}");
+        for target in &targets {
+            if let Err(err) = front.call(target, b"") {
+                assert_ne!(err.code, "UnknownOperationException", "{target}");
+                assert!(!err.status.is_server_error(), "{target}: {}", err.message);
+            }
+        }
+        let get = "AmazonSSM.GetParameter";
+        for (body, expected) in [
+            (r#"{"Name":"/fuzz/plain"}"#, "paramPLAINvalueTy64Wd"),
+            (r#"{"Name":"/fuzz/plain:first"}"#, "paramOLDplainVk29Qz"),
+            (
+                r#"{"Name":"/fuzz/customer-key","WithDecryption":true}"#,
+                "paramCUSTOMERkeyRb72Hs",
+            ),
+        ] {
+            let answer = String::from_utf8(front.call(get, body.as_bytes()).unwrap()).unwrap();
+            assert!(answer.contains(expected), "{answer}");
+            assert_eq!(leaked_value(get, body.as_bytes(), answer.as_bytes()), None);
+            assert!(
+                leaked_value("AmazonSSM.DescribeParameters", b"{}", answer.as_bytes()).is_some()
+            );
+        }
+        let denied = front
+            .call(
+                get,
+                br#"{"Name":"/fuzz/denied/secret","WithDecryption":true}"#,
+            )
+            .unwrap_err();
+        assert_eq!(denied.code, "AccessDeniedException");
+        let listed = front
+            .call(
+                "AmazonSSM.GetParametersByPath",
+                br#"{"Path":"/fuzz","Recursive":true,"WithDecryption":true}"#,
+            )
+            .unwrap();
+        let listed = String::from_utf8(listed).unwrap();
+        assert!(listed.contains("paramSECUREvalueMn35Xc"), "{listed}");
+        assert!(!listed.contains("denied"), "{listed}");
+        let refused = front
+            .call(
+                "AmazonSSM.PutParameter",
+                br#"{"Name":"/fuzz/new","Value":"v","Type":"String"}"#,
+            )
+            .unwrap_err();
+        assert!(!refused.status.is_server_error(), "{}", refused.message);
+        assert_eq!(
+            leaked_value("AmazonSSM.GetParameter", b"{}", b"paramDENIEDvalueJw18Pe"),
+            Some(&b"paramDENIEDvalueJw18Pe"[..])
         );
     }
 
