@@ -205,6 +205,16 @@ struct ControllerArgs {
     #[arg(long, env = "COFFER_AUDIT_LOG", default_value = "stderr")]
     audit_log: String,
 
+    /// POST parameter policy notifications (CloudEvents 1.0, JSON) to this URL: https://,
+    /// or http:// to a loopback address only [default: Events and the audit log alone].
+    #[arg(long, env = "COFFER_PARAMETER_WEBHOOK")]
+    parameter_webhook: Option<String>,
+
+    /// File holding the secret that signs webhook bodies (`X-Coffer-Signature:
+    /// sha256=HEX`, HMAC-SHA256 of the body); required with --parameter-webhook.
+    #[arg(long, env = "COFFER_PARAMETER_WEBHOOK_SECRET_FILE")]
+    parameter_webhook_secret_file: Option<PathBuf>,
+
     #[command(flatten)]
     front_door: FrontDoorArgs,
 }
@@ -445,6 +455,8 @@ fn controller_config(args: ControllerArgs) -> Result<ControllerConfig, String> {
         throttle_per_second: args.throttle_rps,
         throttle_burst: args.throttle_burst.unwrap_or(args.throttle_rps),
         audit_log: args.audit_log,
+        parameter_webhook: args.parameter_webhook,
+        parameter_webhook_secret_file: args.parameter_webhook_secret_file,
         front_door: args.front_door.front_door(),
     })
 }

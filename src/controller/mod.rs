@@ -90,6 +90,10 @@ pub struct ControllerConfig {
     pub throttle_per_second: u32,
     pub throttle_burst: u32,
     pub audit_log: String,
+    /// Where parameter policy notifications are POSTed, besides Events and the audit log.
+    pub parameter_webhook: Option<String>,
+    /// The secret that signs them; required with `parameter_webhook`.
+    pub parameter_webhook_secret_file: Option<PathBuf>,
     /// Timeouts and limits of the listeners and the API.
     pub front_door: FrontDoor,
 }
@@ -122,6 +126,8 @@ pub enum ControllerError {
     },
     #[error("serving failed: {0}")]
     Serve(ServeError),
+    #[error("parameter webhook: {0}")]
+    Webhook(#[from] crate::server::webhook::WebhookError),
 }
 
 /// Fails clearly when the CRDs are absent: listing KmsKeys answers 404 then.
@@ -183,6 +189,18 @@ pub async fn run_with_client_and_metrics(
         files.load_check().map_err(ControllerError::Tls)?;
     }
     check_crds(&client).await?;
+    let parameter_webhook = match (
+        &config.parameter_webhook,
+        &config.parameter_webhook_secret_file,
+    ) {
+        (Some(url), Some(secret)) => Some(Arc::new(crate::server::webhook::ParameterWebhook::new(
+            url,
+            crate::server::webhook::read_secret(secret)?,
+            &config.region,
+        )?)),
+        (Some(_), None) => return Err(crate::server::webhook::WebhookError::NoSecret.into()),
+        (None, _) => None,
+    };
 
     let keyring = Arc::new(match &config.root_key {
         RootKeySource::Kubernetes { secret } => {
@@ -242,7 +260,8 @@ pub async fn run_with_client_and_metrics(
     let api = Arc::new(AwsApi {
         services: crate::aws::ops::Services::new()
             .with(Arc::clone(&kms))
-            .with(Arc::clone(&secrets)),
+            .with(Arc::clone(&secrets))
+            .with(Arc::clone(&parameters)),
         region: config.region.clone(),
         guard: RequestGuard::new(config.front_door.requests),
         authenticator: Arc::new(TemporaryCredentialAuthenticator::new(
@@ -276,6 +295,12 @@ pub async fn run_with_client_and_metrics(
         "coffer controller listening"
     );
     audit.spawn_flusher();
+    // Every replica relays what its own policy scheduler (the leader's) notifies.
+    let notifications = tokio::spawn(crate::server::webhook::relay(
+        parameters.notifications(),
+        audit.clone(),
+        parameter_webhook,
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -363,6 +388,7 @@ pub async fn run_with_client_and_metrics(
         tracing::warn!(error = %err, "could not release the lease");
     }
     forwarding.abort();
+    notifications.abort();
     feeding.abort();
     audit.flush();
     api_outcome.map_err(ControllerError::Serve)?;

@@ -754,6 +754,8 @@ mod whole {
             throttle_per_second: 0,
             throttle_burst: 0,
             audit_log: "off".into(),
+            parameter_webhook: None,
+            parameter_webhook_secret_file: None,
             front_door: Default::default(),
         }
     }
