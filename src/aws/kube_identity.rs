@@ -10,8 +10,9 @@
 //!   that names the caller's account delegates to RBAC on the `kmskeys` resource of group
 //!   `coffer.dev`, so `kubectl auth can-i decrypt kmskeys/ID --as system:serviceaccount:NS:SA`
 //!   answers exactly what Coffer will decide. Secrets Manager actions are asked on `secrets` of
-//!   the same group with the standard verbs (`kubectl auth can-i get secrets.coffer.dev/NAME`).
-//!   docs/authorization.md has both tables.
+//!   the same group with the standard verbs (`kubectl auth can-i get secrets.coffer.dev/NAME`),
+//!   and SSM Parameter Store actions on `parameters` (`kubectl auth can-i get
+//!   parameters.coffer.dev/NAME`). docs/authorization.md has the tables.
 //!
 //! Both talk to the API server through [`kube::Client::send`] and parse the answers themselves:
 //! a TokenReview answer echoes the token back, and the higher-level client methods log a body
@@ -64,7 +65,8 @@ pub const ACCESS_REVIEW_CACHE_TTL: Duration = Duration::from_secs(10);
 /// The most SubjectAccessReview decisions kept at once.
 pub const ACCESS_REVIEW_CACHE_CAPACITY: usize = 8192;
 
-/// The API group of Coffer's custom resources, which RBAC rules on `kmskeys` and `secrets` name.
+/// The API group of Coffer's custom resources, which RBAC rules on `kmskeys`, `secrets` and
+/// `parameters` name.
 pub const RBAC_GROUP: &str = "coffer.dev";
 
 /// The resource RBAC rules name for KMS keys.
@@ -72,6 +74,10 @@ pub const KMS_KEYS_RESOURCE: &str = "kmskeys";
 
 /// The resource RBAC rules name for Secrets Manager secrets (the `Secret` kind of `coffer.dev`).
 pub const SECRETS_RESOURCE: &str = "secrets";
+
+/// The resource RBAC rules name for SSM Parameter Store parameters (the `Parameter` kind of
+/// `coffer.dev`).
+pub const PARAMETERS_RESOURCE: &str = "parameters";
 
 /// The random characters after the last `-` of a secret's ARN.
 const SECRET_ARN_SUFFIX_LEN: usize = 6;
@@ -795,6 +801,68 @@ fn secret_rbac_name(resource_arn: &str, account: &str) -> Option<String> {
     (name_ok && suffix_ok).then(|| crate::resources::secret::resource_name_for(name))
 }
 
+/// The RBAC verb an SSM Parameter Store action needs on `parameters`, or `None` for an action
+/// that is not one Coffer knows (which is then denied). `account_wide` is whether it is asked
+/// with `*` rather than one parameter's ARN.
+///
+/// | action | verb |
+/// |---|---|
+/// | `GetParameter`, `GetParameters`, `GetParameterHistory`, `ListTagsForResource` | `get` |
+/// | `GetParametersByPath`, `DescribeParameters` | `get` for one parameter, `list` account-wide |
+/// | `PutParameter`, `LabelParameterVersion`, `UnlabelParameterVersion`, `AddTagsToResource`, `RemoveTagsFromResource` | `update` |
+/// | `DeleteParameter`, `DeleteParameters` | `delete` |
+///
+/// The engine asks PutParameter before it reads the parameter, so a new parameter and an
+/// overwrite both need `update` on the parameter's name. No prefix rule: a new action stays
+/// denied until it is given a verb here. Action names are matched without regard to case, as
+/// IAM does.
+pub fn parameters_rbac_verb(action: &str, account_wide: bool) -> Option<&'static str> {
+    let lower = action.to_ascii_lowercase();
+    let operation = lower.strip_prefix("ssm:")?;
+    Some(match operation {
+        "getparametersbypath" | "describeparameters" if account_wide => "list",
+        "getparameter"
+        | "getparameters"
+        | "getparameterhistory"
+        | "listtagsforresource"
+        | "getparametersbypath"
+        | "describeparameters" => "get",
+        "putparameter"
+        | "labelparameterversion"
+        | "unlabelparameterversion"
+        | "addtagstoresource"
+        | "removetagsfromresource" => "update",
+        "deleteparameter" | "deleteparameters" => "delete",
+        _ => return None,
+    })
+}
+
+/// The parameter name in a parameter ARN of account `account`, read back as the engine does
+/// (`Parameters::locate`): `arn:aws:ssm:REGION:ACCOUNT:parameter/REST` is `/REST` when REST
+/// holds a `/` (`parameter/app/db/url` is `/app/db/url`), else REST itself (`parameter/plain`
+/// is `plain`). The engine writes the ARNs of `/plain` and `plain` alike, so `/plain` is read
+/// as `plain` too. `*` gives the empty name (a namespace-wide question). `None` for anything
+/// else, including a name the engine refuses and a parameter of another account: RBAC in the
+/// caller's namespace says nothing about another namespace's parameters.
+fn parameter_name_of(resource_arn: &str, account: &str) -> Option<String> {
+    if resource_arn == "*" {
+        return Some(String::new());
+    }
+    let arn = Arn::parse(resource_arn)?;
+    if arn.service != "ssm" || arn.account_id != account {
+        return None;
+    }
+    let rest = arn.resource.strip_prefix("parameter/")?;
+    let name = if rest.contains('/') {
+        format!("/{rest}")
+    } else {
+        rest.to_owned()
+    };
+    crate::engine::parameters::validate_name(&name)
+        .is_ok()
+        .then_some(name)
+}
+
 /// What RBAC is asked about one action: a verb on a resource of [`RBAC_GROUP`] and an object
 /// name (empty for the whole namespace).
 struct Question {
@@ -807,7 +875,7 @@ struct Question {
 struct DecisionKey {
     namespace: String,
     service_account: String,
-    // `kmskeys` and `secrets` may hold objects of the same name.
+    // `kmskeys`, `secrets` and `parameters` may hold objects of the same name.
     resource: &'static str,
     verb: &'static str,
     name: String,
@@ -823,6 +891,10 @@ struct DecisionKey {
 ///   resource's name for the secret. A secret of another namespace is denied without a review;
 ///   only its resource policy can grant access to it. `list` and `create` are always asked
 ///   namespace-wide, the way `kubectl auth can-i create secrets.coffer.dev` asks.
+/// - SSM Parameter Store actions: [`parameters_rbac_verb`] on `parameters/NAME`, NAME the
+///   Parameter resource's name for the parameter (see
+///   [`KubernetesAuthority::with_parameter_names`]). A parameter of another namespace is denied
+///   without a review.
 ///
 /// The ServiceAccount is recovered from the caller itself (its namespace, and the name in its
 /// `role/serviceaccount/NAME` principal), so no state is shared with the authenticators and any
@@ -835,11 +907,24 @@ pub struct KubernetesAuthority {
     client: Client,
     cache: TtlCache<DecisionKey, bool>,
     names: Option<Arc<dyn KeyNames>>,
+    parameter_names: Option<Arc<dyn ParameterNames>>,
 }
 
 /// The object name RBAC knows a key by (the KmsKey resource's name), given its namespace and id.
 pub trait KeyNames: Send + Sync + 'static {
     fn rbac_name(&self, namespace: &str, key_id: &str) -> String;
+}
+
+/// The object name RBAC knows a parameter by: the name of the Parameter resource that declares
+/// parameter `parameter_name` of `namespace`, and for a parameter no resource declares,
+/// [`parameter_resource_name`](crate::resources::parameter::parameter_resource_name)`(parameter_name)`,
+/// the name of the resource the store makes for it.
+///
+/// `parameter_name` is read back from an ARN, which does not tell `/plain` from `plain`: a
+/// name of one level comes without a leading slash. The engine looks for `plain` first, then
+/// `/plain`; an implementation that can see which exists should answer in the same order.
+pub trait ParameterNames: Send + Sync + 'static {
+    fn rbac_name(&self, namespace: &str, parameter_name: &str) -> String;
 }
 
 impl fmt::Debug for KubernetesAuthority {
@@ -855,6 +940,7 @@ impl KubernetesAuthority {
             client,
             cache: TtlCache::new(ACCESS_REVIEW_CACHE_CAPACITY),
             names: None,
+            parameter_names: None,
         }
     }
 
@@ -862,6 +948,14 @@ impl KubernetesAuthority {
     /// `kubectl auth can-i decrypt kmskeys/NAME` matches.
     pub fn with_key_names(mut self, names: Arc<dyn KeyNames>) -> Self {
         self.names = Some(names);
+        self
+    }
+
+    /// Asks RBAC about parameters by the name of the Parameter resource that declares them,
+    /// rather than the name the store would give it, so that `kubectl auth can-i get
+    /// parameters.coffer.dev/NAME` matches for declared parameters too.
+    pub fn with_parameter_names(mut self, names: Arc<dyn ParameterNames>) -> Self {
+        self.parameter_names = Some(names);
         self
     }
 
@@ -919,16 +1013,31 @@ impl KubernetesAuthority {
                 name,
             });
         }
-        let verb = secrets_rbac_verb(action)?;
-        let name = secret_rbac_name(resource_arn, &account_id(namespace))?;
-        // Listing and creating are about the namespace, never one secret.
-        let name = if matches!(verb, "list" | "create") {
-            String::new()
+        if let Some(verb) = secrets_rbac_verb(action) {
+            let name = secret_rbac_name(resource_arn, &account_id(namespace))?;
+            // Listing and creating are about the namespace, never one secret.
+            let name = if matches!(verb, "list" | "create") {
+                String::new()
+            } else {
+                name
+            };
+            return Some(Question {
+                resource: SECRETS_RESOURCE,
+                verb,
+                name,
+            });
+        }
+        let parameter = parameter_name_of(resource_arn, &account_id(namespace))?;
+        let verb = parameters_rbac_verb(action, parameter.is_empty())?;
+        let name = if parameter.is_empty() {
+            parameter
+        } else if let Some(names) = &self.parameter_names {
+            names.rbac_name(namespace, &parameter)
         } else {
-            name
+            crate::resources::parameter::parameter_resource_name(&parameter)
         };
         Some(Question {
-            resource: SECRETS_RESOURCE,
+            resource: PARAMETERS_RESOURCE,
             verb,
             name,
         })
@@ -1620,6 +1729,136 @@ mod tests {
         }
     }
 
+    /// Every action the Parameter Store engine asks about, with the verb it needs on one
+    /// parameter.
+    const PARAMETER_ACTIONS: [(&str, &str); 13] = [
+        ("ssm:GetParameter", "get"),
+        ("ssm:GetParameters", "get"),
+        ("ssm:GetParametersByPath", "get"),
+        ("ssm:DescribeParameters", "get"),
+        ("ssm:GetParameterHistory", "get"),
+        ("ssm:ListTagsForResource", "get"),
+        ("ssm:PutParameter", "update"),
+        ("ssm:LabelParameterVersion", "update"),
+        ("ssm:UnlabelParameterVersion", "update"),
+        ("ssm:AddTagsToResource", "update"),
+        ("ssm:RemoveTagsFromResource", "update"),
+        ("ssm:DeleteParameter", "delete"),
+        ("ssm:DeleteParameters", "delete"),
+    ];
+
+    #[test]
+    fn parameter_actions_map_to_rbac_verbs() {
+        for (action, verb) in PARAMETER_ACTIONS {
+            assert_eq!(parameters_rbac_verb(action, false), Some(verb), "{action}");
+            // Account-wide, the listing actions list; the rest ask their verb of every parameter.
+            let account_wide = match action {
+                "ssm:GetParametersByPath" | "ssm:DescribeParameters" => "list",
+                _ => verb,
+            };
+            assert_eq!(
+                parameters_rbac_verb(action, true),
+                Some(account_wide),
+                "{action}"
+            );
+        }
+        assert_eq!(parameters_rbac_verb("SSM:getparameter", false), Some("get"));
+        for unknown in [
+            "ssm:*",
+            "ssm:Get*",
+            "ssm:GetParameter*",
+            "ssm:SendCommand",
+            "ssm:StartSession",
+            "ssm:DeleteParametersByPath",
+            "ssm:",
+            "secretsmanager:GetSecretValue",
+            "kms:Decrypt",
+            "GetParameter",
+        ] {
+            assert_eq!(parameters_rbac_verb(unknown, false), None, "{unknown}");
+            assert_eq!(parameters_rbac_verb(unknown, true), None, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn every_parameter_action_the_engine_asks_about_has_a_verb() {
+        let source = include_str!("../engine/parameters/operations.rs");
+        let asked: std::collections::BTreeSet<&str> = source
+            .split('"')
+            .filter(|text| text.starts_with("ssm:") && text.len() > 4)
+            .collect();
+        assert!(asked.len() >= PARAMETER_ACTIONS.len(), "{asked:?}");
+        for action in asked {
+            assert!(
+                PARAMETER_ACTIONS.iter().any(|(known, _)| *known == action),
+                "{action} has no verb"
+            );
+        }
+    }
+
+    #[test]
+    fn parameter_arns_map_to_parameter_names() {
+        let account = account_id("team-a");
+        let arn = |resource: &str| format!("arn:aws:ssm:us-east-1:{account}:{resource}");
+        assert_eq!(parameter_name_of("*", &account).as_deref(), Some(""));
+        for (resource, name) in [
+            ("parameter/app/db/url", "/app/db/url"),
+            ("parameter/App/DB_url", "/App/DB_url"),
+            ("parameter/plain", "plain"),
+            ("parameter/Plain_Name.v2", "Plain_Name.v2"),
+        ] {
+            assert_eq!(
+                parameter_name_of(&arn(resource), &account).as_deref(),
+                Some(name),
+                "{resource}"
+            );
+        }
+        // The engine's ARN of `/plain` is that of `plain`, and reads back as `plain`.
+        let engine_arn = |name: &str| {
+            Arn {
+                service: "ssm".into(),
+                region: "us-east-1".into(),
+                account_id: account.clone(),
+                resource: format!("parameter/{}", name.strip_prefix('/').unwrap_or(name)),
+            }
+            .to_string()
+        };
+        for (name, read) in [
+            ("/app/db/url", "/app/db/url"),
+            ("plain", "plain"),
+            ("/plain", "plain"),
+        ] {
+            assert_eq!(
+                parameter_name_of(&engine_arn(name), &account).as_deref(),
+                Some(read),
+                "{name}"
+            );
+        }
+        for bad in [
+            arn("parameter/"),
+            arn("parameter//app"),
+            arn("parameter/app/"),
+            arn("parameter/app//db"),
+            arn("parameter/app:3"),
+            arn("parameter/app db"),
+            arn("parameter/aws/service/x"),
+            arn("parameter/ssm-thing"),
+            arn(&format!("parameter/{}", "a/".repeat(15) + "a")),
+            arn(&format!("parameter/{}", "a".repeat(1012))),
+            arn("document/app"),
+            arn("app"),
+            format!("arn:aws:kms:us-east-1:{account}:parameter/app"),
+            format!(
+                "arn:aws:ssm:us-east-1:{}:parameter/app/db/url",
+                account_id("team-b")
+            ),
+            "parameter/app".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(parameter_name_of(&bad, &account), None, "{bad}");
+        }
+    }
+
     mod access_reviews {
         use super::*;
 
@@ -1983,6 +2222,273 @@ mod tests {
             assert!(!authority.allows(&caller(), "kms:Decrypt", KEY_ARN).await);
             let (mut server, asked) = server.await.unwrap();
             assert_eq!(asked, ["get secrets/app-db", "decrypt kmskeys/app-db"]);
+            drop(authority);
+            assert!(
+                server.next_request().await.is_none(),
+                "exactly two reviews were sent"
+            );
+        }
+
+        fn parameter_arn(namespace: &str, name: &str) -> String {
+            format!(
+                "arn:aws:ssm:us-east-1:{}:parameter/{}",
+                account_id(namespace),
+                name.strip_prefix('/').unwrap_or(name)
+            )
+        }
+
+        #[tokio::test]
+        async fn a_parameter_review_asks_get_on_parameters_by_resource_name() {
+            let (allowed, request) = decide(
+                &caller(),
+                "ssm:GetParameter",
+                &parameter_arn("team-a", "/app/db/url"),
+                201,
+                serde_json::json!({"allowed": true}),
+            )
+            .await;
+            assert!(allowed);
+            let spec = &request["spec"];
+            assert_eq!(spec["user"], "system:serviceaccount:team-a:app");
+            let attributes = &spec["resourceAttributes"];
+            assert_eq!(attributes["verb"], "get");
+            assert_eq!(attributes["resource"], "parameters");
+            assert_eq!(attributes["group"], "coffer.dev");
+            assert_eq!(attributes["name"], "app.db.url");
+            assert_eq!(attributes["namespace"], "team-a");
+        }
+
+        #[tokio::test]
+        async fn parameter_names_that_are_not_resource_names_are_asked_by_their_derived_name() {
+            // Uppercase and `_`, a name without a leading slash, and a one-level name with one,
+            // which the ARN cannot tell from the name without: both are asked as `plain` is.
+            for (name, read_as, verb, action) in [
+                ("/App/DB_url", "/App/DB_url", "update", "ssm:PutParameter"),
+                ("plain", "plain", "delete", "ssm:DeleteParameter"),
+                ("/plain", "plain", "get", "ssm:GetParameters"),
+                ("/app/a.b", "/app/a.b", "update", "ssm:AddTagsToResource"),
+                ("/app-db", "app-db", "get", "ssm:GetParameter"),
+            ] {
+                let (allowed, request) = decide(
+                    &caller(),
+                    action,
+                    &parameter_arn("team-a", name),
+                    201,
+                    serde_json::json!({"allowed": false}),
+                )
+                .await;
+                assert!(!allowed, "{name}");
+                let attributes = &request["spec"]["resourceAttributes"];
+                assert_eq!(attributes["verb"], verb, "{name}");
+                assert_eq!(attributes["resource"], "parameters", "{name}");
+                let expected = crate::resources::parameter::parameter_resource_name(read_as);
+                assert_eq!(
+                    attributes["name"].as_str(),
+                    Some(expected.as_str()),
+                    "{name}"
+                );
+                assert!(expected.starts_with("p-"), "{name}: {expected}");
+            }
+        }
+
+        #[tokio::test]
+        async fn declared_parameters_are_asked_by_the_name_parameter_names_gives() {
+            struct Declared(Mutex<Vec<(String, String)>>);
+            impl ParameterNames for Declared {
+                fn rbac_name(&self, namespace: &str, parameter_name: &str) -> String {
+                    if let Ok(mut asked) = self.0.lock() {
+                        asked.push((namespace.to_owned(), parameter_name.to_owned()));
+                    }
+                    "database-url".to_owned()
+                }
+            }
+            let declared = Arc::new(Declared(Mutex::new(Vec::new())));
+            let (client, mut server) = client();
+            let authority = KubernetesAuthority::new(client)
+                .with_parameter_names(Arc::clone(&declared) as Arc<dyn ParameterNames>);
+            let server = tokio::spawn(async move {
+                let mut asked = Vec::new();
+                for _ in 0..2 {
+                    let (request, send) = next_post(&mut server, SUBJECT_ACCESS_REVIEWS_PATH).await;
+                    asked.push(request["spec"]["resourceAttributes"].clone());
+                    respond(
+                        send,
+                        201,
+                        sar_answer(&request, serde_json::json!({"allowed": true})),
+                    );
+                }
+                (server, asked)
+            });
+            assert!(
+                authority
+                    .allows(
+                        &caller(),
+                        "ssm:LabelParameterVersion",
+                        &parameter_arn("team-a", "/app/db/url")
+                    )
+                    .await
+            );
+            // Account-wide questions name no parameter, so the names are not consulted.
+            assert!(
+                authority
+                    .allows(&caller(), "ssm:DescribeParameters", "*")
+                    .await
+            );
+            let (mut server, asked) = server.await.unwrap();
+            assert_eq!(asked[0]["verb"], "update");
+            assert_eq!(asked[0]["resource"], "parameters");
+            assert_eq!(asked[0]["name"], "database-url");
+            assert_eq!(asked[1]["verb"], "list");
+            assert!(asked[1].get("name").is_none(), "{}", asked[1]);
+            assert_eq!(
+                *declared.0.lock().unwrap(),
+                [("team-a".to_owned(), "/app/db/url".to_owned())]
+            );
+            drop(authority);
+            assert!(server.next_request().await.is_none());
+        }
+
+        #[tokio::test]
+        async fn account_level_parameter_actions_name_no_parameter() {
+            for (action, verb) in [
+                ("ssm:GetParametersByPath", "list"),
+                ("ssm:DescribeParameters", "list"),
+                ("ssm:GetParameter", "get"),
+                ("ssm:PutParameter", "update"),
+            ] {
+                let (allowed, request) = decide(
+                    &caller(),
+                    action,
+                    "*",
+                    201,
+                    serde_json::json!({"allowed": true}),
+                )
+                .await;
+                assert!(allowed, "{action}");
+                let attributes = &request["spec"]["resourceAttributes"];
+                assert_eq!(attributes["verb"], verb, "{action}");
+                assert_eq!(attributes["resource"], "parameters", "{action}");
+                assert!(attributes.get("name").is_none(), "{action}: {attributes}");
+                assert_eq!(attributes["namespace"], "team-a", "{action}");
+            }
+            // The engine asks the listing actions of each parameter: `get` on that one.
+            let (_, request) = decide(
+                &caller(),
+                "ssm:GetParametersByPath",
+                &parameter_arn("team-a", "/app/db/url"),
+                201,
+                serde_json::json!({"allowed": true}),
+            )
+            .await;
+            let attributes = &request["spec"]["resourceAttributes"];
+            assert_eq!(attributes["verb"], "get");
+            assert_eq!(attributes["name"], "app.db.url");
+        }
+
+        #[tokio::test]
+        async fn parameters_of_other_namespaces_and_unknown_actions_are_denied_without_asking() {
+            let (client, mut server) = client();
+            let authority = KubernetesAuthority::new(client);
+            for (action, _) in PARAMETER_ACTIONS {
+                for name in ["/app/db/url", "plain"] {
+                    assert!(
+                        !authority
+                            .allows(&caller(), action, &parameter_arn("team-b", name))
+                            .await,
+                        "{action} {name}"
+                    );
+                }
+            }
+            for action in [
+                "ssm:*",
+                "ssm:GetParameter*",
+                "ssm:SendCommand",
+                "ssm:StartSession",
+                "ssm:DeleteParametersByPath",
+                "ssm:GetDocument",
+            ] {
+                assert!(!authority.allows(&caller(), action, "*").await, "{action}");
+                assert!(
+                    !authority
+                        .allows(&caller(), action, &parameter_arn("team-a", "/app/db/url"))
+                        .await,
+                    "{action}"
+                );
+            }
+            // Nor is a resource that is not a parameter, a name the engine refuses, or a
+            // parameter for another service's action.
+            for resource in [
+                KEY_ARN.to_owned(),
+                secret_arn("team-a", "app-db"),
+                format!(
+                    "arn:aws:ssm:us-east-1:{}:document/app",
+                    account_id("team-a")
+                ),
+                parameter_arn("team-a", "/app//db"),
+                parameter_arn("team-a", "/aws/service/x"),
+            ] {
+                assert!(
+                    !authority
+                        .allows(&caller(), "ssm:GetParameter", &resource)
+                        .await,
+                    "{resource}"
+                );
+            }
+            let parameter = parameter_arn("team-a", "/app/db/url");
+            for action in ["kms:Decrypt", "secretsmanager:GetSecretValue"] {
+                assert!(
+                    !authority.allows(&caller(), action, &parameter).await,
+                    "{action}"
+                );
+            }
+            drop(authority);
+            assert!(server.next_request().await.is_none(), "no review was sent");
+        }
+
+        #[tokio::test]
+        async fn parameter_decisions_are_cached_apart_from_secret_decisions() {
+            let (client, mut server) = client();
+            let authority = KubernetesAuthority::new(client);
+            let server = tokio::spawn(async move {
+                let mut asked = Vec::new();
+                for allowed in [true, false] {
+                    let (request, send) = next_post(&mut server, SUBJECT_ACCESS_REVIEWS_PATH).await;
+                    let attributes = &request["spec"]["resourceAttributes"];
+                    asked.push(format!(
+                        "{} {}/{}",
+                        attributes["verb"].as_str().unwrap_or_default(),
+                        attributes["resource"].as_str().unwrap_or_default(),
+                        attributes["name"].as_str().unwrap_or_default()
+                    ));
+                    respond(
+                        send,
+                        201,
+                        sar_answer(&request, serde_json::json!({"allowed": allowed})),
+                    );
+                }
+                (server, asked)
+            });
+            // Secret `app.db` and parameter `/app/db` are both `app.db` to RBAC.
+            let secret = secret_arn("team-a", "app.db");
+            let parameter = parameter_arn("team-a", "/app/db");
+            assert!(
+                authority
+                    .allows(&caller(), "secretsmanager:GetSecretValue", &secret)
+                    .await
+            );
+            assert!(
+                !authority
+                    .allows(&caller(), "ssm:GetParameter", &parameter)
+                    .await
+            );
+            // Same resource, verb and name: answered from the cache.
+            assert!(
+                !authority
+                    .allows(&caller(), "ssm:GetParameterHistory", &parameter)
+                    .await
+            );
+            let (mut server, asked) = server.await.unwrap();
+            assert_eq!(asked, ["get secrets/app.db", "get parameters/app.db"]);
             drop(authority);
             assert!(
                 server.next_request().await.is_none(),
