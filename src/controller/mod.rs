@@ -213,8 +213,11 @@ pub async fn run_with_client_and_metrics(
     let store = Arc::new(KubernetesStore::new(client.clone(), &config.namespace));
     let feeding = tokio::spawn(Arc::clone(&store).run());
     let keys = Arc::clone(store.kms_keys());
-    let authority =
-        Arc::new(KubernetesAuthority::new(client.clone()).with_key_names(Arc::clone(&keys) as _));
+    let authority = Arc::new(
+        KubernetesAuthority::new(client.clone())
+            .with_key_names(Arc::clone(&keys) as _)
+            .with_parameter_names(Arc::clone(store.parameters()) as _),
+    );
     let kms = Arc::new(
         Kms::new(
             store.clone(),
@@ -738,6 +741,25 @@ impl KeyDirectory for KmsKeys {
         self.resource(namespace, name)
             .filter(|resource| self.owns_its_key(resource))
             .and_then(|resource| crate::store::kubernetes::key_id_of(&resource).map(str::to_owned))
+    }
+}
+
+impl crate::aws::kube_identity::ParameterNames
+    for crate::store::kubernetes::parameters::ParameterRecords
+{
+    /// The Parameter that declares the parameter; a one-level name arrives without its slash
+    /// (ARNs cannot tell `/plain` from `plain`), so `/plain` is looked for too, as the engine
+    /// does. Without a resource, the name the store would give one.
+    fn rbac_name(&self, namespace: &str, parameter_name: &str) -> String {
+        let slashed = format!("/{parameter_name}");
+        self.resource_for(namespace, parameter_name)
+            .or_else(|| {
+                (!parameter_name.starts_with('/'))
+                    .then(|| self.resource_for(namespace, &slashed))
+                    .flatten()
+            })
+            .map(|resource| kube::ResourceExt::name_any(resource.as_ref()))
+            .unwrap_or_else(|| crate::resources::parameter::parameter_resource_name(parameter_name))
     }
 }
 
