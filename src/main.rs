@@ -69,6 +69,16 @@ enum Command {
         #[arg(long, env = "COFFER_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
 
+        /// POST parameter policy notifications (CloudEvents 1.0, JSON) to this URL: https://,
+        /// or http:// to a loopback address only [default: the audit log alone].
+        #[arg(long, env = "COFFER_PARAMETER_WEBHOOK")]
+        parameter_webhook: Option<String>,
+
+        /// File holding the secret that signs webhook bodies (`X-Coffer-Signature:
+        /// sha256=HEX`, HMAC-SHA256 of the body); required with --parameter-webhook.
+        #[arg(long, env = "COFFER_PARAMETER_WEBHOOK_SECRET_FILE")]
+        parameter_webhook_secret_file: Option<PathBuf>,
+
         #[command(flatten)]
         front_door: FrontDoorArgs,
     },
@@ -329,6 +339,8 @@ fn main() -> ExitCode {
             throttle_burst,
             audit_log,
             metrics_listen,
+            parameter_webhook,
+            parameter_webhook_secret_file,
             front_door,
         } => run_server(ServerConfig {
             data_dir: data_dir.unwrap_or_else(server::default_data_dir),
@@ -339,6 +351,8 @@ fn main() -> ExitCode {
             audit_log,
             metrics_listen,
             front_door: front_door.front_door(),
+            parameter_webhook,
+            parameter_webhook_secret_file,
         }),
         Command::Controller(args) => controller_config(*args).and_then(run_controller),
         Command::CredentialsProxy {

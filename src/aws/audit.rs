@@ -49,6 +49,16 @@ struct AuditLine<'a> {
     duration_micros: u64,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyLine<'a> {
+    time: String,
+    operation: &'a str,
+    resource: &'a str,
+    outcome: &'a str,
+    due: String,
+}
+
 /// When a file rotates, and how many rotated files are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rotation {
@@ -182,7 +192,30 @@ impl AuditSink {
             status: event.status,
             duration_micros: event.duration_micros,
         };
-        let Ok(mut text) = serde_json::to_string(&line) else {
+        self.write(&line);
+    }
+
+    /// A parameter policy that fell due: no caller and no request, so a line of its own, with
+    /// the event's type as the operation and the parameter's ARN as the resource.
+    pub fn record_policy(&self, time: SystemTime, event_type: &str, resource: &str, due: i64) {
+        if matches!(*self.sink, Sink::Off) {
+            return;
+        }
+        let format = |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_default();
+        let line = PolicyLine {
+            time: format(OffsetDateTime::from(time)),
+            operation: event_type,
+            resource,
+            outcome: "fired",
+            due: OffsetDateTime::from_unix_timestamp(due)
+                .map(format)
+                .unwrap_or_default(),
+        };
+        self.write(&line);
+    }
+
+    fn write(&self, line: &impl Serialize) {
+        let Ok(mut text) = serde_json::to_string(line) else {
             return;
         };
         text.push('\n');
@@ -228,6 +261,29 @@ impl AuditSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_lines_name_the_event_and_the_parameter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let sink = AuditSink::file(&path, Rotation::DEFAULT).unwrap();
+        sink.record_policy(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            "dev.coffer.parameter.expired",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/a",
+            1_800_000_000,
+        );
+        sink.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line["operation"], "dev.coffer.parameter.expired");
+        assert_eq!(
+            line["resource"],
+            "arn:aws:ssm:us-east-1:123456789012:parameter/a"
+        );
+        assert_eq!(line["outcome"], "fired");
+        assert_eq!(line["due"], "2027-01-15T08:00:00Z");
+    }
 
     #[test]
     fn lines_are_json_with_the_call_facts() {

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod ops;
 mod secretsmanager;
 pub mod sigv4;
+mod ssm;
 pub mod throttle;
 pub mod wire;
 

@@ -6,6 +6,7 @@ pub mod account;
 pub mod iam;
 pub mod kms;
 pub mod paging;
+pub mod parameters;
 pub mod rotation;
 pub mod schedule;
 pub mod secrets;

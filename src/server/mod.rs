@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod bootstrap;
 pub mod datadir;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use crate::aws::{self, AwsApi};
 use crate::crypto::{CryptoError, FileRootKeyProvider, RootKeyProvider as _};
 use crate::engine::SystemClock;
 use crate::engine::kms::Kms;
+use crate::engine::parameters::Parameters;
 use crate::engine::secrets::Secrets;
 use crate::store::{EmbeddedStore, Store, StoreError};
 pub use datadir::DataDir;
@@ -51,6 +53,10 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Timeouts and limits of the listeners and the API.
     pub front_door: FrontDoor,
+    /// Where parameter policy notifications are POSTed, if anywhere.
+    pub parameter_webhook: Option<String>,
+    /// The file holding the secret that signs them.
+    pub parameter_webhook_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +89,8 @@ pub enum ServerError {
     },
     #[error("serving HTTP failed")]
     Serve(#[source] crate::serve::ServeError),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
 }
 
 /// The default data directory: `$XDG_DATA_HOME/coffer`, else `$HOME/.local/share/coffer`, else
@@ -110,6 +118,18 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let parameter_webhook = match (
+        &config.parameter_webhook,
+        &config.parameter_webhook_secret_file,
+    ) {
+        (Some(url), Some(secret)) => Some(Arc::new(webhook::ParameterWebhook::new(
+            url,
+            webhook::read_secret(secret)?,
+            &config.region,
+        )?)),
+        (Some(_), None) => return Err(webhook::WebhookError::NoSecret.into()),
+        (None, _) => None,
+    };
     let dir = DataDir::prepare(&config.data_dir)?;
     let keyring = Arc::new(FileRootKeyProvider::new(dir.root_key()).load().await?);
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.database())?);
@@ -142,11 +162,18 @@ pub async fn run(
         directory.clone(),
         Arc::new(SystemClock),
     ));
+    let parameters = Arc::new(Parameters::new(
+        Arc::clone(&store),
+        Arc::clone(&kms),
+        directory.clone(),
+        Arc::new(SystemClock),
+    ));
     let metrics = aws::metrics::ApiMetrics::new();
     let api = Arc::new(AwsApi {
         services: crate::aws::ops::Services::new()
             .with(Arc::clone(&kms))
-            .with(Arc::clone(&secrets)),
+            .with(Arc::clone(&secrets))
+            .with(Arc::clone(&parameters)),
         region: config.region.clone(),
         guard: RequestGuard::new(config.front_door.requests),
         authenticator: directory,
@@ -195,6 +222,13 @@ pub async fn run(
     audit.spawn_flusher();
     let scheduler = tokio::spawn(Arc::clone(&kms).run_scheduler());
     let secret_purge = tokio::spawn(Arc::clone(&secrets).run_scheduler());
+    // Subscribed before the policies first run, so that no notification is missed.
+    let notifications = tokio::spawn(webhook::relay(
+        parameters.notifications(),
+        audit.clone(),
+        parameter_webhook,
+    ));
+    let parameter_policies = tokio::spawn(Arc::clone(&parameters).run_scheduler());
 
     // One shutdown for both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -229,6 +263,8 @@ pub async fn run(
     }
     scheduler.abort();
     secret_purge.abort();
+    parameter_policies.abort();
+    notifications.abort();
     audit.flush();
     served?;
     tracing::info!("coffer server stopped");

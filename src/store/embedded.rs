@@ -117,6 +117,45 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Creates many records in one transaction (one sync instead of one per record), for tests
+    /// that need a store as full as a limit allows. Existing records are replaced.
+    #[cfg(test)]
+    pub(crate) async fn create_many(
+        &self,
+        records: Vec<(RecordKey, RecordValue)>,
+    ) -> Result<(), StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut table = txn.open_table(RECORDS).map_err(backend)?;
+                let mut counters = txn.open_table(COUNTERS).map_err(backend)?;
+                let mut next = counters
+                    .get(REVISION_COUNTER)
+                    .map_err(backend)?
+                    .map(|guard| guard.value())
+                    .unwrap_or(0);
+                for (key, value) in records {
+                    key.validate()?;
+                    next += 1;
+                    let bytes = serde_json::to_vec(&StoredRecord {
+                        revision: next,
+                        value,
+                    })
+                    .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                    table
+                        .insert(storage_key(&key).as_str(), bytes.as_slice())
+                        .map_err(backend)?;
+                }
+                counters.insert(REVISION_COUNTER, next).map_err(backend)?;
+            }
+            txn.commit().map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
 enum Expected {
     Absent,
     At(String),
