@@ -88,12 +88,14 @@ fuzz:
 	done
 
 ## Benchmark the KMS API over HTTP and the envelope cipher, then Secrets Manager's GetSecretValue
-## and PutSecretValue beside moto's in the same run (BENCH_CONNECTIONS, BENCH_SECONDS). moto comes
-## from the cached virtualenv (e2e/python.sh).
+## and PutSecretValue, then Parameter Store's GetParameter (String, SecureString) and
+## GetParametersByPath (1,000 parameters, 10 a page), each beside moto's in the same run
+## (BENCH_CONNECTIONS, BENCH_SECONDS). moto comes from the cached virtualenv (e2e/python.sh).
 bench:
 	$(CARGO) build --release --bin coffer
 	$(CARGO) bench --bench kms
 	$(CARGO) bench --bench secretsmanager
+	$(CARGO) bench --bench ssm
 
 ## The controller on a real API server (KUBECONFIG's, else the repo's own control plane): N KmsKeys
 ## applied at once (BENCH_CLUSTER_SIZES, default 1000,5000): seconds until all Ready, peak RSS,

@@ -1,13 +1,14 @@
 //! The load harness `make bench` shares between its benches (`benches/kms.rs`,
-//! `benches/secretsmanager.rs`): run settings, the machine's description, a `coffer server`
-//! child process, SigV4 pre-signing, the wrk-style keep-alive HTTP/1.1 client, the closed-loop
-//! phase runner with its latency histogram, and CPU accounting from `/proc`.
+//! `benches/secretsmanager.rs`, `benches/ssm.rs`): run settings, the machine's description, a
+//! `coffer server` child process, SigV4 pre-signing, the wrk-style keep-alive HTTP/1.1 client,
+//! the closed-loop phase runner with its latency histogram, CPU accounting from `/proc`, and
+//! moto's standalone server as the baseline.
 //!
 //! Each bench includes this file as its own module, so an item one of them does not use is not
 //! dead code.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1027,4 +1028,192 @@ impl WorkerResult {
         }
         self.first_error.get_or_insert(message);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// moto, the baseline of the Secrets Manager and SSM benches
+// ---------------------------------------------------------------------------------------------
+
+/// moto imports a great deal of Python before it listens.
+pub const MOTO_START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Sends one request on a connection of its own; the body of a 200 answer, else why not.
+pub async fn send_once(
+    addr: &str,
+    request: &Presigned,
+    operation: &str,
+) -> Result<Vec<u8>, String> {
+    let mut connection = Connection::open(addr)
+        .await
+        .map_err(|err| format!("{operation}: {err}"))?;
+    let answer = connection
+        .exchange(&request.wire)
+        .await
+        .map_err(|err| format!("{operation}: {err}"))?;
+    if answer.status != 200 {
+        return Err(format!("{operation} answered {}", answer.error()));
+    }
+    Ok(answer.body.to_vec())
+}
+
+/// moto's standalone server, `python -m moto.server` from the end-to-end suites' virtualenv, on
+/// a free loopback port.
+pub struct Moto {
+    /// `Some` until stopped.
+    child: Option<Child>,
+    pub authority: String,
+    pub version: String,
+    log: Option<thread::JoinHandle<MotoLog>>,
+}
+
+/// What moto wrote on stderr besides its banner and its request log.
+#[derive(Default)]
+pub struct MotoLog {
+    pub error_lines: usize,
+    pub first_error: Option<String>,
+    /// The last lines, for a failure to start.
+    pub tail: VecDeque<String>,
+}
+
+impl Moto {
+    pub fn start() -> Result<Self, String> {
+        let python = moto_python()?;
+        let version = Command::new(&python)
+            .args(["-c", "import moto; print(moto.__version__)"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| format!("cannot run {}: {err}", python.display()))?;
+        if !version.status.success() {
+            return Err(format!(
+                "moto is not importable in {} ({}): {}",
+                python.display(),
+                version.status,
+                String::from_utf8_lossy(&version.stderr).trim()
+            ));
+        }
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+
+        let mut child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| format!("cannot start {} -m moto.server: {err}", python.display()))?;
+        let stderr = child.stderr.take().ok_or("moto's stderr was not piped")?;
+        // Drains stderr for the whole run (werkzeug logs every request there), so moto never
+        // blocks on a full pipe.
+        let (address_tx, address_rx) = mpsc::channel::<String>();
+        let log = thread::spawn(move || {
+            let mut log = MotoLog::default();
+            let mut address_tx = Some(address_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(address) = line.split("Running on http://").nth(1)
+                    && let Some(tx) = address_tx.take()
+                {
+                    let _ = tx.send(address.trim().to_owned());
+                } else if !is_moto_routine_line(&line) {
+                    log.error_lines += 1;
+                    log.first_error.get_or_insert_with(|| line.clone());
+                }
+                if log.tail.len() == 20 {
+                    log.tail.pop_front();
+                }
+                log.tail.push_back(line);
+            }
+            log
+        });
+        let mut moto = Self {
+            child: Some(child),
+            authority: String::new(),
+            version,
+            log: Some(log),
+        };
+        match address_rx.recv_timeout(MOTO_START_TIMEOUT) {
+            Ok(address) => {
+                moto.authority = address;
+                Ok(moto)
+            }
+            Err(_) => {
+                let (exit, log) = moto.stop();
+                Err(format!(
+                    "moto did not say `Running on http://...` within {} s; it {exit}; its stderr ended: {}",
+                    MOTO_START_TIMEOUT.as_secs(),
+                    Vec::from(log.tail).join(" | ")
+                ))
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGTERM (Python's default is to exit at once), SIGKILL if it lingers.
+    pub fn stop(&mut self) -> (String, MotoLog) {
+        let exit = match self.child.take() {
+            None => "was already stopped".to_owned(),
+            Some(child) => format!("exit after SIGTERM: {}", terminate(child).0),
+        };
+        let log = self
+            .log
+            .take()
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_default();
+        (exit, log)
+    }
+}
+
+impl Drop for Moto {
+    /// A failing run must not leave moto running.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// werkzeug's banner and its log line for a request answered below 500.
+pub fn is_moto_routine_line(line: &str) -> bool {
+    if line.starts_with("WARNING: This is a development server") || line == "Press CTRL+C to quit" {
+        return true;
+    }
+    // 127.0.0.1 - - [01/Dec/2026 09:27:16] "POST / HTTP/1.1" 200 -
+    line.rsplit_once("\" ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|status| status.parse::<u16>().ok())
+        .is_some_and(|status| status < 500)
+}
+
+/// The virtualenv's python, made or refreshed from `e2e/requirements.txt` by `e2e/python.sh`.
+pub fn moto_python() -> Result<PathBuf, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("e2e")
+        .join("python.sh");
+    let output = Command::new(&script)
+        .arg("--venv")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|err| format!("cannot run {} --venv: {err}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} --venv failed ({}): cannot make the virtualenv with moto[server]",
+            script.display(),
+            output.status
+        ));
+    }
+    let venv = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let python = venv.join("bin").join("python");
+    if python.is_file() {
+        Ok(python)
+    } else {
+        Err(format!("{} is missing", python.display()))
+    }
+}
+
+pub fn not_measured_line(why: &str) -> String {
+    format!("=== moto baseline NOT MEASURED: {why} ===")
 }

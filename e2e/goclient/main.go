@@ -5,8 +5,10 @@
 //	goclient -endpoint http://127.0.0.1:PORT -region us-east-1 [-mode scenario]
 //	goclient -endpoint ... -region us-east-1 -mode wrong-region -wrong-region eu-west-1
 //	goclient -endpoint ... -region us-east-1 -mode secrets
+//	goclient -endpoint ... -region us-east-1 -mode ssm
 //
-// scenario and wrong-region use KMS; secrets uses Secrets Manager (secrets.go).
+// scenario and wrong-region use KMS; secrets uses Secrets Manager (secrets.go); ssm uses SSM
+// Parameter Store (ssm.go).
 //
 // The access key comes from -access-key-id/-secret-access-key or, so that the secret need not
 // show in a process listing, from COFFER_ACCESS_KEY_ID/COFFER_SECRET_ACCESS_KEY. COFFER_ENDPOINT
@@ -321,7 +323,7 @@ func main() {
 	region := flag.String("region", envOr("COFFER_REGION", "us-east-1"), "the server's region")
 	keyID := flag.String("access-key-id", envOr("COFFER_ACCESS_KEY_ID", ""), "access key id")
 	secret := flag.String("secret-access-key", envOr("COFFER_SECRET_ACCESS_KEY", ""), "secret access key")
-	mode := flag.String("mode", "scenario", "scenario, wrong-region or secrets")
+	mode := flag.String("mode", "scenario", "scenario, wrong-region, secrets or ssm")
 	otherRegion := flag.String("wrong-region", "eu-west-1", "region to sign with in wrong-region mode")
 	timeout := flag.Duration("timeout", 2*time.Minute, "limit for the whole run")
 	flag.Parse()
@@ -359,6 +361,13 @@ func main() {
 			os.Exit(2)
 		}
 		secrets(ctx, r, sm, *region)
+	case "ssm":
+		client, err := newSSMClient(ctx, *endpoint, *region, *keyID, *secret)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "goclient: configuring the SDK:", err)
+			os.Exit(2)
+		}
+		parameters(ctx, r, client)
 	default:
 		fmt.Fprintf(os.Stderr, "goclient: unknown mode %q\n", *mode)
 		os.Exit(2)

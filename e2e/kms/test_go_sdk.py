@@ -1,5 +1,5 @@
-"""End-to-end tests of coffer's KMS and Secrets Manager APIs through the AWS SDK for Go v2,
-unchanged.
+"""End-to-end tests of coffer's KMS, Secrets Manager and SSM Parameter Store APIs through the AWS
+SDK for Go v2, unchanged.
 
 e2e/goclient is a small Go program that uses the SDK the way an application would (static
 credentials, a region, `BaseEndpoint`) and prints one JSON line per step. It is built once into
@@ -74,6 +74,28 @@ SECRETS_STEPS = [
     "DescribeSecretPurged",
     "done",
 ]
+SSM_STEPS = [
+    "PutParameterSecureString",
+    "PutParameterStrings",
+    "GetParameterWithDecryption",
+    "GetParameterWithoutDecryption",
+    "PutParameterOverwrite",
+    "PutParameterExists",
+    "LabelParameterVersion",
+    "GetParameterByLabel",
+    "GetParameterByVersion",
+    "GetParameterMissingVersion",
+    "GetParametersByPath",
+    "GetParameters",
+    "GetParameterHistory",
+    "DescribeParameters",
+    "DeleteParameter",
+    "GetParameterDeleted",
+    "DeleteParameters",
+    "done",
+]
+# The Go client's String parameters under config/, beside db/user and db/password.
+SSM_CONFIG_COUNT = 12
 
 
 def cache_root() -> Path:
@@ -501,4 +523,127 @@ def test_go_sdk_secrets_fails_loudly_when_a_step_goes_wrong(goclient, coffer):
     created = run.step("CreateSecret")
     assert created["ok"] is False and created["problem"] == "call failed"
     assert created["errorCode"] == "InvalidSignatureException"
+    assert run.step("done")["ok"] is False
+
+
+# --------------------------------------------------------------------------------------------
+# SSM Parameter Store (`-mode ssm`, e2e/goclient/ssm.go)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def parameters(goclient, coffer) -> Run:
+    return run_goclient(goclient, coffer, coffer.admin_profile, "-mode", "ssm")
+
+
+@pytest.fixture(scope="module")
+def go_ssm(coffer):
+    """boto3 SSM client with the admin profile, to look at what the Go client left behind."""
+    return coffer.client(service="ssm")
+
+
+GO_SECRET_ONE = "go-sdk pässwörd ✓ one"
+GO_SECRET_TWO = "go-sdk password two"
+
+
+def test_go_sdk_ssm_runs_every_step_and_exits_zero(parameters):
+    failed = [entry for entry in parameters.steps.values() if not entry["ok"]]
+    assert parameters.order == SSM_STEPS, parameters.stdout + parameters.stderr
+    assert not failed, json.dumps(failed, indent=1) + "\n" + parameters.stderr
+    assert parameters.code == 0, parameters.stderr
+    assert parameters.step("done")["detail"] == {"mode": "ssm", "failures": 0}
+
+
+def test_go_sdk_secure_string_put_and_read_with_and_without_decryption(parameters, account_id):
+    put = parameters.step("PutParameterSecureString")["detail"]
+    name = put["name"]
+    assert name == put["prefix"] + "/db/password" and name.startswith("/e2e/go-sdk-")
+    assert (put["version"], put["tier"]) == (1, "Standard")
+    assert parameters.step("GetParameterWithDecryption")["detail"] == {
+        "name": name,
+        "type": "SecureString",
+        "version": 1,
+        "arn": f"arn:aws:ssm:{REGION}:{account_id}:parameter{name}",
+        "dataType": "text",
+        "value": GO_SECRET_ONE,
+    }
+    hidden = parameters.step("GetParameterWithoutDecryption")["detail"]
+    assert (hidden["valueIsPlaintext"], hidden["valueContainsPlaintext"], hidden["valueEmpty"]) == (False, False, False)
+    assert (hidden["name"], hidden["type"], hidden["version"]) == (name, "SecureString", 1)
+
+
+def test_go_sdk_overwrite_label_and_selectors(parameters):
+    assert parameters.step("PutParameterOverwrite")["detail"] == {"version": 2, "tier": "Standard"}
+    assert parameters.step("LabelParameterVersion")["detail"] == {"parameterVersion": 1, "invalidLabels": []}
+    by_label = parameters.step("GetParameterByLabel")["detail"]
+    assert (by_label["selector"], by_label["version"], by_label["value"]) == (":golden", 1, GO_SECRET_ONE)
+    by_version = parameters.step("GetParameterByVersion")["detail"]
+    assert (by_version["selector"], by_version["version"], by_version["value"]) == (":2", 2, GO_SECRET_TWO)
+    # The selector is not part of the name that comes back.
+    name = parameters.step("PutParameterSecureString")["detail"]["name"]
+    assert by_label["name"] == by_version["name"] == name
+
+
+def test_go_sdk_get_parameters_by_path_paginator(parameters):
+    step = parameters.step("GetParametersByPath")
+    assert step["ok"], step
+    detail = step["detail"]
+    # Twelve under config/, db/user and db/password, ten at most to a page, none twice.
+    assert detail["count"] == SSM_CONFIG_COUNT + 2
+    assert detail["repeated"] == [] and detail["passwordDecrypted"] is True
+    assert len(detail["pageSizes"]) >= 2 and all(size <= 10 for size in detail["pageSizes"])
+    assert sum(detail["pageSizes"]) == SSM_CONFIG_COUNT + 2
+
+
+def test_go_sdk_get_parameters_and_history(parameters):
+    prefix = parameters.step("PutParameterSecureString")["detail"]["prefix"]
+    many = parameters.step("GetParameters")["detail"]
+    assert many["values"] == {f"{prefix}/db/password": GO_SECRET_TWO, f"{prefix}/db/user": f"value of {prefix}/db/user"}
+    assert many["invalidParameters"] == [f"{prefix}/db/missing"]
+    history = parameters.step("GetParameterHistory")["detail"]
+    assert history["versions"] == [
+        {"version": 1, "value": GO_SECRET_ONE, "labels": ["golden"], "type": "SecureString", "keyId": "alias/aws/ssm"},
+        {"version": 2, "value": GO_SECRET_TWO, "labels": [], "type": "SecureString", "keyId": "alias/aws/ssm"},
+    ]
+    # MaxResults 1: the paginator needed a page per version.
+    assert history["pages"] >= 2
+    described = parameters.step("DescribeParameters")["detail"]
+    assert described == {"name": f"{prefix}/db/password", "type": "SecureString", "keyId": "alias/aws/ssm",
+                         "version": 2, "tier": "Standard", "description": "e2e: aws-sdk-go-v2"}
+
+
+def test_go_sdk_deleted_parameters_are_gone_for_boto3_too(parameters, go_ssm):
+    prefix = parameters.step("PutParameterSecureString")["detail"]["prefix"]
+    assert parameters.step("DeleteParameters")["detail"] == {
+        "deleted": SSM_CONFIG_COUNT + 1, "invalid": [f"{prefix}/db/password"]}
+    assert go_ssm.get_parameters_by_path(Path=prefix, Recursive=True)["Parameters"] == []
+    with kms_error("ParameterNotFound"):
+        go_ssm.get_parameter(Name=f"{prefix}/db/password")
+
+
+@pytest.mark.parametrize(
+    "name,code",
+    [
+        ("PutParameterExists", "ParameterAlreadyExists"),
+        ("GetParameterMissingVersion", "ParameterVersionNotFound"),
+        ("GetParameterDeleted", "ParameterNotFound"),
+    ],
+)
+def test_go_sdk_ssm_gets_the_modelled_exception(parameters, name, code):
+    step = parameters.step(name)
+    assert step["ok"], step
+    assert step["expectError"] == step["errorCode"] == code
+    assert step["httpStatus"] == 400
+    assert step["requestId"], step
+    # The SDK turned the error into the SSM model's own exception type.
+    assert step["detail"] == {"typed": True}
+
+
+def test_go_sdk_ssm_fails_loudly_when_a_step_goes_wrong(goclient, coffer):
+    run = run_goclient(goclient, coffer, "coffer-bad-secret", "-mode", "ssm")
+    assert run.code == 1, run.stdout + run.stderr
+    assert run.order == ["PutParameterSecureString", "done"], run.stdout
+    put = run.step("PutParameterSecureString")
+    assert put["ok"] is False and put["problem"] == "call failed"
+    assert put["errorCode"] == "InvalidSignatureException"
     assert run.step("done")["ok"] is False
