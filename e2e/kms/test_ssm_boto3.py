@@ -472,8 +472,9 @@ def test_history(ssm, account_id):
 
 
 def test_hundred_versions_and_labelled_oldest(ssm):
-    """Parameter Store keeps the 100 newest versions and drops the oldest for a new one, unless
-    the oldest carries a label: then PutParameter fails with ParameterMaxVersionLimitExceeded."""
+    """Parameter Store keeps 100 versions: a new one drops the oldest version without a label,
+    and when every old version is labelled PutParameter fails with
+    ParameterMaxVersionLimitExceeded."""
     name = base_path("max-versions") + "/churn"
     for version in range(1, MAX_VERSIONS + 1):
         assert ssm.put_parameter(Name=name, Value=f"value {version}", Type="String",
@@ -487,15 +488,17 @@ def test_hundred_versions_and_labelled_oldest(ssm):
     assert (latest["Version"], latest["Value"]) == (MAX_VERSIONS, f"value {MAX_VERSIONS}")
     assert len(history(ssm, name)) == MAX_VERSIONS
 
-    # With the oldest version's label gone, the 101st version pushes it out.
-    ssm.unlabel_parameter_version(Name=name, ParameterVersion=1, Labels=["v1"])
+    # With one version's label gone, the 101st version pushes out the oldest version without a
+    # label (not the oldest version): labelled versions are never dropped.
+    ssm.unlabel_parameter_version(Name=name, ParameterVersion=50, Labels=["v50"])
     assert ssm.put_parameter(Name=name, Value="value 101", Type="String", Overwrite=True)["Version"] == 101
     versions = history(ssm, name)
-    assert [v["Version"] for v in versions] == list(range(2, 102))
+    assert [v["Version"] for v in versions] == [v for v in range(1, 102) if v != 50]
     with kms_error("ParameterVersionNotFound"):
-        ssm.get_parameter(Name=f"{name}:1")
-    assert ssm.get_parameter(Name=f"{name}:v2")["Parameter"]["Value"] == "value 2"
-    # Version 2 is now the oldest, and labelled.
+        ssm.get_parameter(Name=f"{name}:50")
+    assert ssm.get_parameter(Name=f"{name}:v1")["Parameter"]["Value"] == "value 1"
+    # Every kept version labelled again: no room.
+    ssm.label_parameter_version(Name=name, ParameterVersion=101, Labels=["v101"])
     with kms_error("ParameterMaxVersionLimitExceeded"):
         ssm.put_parameter(Name=name, Value="value 102", Type="String", Overwrite=True)
 
@@ -729,14 +732,16 @@ def test_a_non_admin_key_is_refused(ssm, app_ssm):
     ssm.put_parameter(Name=name, Value="admin only", Type="SecureString")
     with kms_error("AccessDeniedException"):
         app_ssm.get_parameter(Name=name, WithDecryption=True)
-    with kms_error("AccessDeniedException"):
-        app_ssm.get_parameters_by_path(Path=name.rsplit("/", 1)[0], Recursive=True)
+    # Listings return only what the caller may read, never failing for one forbidden entry
+    # and never naming it.
+    listed = app_ssm.get_parameters_by_path(Path=name.rsplit("/", 1)[0], Recursive=True)
+    assert listed["Parameters"] == []
     with kms_error("AccessDeniedException"):
         app_ssm.put_parameter(Name=name + "-app", Value="x", Type="String")
     with kms_error("AccessDeniedException"):
         app_ssm.delete_parameter(Name=name)
-    with kms_error("AccessDeniedException"):
-        app_ssm.describe_parameters()
+    described = app_ssm.describe_parameters()
+    assert name not in [entry["Name"] for entry in described["Parameters"]]
     # Nothing the refused calls asked for happened.
     with kms_error("ParameterNotFound"):
         ssm.get_parameter(Name=name + "-app")
