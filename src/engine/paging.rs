@@ -29,6 +29,29 @@ pub struct PageLimits {
     pub default: i64,
 }
 
+/// The name a page token says the next page starts after, checking the page size too; for a
+/// listing that reads its items in name order and stops once it has a page and one more.
+pub fn resume_after(
+    limit: Option<i64>,
+    token: Option<&str>,
+    limits: PageLimits,
+) -> Result<(usize, Option<String>), PagingError> {
+    let limit = limit.unwrap_or(limits.default);
+    if !(1..=limits.max).contains(&limit) {
+        return Err(PagingError::Limit { max: limits.max });
+    }
+    let after = token
+        .map(|token| {
+            STANDARD
+                .decode(token)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or(PagingError::Token)
+        })
+        .transpose()?;
+    Ok((usize::try_from(limit).unwrap_or(1), after))
+}
+
 /// Cuts `items`, named by their first member, into the page after `token` (the last name of
 /// the previous page, as this function encoded it).
 pub fn paginate<T>(

@@ -817,12 +817,23 @@ impl Parameters {
         let filters = filters::compile(parameter_filters, Listing::ByPath)?;
         let labels = filters::label_values(&filters);
         let namespace = caller.namespace.clone();
+        // Read in name order from where the token says, and stop at a page and one more: the
+        // cost of a page is that page, not every parameter the caller may read.
+        let (limit, after) =
+            crate::engine::paging::resume_after(max_results, next_token, BY_PATH_LIMITS)?;
         let mut candidates = Vec::new();
         if !reserved(trimmed) {
-            for (_, stored) in
-                typed::list::<ParameterRecord, _>(self.store.as_ref(), Some(&namespace)).await?
-            {
-                if !filters::under_path(&stored.meta.name, path, !recursive)
+            let mut listed =
+                typed::list::<ParameterRecord, _>(self.store.as_ref(), Some(&namespace)).await?;
+            listed.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name));
+            for (_, stored) in listed {
+                if candidates.len() > limit {
+                    break;
+                }
+                if after
+                    .as_deref()
+                    .is_some_and(|after| stored.meta.name.as_str() <= after)
+                    || !filters::under_path(&stored.meta.name, path, !recursive)
                     || !filters.iter().all(|filter| filter.matches(&stored.meta))
                 {
                     continue;
