@@ -1,8 +1,12 @@
 //! What every reconciler reports the same way: the Ready condition, times in status, Events.
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, ResourceExt as _};
+use serde::Serialize;
 
 use crate::resources::common::CONDITION_READY;
 
@@ -91,4 +95,33 @@ pub fn reference_to<K: kube::Resource<DynamicType = ()>>(
         uid,
         ..ObjectReference::default()
     }
+}
+
+/// Writes a resource's status by server-side apply with the field manager `coffer`, and
+/// returns the resource as written.
+pub async fn apply_status<K, S>(
+    client: &kube::Client,
+    namespace: &str,
+    resource: &K,
+    status: &S,
+) -> Result<K, kube::Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    Api::<K>::namespaced(client.clone(), namespace)
+        .patch_status(
+            &resource.name_any(),
+            &PatchParams::apply(crate::store::kubernetes::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
 }

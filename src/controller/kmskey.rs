@@ -18,11 +18,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
-use kube::{Api, Resource as _, ResourceExt as _};
-use serde_json::json;
+use kube::{Resource as _, ResourceExt as _};
 
 use super::conditions::{self, time};
 use crate::engine::Clock;
@@ -30,9 +28,7 @@ use crate::engine::kms::model::{KeyRecord, KeyState as EngineState};
 use crate::engine::kms::{KeyEvent, Kms, KmsError};
 use crate::resources::kmskey::{KeyState, KeyVersion, KmsKey, KmsKeyStatus};
 use crate::store::StoreError;
-use crate::store::kubernetes::{
-    self, AbandonedKey, ClaimedElsewhere, FIELD_MANAGER, KmsKeys, mapping,
-};
+use crate::store::kubernetes::{self, AbandonedKey, ClaimedElsewhere, KmsKeys, mapping};
 
 /// Longest wait before a resource is looked at again when nothing is due.
 const RESYNC: Duration = Duration::from_secs(3600);
@@ -504,17 +500,7 @@ async fn write_status(
         return Ok(());
     }
     let namespace = resource.namespace().ok_or(ReconcileError::NoNamespace)?;
-    let patch = json!({
-        "apiVersion": KmsKey::api_version(&()),
-        "kind": KmsKey::kind(&()),
-        "status": status,
-    });
-    let written = Api::<KmsKey>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(
-            &resource.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+    let written = conditions::apply_status(&ctx.client, &namespace, resource, &status)
         .await
         .map_err(ReconcileError::Api)?;
     ctx.store.remember(written);

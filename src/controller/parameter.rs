@@ -17,11 +17,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
-use kube::{Api, Resource as _, ResourceExt as _};
-use serde_json::json;
+use kube::{Resource as _, ResourceExt as _};
 
 use super::conditions::{self, Problem, time};
 use super::sources;
@@ -36,7 +34,6 @@ use crate::resources::parameter::{
     PARAMETER_HISTORY_LIMIT, Parameter, ParameterHistoryEntry, ParameterStatus,
 };
 use crate::store::StoreError;
-use crate::store::kubernetes::FIELD_MANAGER;
 use crate::store::kubernetes::parameter_mapping;
 use crate::store::kubernetes::parameters::{AbandonedParameter, ParameterRecords};
 use crate::store::kubernetes::versioned::awaits_its_record;
@@ -519,17 +516,7 @@ async fn write_status(
         return Ok(());
     }
     let namespace = resource.namespace().ok_or(ReconcileError::NoNamespace)?;
-    let patch = json!({
-        "apiVersion": Parameter::api_version(&()),
-        "kind": Parameter::kind(&()),
-        "status": status,
-    });
-    let written = Api::<Parameter>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(
-            &resource.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+    let written = conditions::apply_status(&ctx.client, &namespace, resource, &status)
         .await
         .map_err(ReconcileError::Api)?;
     ctx.store.remember(written);

@@ -2,9 +2,8 @@
 //! real engines on top.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 
-use async_trait::async_trait;
 use base64::Engine as _;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
@@ -14,31 +13,15 @@ use crate::crypto::{RootKeyring, SecretBytes};
 use crate::engine::account::account_id;
 use crate::engine::kms::Kms;
 use crate::engine::parameters::{Parameters, ParametersError, PutParameterRequest};
-use crate::engine::{AccountAuthority, Caller, Clock, Principal};
+use crate::engine::{Caller, Principal};
 use crate::resources::parameter::Parameter;
 use crate::store::kubernetes::KubernetesStore;
 use crate::store::kubernetes::parameters::ParameterRecords;
+use crate::test_support::engine::{AllowAll, ManualClock};
 use crate::test_support::fake_api::FakeApi;
 
 const RESOURCES: &str = "/apis/coffer.dev/v1alpha1/namespaces/app/parameters";
 const SYSTEM_SECRETS: &str = "/api/v1/namespaces/coffer-system/secrets";
-
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-struct AllowAll;
-
-#[async_trait]
-impl AccountAuthority for AllowAll {
-    async fn allows(&self, _: &Caller, _: &str, _: &str) -> bool {
-        true
-    }
-}
 
 struct Harness {
     fake: FakeApi,

@@ -20,11 +20,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
-use kube::{Api, Resource as _, ResourceExt as _};
-use serde_json::json;
+use kube::{Resource as _, ResourceExt as _};
 use zeroize::Zeroize as _;
 
 use super::conditions::{self, time};
@@ -40,7 +38,6 @@ use crate::resources::secret::{
     GenerateSettings, Secret, SecretStatus, SecretVersion as StatusVersion,
 };
 use crate::store::StoreError;
-use crate::store::kubernetes::FIELD_MANAGER;
 use crate::store::kubernetes::secret_mapping;
 use crate::store::kubernetes::secrets::{AbandonedSecret, SecretRecords};
 use crate::store::kubernetes::versioned::awaits_its_record;
@@ -530,17 +527,7 @@ async fn write_status(
         return Ok(());
     }
     let namespace = resource.namespace().ok_or(ReconcileError::NoNamespace)?;
-    let patch = json!({
-        "apiVersion": Secret::api_version(&()),
-        "kind": Secret::kind(&()),
-        "status": status,
-    });
-    let written = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(
-            &resource.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+    let written = conditions::apply_status(&ctx.client, &namespace, resource, &status)
         .await
         .map_err(ReconcileError::Api)?;
     ctx.store.remember(written);

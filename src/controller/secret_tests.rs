@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use async_trait::async_trait;
 use base64::Engine as _;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
@@ -15,34 +14,17 @@ use crate::crypto::{RootKeyring, SecretBytes};
 use crate::engine::account::account_id;
 use crate::engine::kms::Kms;
 use crate::engine::secrets::{NewSecret, SecretUpdate, SecretValue, Secrets, SecretsError};
-use crate::engine::{AccountAuthority, Caller, Clock, Principal};
+use crate::engine::{Caller, Clock, Principal};
 use crate::resources::secret::{SECRET_NAME_ANNOTATION, Secret, resource_name_for};
 use crate::store::kubernetes::KubernetesStore;
 use crate::store::kubernetes::secrets::{SecretRecords, record_name};
+use crate::test_support::engine::{AllowAll, ManualClock};
 use crate::test_support::fake_api::FakeApi;
 
 const RESOURCES: &str = "/apis/coffer.dev/v1alpha1/namespaces/app/secrets";
 const SYSTEM_NAMESPACE: &str = "coffer-system";
 const SYSTEM_SECRETS: &str = "/api/v1/namespaces/coffer-system/secrets";
 const DAY: i64 = 86_400;
-
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Every principal of its own account may do anything: RBAC says yes to all.
-struct AllowAll;
-
-#[async_trait]
-impl AccountAuthority for AllowAll {
-    async fn allows(&self, _: &Caller, _: &str, _: &str) -> bool {
-        true
-    }
-}
 
 struct Harness {
     fake: FakeApi,

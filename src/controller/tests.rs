@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use kube::ResourceExt as _;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
@@ -16,12 +15,13 @@ use super::kmskey::{Context, reconcile, sweep_abandoned};
 use crate::crypto::RootKeyring;
 use crate::engine::account::account_id;
 use crate::engine::kms::{CreateKeyRequest, KeyState, Kms, KmsError};
-use crate::engine::{AccountAuthority, Caller, Clock, Principal};
+use crate::engine::{Caller, Clock, Principal};
 use crate::resources::kmskey::KmsKey;
 use crate::store::kubernetes::{
     KEY_ID_LABEL, KmsKeys, KubernetesStore, NAMESPACE_LABEL, RESOURCE_NAME_ANNOTATION,
     RESOURCE_UID_ANNOTATION, StoreChange,
 };
+use crate::test_support::engine::{AllowAll, ManualClock};
 use crate::test_support::fake_api::FakeApi;
 
 const KEYS: &str = "/apis/coffer.dev/v1alpha1/namespaces/app/kmskeys";
@@ -29,23 +29,6 @@ const KEYS: &str = "/apis/coffer.dev/v1alpha1/namespaces/app/kmskeys";
 const SYSTEM_NAMESPACE: &str = "coffer-system";
 const SECRETS: &str = "/api/v1/namespaces/coffer-system/secrets";
 const DAY: i64 = 86_400;
-
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-struct AllowAll;
-
-#[async_trait]
-impl AccountAuthority for AllowAll {
-    async fn allows(&self, _: &Caller, _: &str, _: &str) -> bool {
-        true
-    }
-}
 
 struct Harness {
     fake: FakeApi,
