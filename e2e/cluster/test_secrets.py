@@ -118,7 +118,7 @@ def apply_ready(manifest: dict, timeout: float = READY_TIMEOUT_SECONDS) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# 1. A generated secret
+# A generated secret
 # --------------------------------------------------------------------------------------------
 
 
@@ -156,7 +156,7 @@ def test_generated_secret_is_ready_and_served(secrets_ns, plaintexts):
 
 
 # --------------------------------------------------------------------------------------------
-# 2. API -> resource
+# API -> resource
 # --------------------------------------------------------------------------------------------
 
 
@@ -228,7 +228,7 @@ def test_create_secret_as_the_first_secret_of_a_namespace(cluster, plaintexts):
 
 
 # --------------------------------------------------------------------------------------------
-# 3. API writes on a kubectl-applied secret
+# API writes on a kubectl-applied secret
 # --------------------------------------------------------------------------------------------
 
 
@@ -266,7 +266,7 @@ def test_put_secret_value_and_update_secret_show_in_the_resource(secrets_ns, pla
 
 
 # --------------------------------------------------------------------------------------------
-# 4. Imported from a core Secret
+# Imported from a core Secret
 # --------------------------------------------------------------------------------------------
 
 
@@ -332,7 +332,7 @@ def test_from_secret_waits_for_a_missing_core_secret(secrets_ns, plaintexts):
 
 
 # --------------------------------------------------------------------------------------------
-# 5. Sealed values
+# Sealed values
 # --------------------------------------------------------------------------------------------
 
 
@@ -388,7 +388,7 @@ def test_sealed_value_opens_only_for_its_own_name(secrets_ns, plaintexts, sealin
 
 
 # --------------------------------------------------------------------------------------------
-# 6. Deletion
+# Deletion
 # --------------------------------------------------------------------------------------------
 
 
@@ -483,7 +483,7 @@ def test_force_delete_removes_the_resource_and_the_secret(secrets_ns, plaintexts
 
 
 # --------------------------------------------------------------------------------------------
-# 7. RBAC
+# RBAC
 # --------------------------------------------------------------------------------------------
 
 
@@ -540,7 +540,7 @@ def test_rbac_verbs_on_secrets(secrets_ns, plaintexts):
 
 
 # --------------------------------------------------------------------------------------------
-# 8. Across namespaces
+# Across namespaces
 # --------------------------------------------------------------------------------------------
 
 
@@ -616,7 +616,7 @@ def test_cross_namespace_reads_need_the_resource_policy(cluster, plaintexts):
 
 
 # --------------------------------------------------------------------------------------------
-# 9. No value in etcd or in the controller's log (run after every other test of the session)
+# No value in etcd or in the controller's log (run after every other test of the session)
 # --------------------------------------------------------------------------------------------
 
 
