@@ -17,6 +17,7 @@ import json
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from botocore.exceptions import ClientError
@@ -32,6 +33,7 @@ from cluster_helpers import (
     SOURCE_RECHECK_TIMEOUT_SECONDS,
     can_i,
     can_i_as,
+    delete_namespace,
     etcd_dump,
     etcd_endpoint,
     events_for,
@@ -59,6 +61,10 @@ from cluster_helpers import (
     wait_for_secret_ready,
     wait_until,
 )
+
+
+# How long the controller may remember a ServiceAccount's uid (docs/wire.md, "Kubernetes").
+SERVICE_ACCOUNT_CACHE_SECONDS = 10
 
 
 def unique(prefix: str) -> str:
@@ -223,6 +229,50 @@ def test_create_secret_as_the_first_secret_of_a_namespace(cluster, plaintexts):
         assert client.get_secret_value(SecretId="first")["SecretString"] == value
         wait_for_coffer_secret(namespace, "first", f"is Ready with ARN {created['ARN']}",
                                lambda o: is_secret_ready(o) and o["status"]["arn"] == created["ARN"])
+    finally:
+        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
+
+
+def test_concurrent_create_secret_calls_each_make_their_resource(secrets_ns, plaintexts):
+    """CreateSecret makes the resource and the record; the reconciler, seeing the resource, must
+    not race the call into making a second secret or refusing it."""
+    client = secrets_ns.client()
+    # One write first, so that the namespace's managed key exists (concurrent first writes are
+    # the next test's).
+    client.create_secret(Name=unique("burst-first"), SecretString=plaintexts.new())
+    names = [unique("burst") for _ in range(8)]
+    values = {name: plaintexts.new() for name in names}
+
+    def create(name: str) -> str:
+        return client.create_secret(Name=name, SecretString=values[name])["ARN"]
+
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        arns = dict(zip(names, pool.map(create, names)))
+    for name in names:
+        obj = wait_for_coffer_secret(secrets_ns.name, name, f"is Ready with ARN {arns[name]}",
+                                     lambda o, name=name: is_secret_ready(o) and o["status"]["arn"] == arns[name])
+        assert len(obj["status"].get("versions") or []) == 1, obj["status"]
+        assert client.get_secret_value(SecretId=name)["SecretString"] == values[name]
+
+
+def test_concurrent_first_writes_of_a_namespace(cluster, plaintexts):
+    """Concurrent first writes of a namespace all make its managed key, under the same derived
+    key id (docs/wire.md: "so concurrent first uses agree"): every one of them succeeds."""
+    namespace = unique("coffer-e2e-smburst")
+    make_secrets_namespace(namespace)
+    try:
+        client = secrets_client(cluster.controller.endpoint, namespace, "sm-admin")
+        names = [f"first-{n}" for n in range(8)]
+        values = {name: plaintexts.new() for name in names}
+
+        def create(name: str) -> str | None:
+            return error_code(client.create_secret, Name=name, SecretString=values[name])
+
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            outcomes = dict(zip(names, pool.map(create, names)))
+        assert all(code is None for code in outcomes.values()), outcomes
+        for name in names:
+            assert client.get_secret_value(SecretId=name)["SecretString"] == values[name]
     finally:
         kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
 
@@ -480,6 +530,57 @@ def test_force_delete_removes_the_resource_and_the_secret(secrets_ns, plaintexts
     # And it stays gone: no reconcile brings it back.
     assert get_coffer_secret(namespace, name) is None
     assert created["ARN"] not in listed_arns(client, IncludePlannedDeletion=True)
+
+
+def test_reapplying_after_delete_secret_through_the_api_restores(secrets_ns, plaintexts):
+    namespace = secrets_ns.name
+    name = unique("reapply")
+    manifest = secret_manifest(name, namespace, generate={})
+    arn = apply_ready(manifest)["status"]["arn"]
+    client = secrets_ns.client()
+    value = read_value(client, name, plaintexts)["SecretString"]
+
+    client.delete_secret(SecretId=name, RecoveryWindowInDays=7)
+    wait_for_secret_gone(namespace, name)
+    obj = apply_ready(manifest)
+    assert obj["status"]["arn"] == arn, obj["status"]
+    assert client.get_secret_value(SecretId=name)["SecretString"] == value
+    assert "DeletedDate" not in client.describe_secret(SecretId=name)
+
+
+def test_deleting_a_namespace_schedules_its_secrets_and_making_it_again_restores_them(cluster, plaintexts):
+    namespace = unique("coffer-e2e-smns")
+    manifest = secret_manifest("kept", namespace, generate={}, recoveryWindowDays=7)
+    make_secrets_namespace(namespace)
+    try:
+        arn = apply_ready(manifest)["status"]["arn"]
+        client = secrets_client(cluster.controller.endpoint, namespace, "sm-admin")
+        value = read_value(client, "kept", plaintexts)["SecretString"]
+
+        # Nothing of Coffer's holds the namespace up.
+        delete_namespace(namespace)
+        record = wait_until(
+            f"the controller's record of secret kept ({namespace}) shows a scheduled deletion",
+            lambda: secret_record(cluster.system_namespace, namespace, "kept"),
+            lambda r: r is not None and r.get("deleted") is not None,
+        )
+        assert abs(float(record.get("purgeAfter", 0)) - (time.time() + 7 * DAY_SECONDS)) < 600, record
+
+        # The same namespace and the same manifest, within the window: the same secret.
+        make_secrets_namespace(namespace)
+        obj = apply_ready(manifest)
+        assert obj["status"]["arn"] == arn, obj["status"]
+        # sm-admin is a new ServiceAccount under an old name: the controller may go on knowing
+        # the old one's uid for the 10 s it caches it (docs/wire.md), refusing the new one's
+        # credentials as unrecognized until then.
+        client = secrets_client(cluster.controller.endpoint, namespace, "sm-admin")
+        wait_until("the re-created sm-admin's credentials are recognized",
+                   lambda: error_code(client.describe_secret, SecretId="kept"),
+                   lambda code: code != "UnrecognizedClientException", timeout=SERVICE_ACCOUNT_CACHE_SECONDS + 10)
+        assert client.get_secret_value(SecretId="kept")["SecretString"] == value
+        assert "DeletedDate" not in client.describe_secret(SecretId="kept")
+    finally:
+        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
 
 
 # --------------------------------------------------------------------------------------------
