@@ -266,11 +266,17 @@ def test_concurrent_first_writes_of_a_namespace(cluster, plaintexts):
         values = {name: plaintexts.new() for name in names}
 
         def create(name: str) -> str | None:
-            return error_code(client.create_secret, Name=name, SecretString=values[name])
+            try:
+                client.create_secret(Name=name, SecretString=values[name])
+            except ClientError as err:
+                return f"{err.response['Error'].get('Code')}: {err.response['Error'].get('Message')}"
+            return None
 
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
             outcomes = dict(zip(names, pool.map(create, names)))
-        assert all(code is None for code in outcomes.values()), outcomes
+        failed = {name: outcome for name, outcome in outcomes.items() if outcome is not None}
+        assert not failed, f"{len(failed)} of {len(names)} concurrent first CreateSecret calls failed:\n" + \
+            "\n".join(f"{name}: {outcome}" for name, outcome in failed.items())
         for name in names:
             assert client.get_secret_value(SecretId=name)["SecretString"] == values[name]
     finally:
