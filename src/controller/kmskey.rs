@@ -28,6 +28,7 @@ use crate::engine::kms::model::{KeyRecord, KeyState as EngineState};
 use crate::engine::kms::{KeyEvent, Kms, KmsError};
 use crate::resources::kmskey::{KeyState, KeyVersion, KmsKey, KmsKeyStatus};
 use crate::store::StoreError;
+use crate::store::kubernetes::versioned::awaits_its_record;
 use crate::store::kubernetes::{self, AbandonedKey, ClaimedElsewhere, KmsKeys, mapping};
 
 /// Longest wait before a resource is looked at again when nothing is due.
@@ -165,6 +166,11 @@ async fn apply(
     };
     let declared = mapping::declared_key(namespace, &resource.spec);
     let previous = ctx.kms.key_record(namespace, &key_id).await?;
+    // A KmsKey the store made for CreateKey: the record follows at once; making one here first
+    // would fail the API's call.
+    if previous.is_none() && awaits_its_record(resource.as_ref(), ctx.clock.now()) {
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     // Taking a key back from its deletion window on the word of a cached copy would let a
     // reconcile queued before a deletion undo it: ask the API server that this object still is.
     if previous

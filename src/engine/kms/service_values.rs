@@ -24,6 +24,9 @@ use crate::engine::kms::policy::KeyPolicy;
 use crate::store::StoreError;
 use crate::store::typed;
 
+/// How many times a first use that lost the race to make a managed key waits to see it.
+const MANAGED_KEY_WAITS: u64 = 20;
+
 /// The services that keep values under a managed key of their own.
 pub(crate) const MANAGED_SERVICES: [&str; 2] = ["secretsmanager", "ssm"];
 
@@ -281,7 +284,24 @@ impl Kms {
         )
         .await
         {
-            Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(location),
+            Ok(_) => Ok(location),
+            // A concurrent first use made it: wait until this replica's store shows it, or the
+            // load that follows would find nothing.
+            Err(StoreError::AlreadyExists(_)) => {
+                for attempt in 0..MANAGED_KEY_WAITS {
+                    match self.load(&location).await {
+                        Ok(_) => return Ok(location),
+                        Err(KmsError::NotFound(_)) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(
+                                20 * (attempt + 1),
+                            ))
+                            .await;
+                        }
+                        Err(other) => return Err(other),
+                    }
+                }
+                Ok(location)
+            }
             Err(other) => Err(other.into()),
         }
     }

@@ -445,6 +445,12 @@ impl KmsKeys {
                     RECREATED_ANNOTATION.to_owned(),
                     "CancelKeyDeletion".to_owned(),
                 )]));
+            } else {
+                // Its record is written just after: the reconciler waits for it.
+                resource.metadata.annotations = Some(BTreeMap::from([(
+                    super::versioned::MADE_FOR_RECORD_ANNOTATION.to_owned(),
+                    "true".to_owned(),
+                )]));
             }
             match api.create(&post_params(), &resource).await {
                 Ok(created) => {
