@@ -740,12 +740,19 @@ def temporary_credentials(endpoint: str, token: str) -> dict:
 def secrets_client(endpoint: str, namespace: str, service_account: str):
     """A boto3 Secrets Manager client signing with the temporary credentials of a ServiceAccount
     (from the credentials endpoint, for a token with audience `coffer`). Never retries."""
+    return service_client("secretsmanager", endpoint, namespace, service_account)
+
+
+def service_client(service: str, endpoint: str, namespace: str, service_account: str):
+    """A boto3 client of `service` (secretsmanager, ssm) signing with the temporary credentials
+    of a ServiceAccount (from the credentials endpoint, for a token with audience `coffer`).
+    Never retries."""
     import boto3
     from botocore.config import Config
 
     credentials = temporary_credentials(endpoint, create_token(namespace, service_account))
     return boto3.client(
-        "secretsmanager",
+        service,
         endpoint_url=endpoint,
         region_name=REGION,
         aws_access_key_id=credentials["AccessKeyId"],
@@ -819,14 +826,169 @@ def can_i_as(namespace: str, subject: str, verb: str, resource: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# Parameters (parameters.coffer.dev) and the SSM Parameter Store API
+# --------------------------------------------------------------------------------------------
+
+PARAMETER_RESOURCE = "parameters.coffer.dev"
+
+
+def parameter_manifest(resource: str, namespace: str, /, **spec: Any) -> dict:
+    return {"apiVersion": "coffer.dev/v1alpha1", "kind": "Parameter",
+            "metadata": {"name": resource, "namespace": namespace}, "spec": spec}
+
+
+def parameter_resource_name(name: str) -> str:
+    """The name of the Parameter resource the store makes for a parameter created through the
+    API (docs/authorization.md, "The object name"; `resources::parameter::parameter_resource_name`):
+    a path of lower-case DNS labels with its `/` as `.`, else `p-` + a readable part + 10 hex
+    digits of SHA-256 of the name."""
+    import hashlib
+    import re as _re
+
+    label = _re.compile(r"[a-z0-9-]+")
+    if name.startswith("/") and "." not in name:
+        dotted = name[1:].replace("/", ".")
+        if (len(dotted) <= 253 and not dotted.startswith("p-")
+                and all(label.fullmatch(part) and not part.startswith("-") and not part.endswith("-")
+                        for part in dotted.split("."))):
+            return dotted
+    readable = ""
+    for char in name.lower():
+        if char.isascii() and char.isalnum():
+            readable += char
+        elif not readable.endswith("-"):
+            readable += "-"
+        if len(readable) >= 40:
+            break
+    readable = readable.strip("-")
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"p-{readable}-{digest}" if readable else f"p-{digest}"
+
+
+def get_parameter_resource(namespace: str, name: str) -> dict | None:
+    return kubectl_json("get", PARAMETER_RESOURCE, name, "-n", namespace)
+
+
+def list_parameter_resources(namespace: str) -> list[dict]:
+    return (kubectl_json("get", PARAMETER_RESOURCE, "-n", namespace) or {}).get("items", [])
+
+
+def is_parameter_reconciled(obj: dict) -> bool:
+    """The status describes the current generation."""
+    return (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
+
+
+def is_parameter_ready(obj: dict) -> bool:
+    """Reconciled for its generation, with a version, and Ready True (reason Available)."""
+    ready = condition(obj, "Ready")
+    return (
+        is_parameter_reconciled(obj)
+        and bool((obj.get("status") or {}).get("version"))
+        and ready is not None
+        and ready.get("status") == "True"
+        and ready.get("reason") == "Available"
+    )
+
+
+def is_parameter_refused(obj: dict, reason: str) -> bool:
+    """Reconciled for its generation with Ready False, the given reason and a message."""
+    ready = condition(obj, "Ready")
+    return (
+        is_parameter_reconciled(obj)
+        and ready is not None
+        and ready.get("status") == "False"
+        and ready.get("reason") == reason
+        and bool(ready.get("message"))
+    )
+
+
+def wait_for_parameter(namespace: str, name: str, description: str, done: Callable[[dict], bool],
+                       timeout: float = RECONCILE_TIMEOUT_SECONDS) -> dict:
+    return wait_until(
+        f"Parameter {namespace}/{name} {description}",
+        lambda: get_parameter_resource(namespace, name),
+        lambda obj: obj is not None and bool(done(obj)),
+        timeout,
+    )
+
+
+def wait_for_parameter_ready(namespace: str, name: str, version: int | None = None,
+                             timeout: float = READY_TIMEOUT_SECONDS) -> dict:
+    """Waits until the Parameter is Ready for its generation (at `version`, when given)."""
+    return wait_for_parameter(
+        namespace, name,
+        "is Ready for its generation" + (f" at version {version}" if version is not None else ""),
+        lambda obj: is_parameter_ready(obj) and (version is None or obj["status"]["version"] == version),
+        timeout,
+    )
+
+
+def wait_for_parameter_gone(namespace: str, name: str, timeout: float = RECONCILE_TIMEOUT_SECONDS) -> None:
+    wait_until(f"Parameter {namespace}/{name} no longer exists",
+               lambda: get_parameter_resource(namespace, name), lambda obj: obj is None, timeout)
+
+
+def parameter_role(name: str, verbs: list[str], resource_names: list[str] | None = None) -> dict:
+    rule: dict = {"apiGroups": ["coffer.dev"], "resources": ["parameters"], "verbs": verbs}
+    if resource_names is not None:
+        rule["resourceNames"] = resource_names
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
+            "rules": [rule]}
+
+
+def bind_parameter_role(namespace: str, account: str, verbs: list[str],
+                        resource_names: list[str] | None = None) -> None:
+    """A ServiceAccount `account` of `namespace` with a Role of its own name granting `verbs` on
+    parameters.coffer.dev (only `resource_names`, when given)."""
+    items = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}},
+             parameter_role(account, verbs, resource_names), role_binding(account, account, [(namespace, account)])]
+    kubectl("apply", "-n", namespace, "-f", "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+
+# ServiceAccounts of a Parameters namespace and their verbs on parameters.coffer.dev (None: no
+# Role). ps-admin may also do anything with kmskeys.coffer.dev.
+PARAMETERS_SERVICE_ACCOUNTS: dict[str, list[str] | None] = {
+    "ps-admin": ["*"],
+    "ps-reader": ["get"],
+    "ps-nobody": None,
+}
+
+
+def make_parameters_namespace(name: str) -> None:
+    """A namespace of the suite whose ps-admin may do anything with parameters.coffer.dev (and
+    kmskeys), ps-reader only `get`, and ps-nobody nothing; waited for until `kubectl auth can-i`
+    agrees."""
+    make_namespace(name, with_service_accounts=False)
+    items: list[dict] = []
+    for account, verbs in PARAMETERS_SERVICE_ACCOUNTS.items():
+        items.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}})
+        if verbs is None:
+            continue
+        role = parameter_role(account, verbs)
+        if account == "ps-admin":
+            role["rules"].append({"apiGroups": ["coffer.dev"], "resources": ["kmskeys"], "verbs": ["*"]})
+        items += [role, role_binding(account, account, [(name, account)])]
+    kubectl("apply", "-n", name, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    wait_until(
+        f"the RoleBindings of {name} are in effect (kubectl auth can-i)",
+        lambda: [can_i(name, "ps-admin", "update", f"{PARAMETER_RESOURCE}/any"),
+                 can_i(name, "ps-reader", "get", f"{PARAMETER_RESOURCE}/any")],
+        all,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Test values, and looking for them where they must not be
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Plaintexts:
-    """Every value the Secrets tests put into Coffer or read out of it, for the scan at the end
-    of the session (etcd and the controller's log must hold none of them)."""
+    """Every value the Secrets tests put into Coffer or read out of it, and every SecureString
+    value of the Parameters tests, for the scan at the end of the session (etcd and the
+    controller's log must hold none of them). String parameter values are configuration, which
+    the resource shows by design: they are never registered."""
 
     values: list[bytes] = field(default_factory=list)
 

@@ -40,8 +40,10 @@ from cluster_helpers import (
     is_ready,
     kubectl,
     make_namespace,
+    make_parameters_namespace,
     make_secrets_namespace,
     secrets_client,
+    service_client,
     wait_for_kmskey,
 )
 
@@ -232,7 +234,8 @@ class SecretsNamespace:
 
 @pytest.fixture(scope="session")
 def plaintexts() -> Plaintexts:
-    """Every value the Secrets tests used, for the scans at the end of the session."""
+    """Every value the Secrets tests and the SecureString values the Parameters tests used, for
+    the scans at the end of the session."""
     return Plaintexts()
 
 
@@ -245,6 +248,38 @@ def secrets_ns(cluster) -> Iterator[SecretsNamespace]:
     make_secrets_namespace(name)
     try:
         yield SecretsNamespace(name, cluster.controller.endpoint, cluster.system_namespace)
+    finally:
+        problems = delete_namespaces([name])
+        if problems:
+            pytest.fail("cleanup: " + "; ".join(problems), pytrace=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters (parameters.coffer.dev)
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class ParametersNamespace:
+    """A namespace of the session for the Parameters tests, with ServiceAccounts of known rights."""
+
+    name: str
+    endpoint: str
+    system_namespace: str
+
+    def client(self, service_account: str = "ps-admin"):
+        """boto3 `ssm`, signing with the ServiceAccount's temporary credentials."""
+        return service_client("ssm", self.endpoint, self.name, service_account)
+
+
+@pytest.fixture(scope="session")
+def params_ns(cluster) -> Iterator[ParametersNamespace]:
+    """`coffer-e2e-ps-<random>`: ps-admin may do anything with parameters.coffer.dev (and
+    kmskeys), ps-reader only `get`, ps-nobody nothing. It lives until the end of the session, so
+    that the scans at the end see its Parameter resources; then it is deleted."""
+    name = f"coffer-e2e-ps-{uuid.uuid4().hex[:8]}"
+    make_parameters_namespace(name)
+    try:
+        yield ParametersNamespace(name, cluster.controller.endpoint, cluster.system_namespace)
     finally:
         problems = delete_namespaces([name])
         if problems:

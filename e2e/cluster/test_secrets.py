@@ -46,6 +46,7 @@ from cluster_helpers import (
     kmskey_manifest,
     kubectl,
     list_coffer_secrets,
+    list_parameter_resources,
     make_namespace,
     make_secrets_namespace,
     role_binding,
@@ -730,8 +731,8 @@ def test_cross_namespace_reads_need_the_resource_policy(cluster, plaintexts):
 def registered(plaintexts) -> list[bytes]:
     values = list(plaintexts.values)
     if not values:
-        pytest.fail("no test registered a value to look for: run the scans with the Secrets tests "
-                    "(-k secrets)", pytrace=False)
+        pytest.fail("no test registered a value to look for: run the scans with the Secrets or the "
+                    "Parameters tests (-k 'secrets or parameters')", pytrace=False)
     return values
 
 
@@ -746,7 +747,7 @@ def test_secrets_plaintext_scan_controller_log(cluster, plaintexts):
 
 
 @pytest.mark.run_last
-def test_secrets_plaintext_scan_etcd(cluster, secrets_ns, plaintexts):
+def test_secrets_plaintext_scan_etcd(cluster, secrets_ns, params_ns, plaintexts):
     values = registered(plaintexts)
     endpoint = etcd_endpoint()
     if endpoint is None:
@@ -757,14 +758,23 @@ def test_secrets_plaintext_scan_etcd(cluster, secrets_ns, plaintexts):
     except (RuntimeError, ValueError) as error:
         skip_scan(f"etcd at {endpoint} could not be read: {error}")
 
-    # The scan saw what it should: every Secret resource of the session's Secrets namespace
-    # (nothing deletes any there any more), and Coffer's own storage in the controller's namespace.
-    listed = list_coffer_secrets(secrets_ns.name)
-    assert listed, f"no Secret resource left in {secrets_ns.name} to find in etcd"
+    # The scan saw what it should: every Secret resource of the session's Secrets namespace and
+    # every Parameter resource of its Parameters namespace (nothing deletes any there any more),
+    # with the parameters' records and values, and Coffer's own storage in the controller's
+    # namespace.
+    listed = [("secrets", o) for o in list_coffer_secrets(secrets_ns.name)]
+    parameters = [("parameters", o) for o in list_parameter_resources(params_ns.name)]
+    assert listed or parameters, (f"no Secret resource left in {secrets_ns.name} and no Parameter resource "
+                                  f"left in {params_ns.name} to find in etcd")
     keys = {key.decode(errors="replace") for key in dump}
-    missing = [f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in listed
-               if f"/registry/coffer.dev/secrets/{o['metadata']['namespace']}/{o['metadata']['name']}" not in keys]
-    assert not missing, f"Secret resources the API server lists but the etcd dump lacks: {missing}"
+    missing = [f"{kind} {o['metadata']['namespace']}/{o['metadata']['name']}" for kind, o in listed + parameters
+               if f"/registry/coffer.dev/{kind}/{o['metadata']['namespace']}/{o['metadata']['name']}" not in keys]
+    assert not missing, f"resources the API server lists but the etcd dump lacks: {missing}"
+    if parameters:
+        stored = f"/registry/secrets/{cluster.system_namespace}/parameter-{params_ns.name}."
+        assert any(key.startswith(stored) for key in keys), (
+            f"the dump lacks the parameter records and values of {params_ns.name} ({stored}...)"
+        )
     assert f"/registry/secrets/{cluster.system_namespace}/{ROOT_KEY_SECRET}" in keys, \
         f"the dump lacks the controller's namespace {cluster.system_namespace}"
 
