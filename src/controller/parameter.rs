@@ -285,21 +285,27 @@ pub async fn announce_notifications(ctx: Arc<Context>) {
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
-        let Some(resource) = ctx
+        // An expired parameter's resource is gone with it: the Event names what it was.
+        let reference = match ctx
             .store
             .resource_for(&notification.namespace, &notification.name)
-        else {
-            continue;
+        {
+            Some(resource) => resource.object_ref(&()),
+            None => match ctx
+                .store
+                .departed_resource(&notification.namespace, &notification.name)
+            {
+                Some((name, uid)) => {
+                    conditions::reference_to::<Parameter>(&notification.namespace, &name, uid)
+                }
+                None => {
+                    tracing::debug!(parameter = %notification.name, "a notification found no Parameter to tell");
+                    continue;
+                }
+            },
         };
         let (reason, note) = notification_note(&notification);
-        publish(
-            &ctx,
-            &resource.object_ref(&()),
-            EventType::Warning,
-            reason,
-            &note,
-        )
-        .await;
+        publish(&ctx, &reference, EventType::Warning, reason, &note).await;
     }
 }
 

@@ -241,7 +241,12 @@ pub struct VersionedRecords<K: VersionedKind> {
     feed: Arc<ReconcilerFeed<K::Resource>>,
     changes: broadcast::Sender<RecordChanged>,
     resources_gone: Arc<Notify>,
+    /// The resources of records deleted lately, for Events about them.
+    departed: std::sync::Mutex<BTreeMap<(String, String), (String, Option<String>)>>,
 }
+
+/// How many deleted records' resources are remembered.
+const DEPARTED_CAPACITY: usize = 1024;
 
 impl<K: VersionedKind> VersionedRecords<K> {
     /// The keeper of one kind, its records and values in `system_namespace`.
@@ -254,7 +259,21 @@ impl<K: VersionedKind> VersionedRecords<K> {
             feed: Arc::new(ReconcilerFeed::new()),
             changes: broadcast::Sender::new(1024),
             resources_gone: Arc::new(Notify::new()),
+            departed: std::sync::Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The (name, uid) of the resource a record deleted lately belonged to.
+    pub fn departed_resource(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(String, Option<String>)> {
+        self.departed
+            .lock()
+            .ok()?
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// What the kind's reconciler runs on, from the keeper's own watch.
@@ -282,9 +301,14 @@ impl<K: VersionedKind> VersionedRecords<K> {
             .get(namespace, &record_name::<K>(namespace, name))
     }
 
-    /// The resource declaring record `name`, from the cache.
+    /// The resource declaring record `name`, from the cache: the one its record names while
+    /// that one still declares it (a second resource declaring the same name takes nothing),
+    /// else any that declares it.
     pub fn resource_for(&self, namespace: &str, name: &str) -> Option<Arc<K::Resource>> {
-        self.resources.find(namespace, name)
+        self.recorded_resource(namespace, name)
+            .and_then(|recorded| self.resources.get(namespace, &recorded))
+            .filter(|resource| K::declared_name(resource).as_deref() == Some(name))
+            .or_else(|| self.resources.find(namespace, name))
     }
 
     /// The name of the resource record `name` last belonged to, as its record object says.
@@ -461,6 +485,7 @@ impl<K: VersionedKind> VersionedRecords<K> {
         meta: &K::Meta,
         slots: &BTreeMap<String, Vec<u8>>,
         before: Option<&CoreSecret>,
+        mirror: &mut Option<(String, Value)>,
     ) -> Result<Option<(String, Option<String>)>, StoreError> {
         let name = K::name(meta);
         let deleted = K::is_deleted(meta);
@@ -486,6 +511,9 @@ impl<K: VersionedKind> VersionedRecords<K> {
                 Ok(Some((resource.name_any(), resource.uid())))
             }
             Some(resource) => {
+                // Checked now (a change the spec cannot show is refused before anything is
+                // written), applied once the record is written: a reconciler woken by the spec
+                // must find the record it mirrors, or it would write the old one back.
                 if let Some(mut patch) = K::spec_mirror(meta, slots, &resource)? {
                     if let Some(object) = patch.as_object_mut() {
                         object.insert(
@@ -493,8 +521,7 @@ impl<K: VersionedKind> VersionedRecords<K> {
                             serde_json::json!({"resourceVersion": resource.resource_version()}),
                         );
                     }
-                    self.patch_resource(namespace, &resource.name_any(), &patch)
-                        .await?;
+                    *mirror = Some((resource.name_any(), patch));
                 }
                 Ok(Some((resource.name_any(), resource.uid())))
             }
@@ -659,8 +686,15 @@ impl<K: VersionedKind> VersionedRecords<K> {
             .map(value_names::<K>)
             .transpose()?
             .unwrap_or_default();
+        let mut mirror = None;
         let owner = match self
-            .owner_for(&key.namespace, &meta, &value.sealed, previous.as_deref())
+            .owner_for(
+                &key.namespace,
+                &meta,
+                &value.sealed,
+                previous.as_deref(),
+                &mut mirror,
+            )
             .await?
         {
             Some((name, uid)) => (Some(name), uid),
@@ -685,6 +719,14 @@ impl<K: VersionedKind> VersionedRecords<K> {
         .map_err(|err| api_error(err, &key.to_string()))?;
         let revision = Revision::new(written.resource_version().unwrap_or_default());
         self.objects.put(written);
+        if let Some((resource_name, patch)) = mirror
+            && let Err(err) = self
+                .patch_resource(&key.namespace, &resource_name, &patch)
+                .await
+        {
+            // Someone changed the spec meanwhile; their change is the newer declaration.
+            tracing::warn!(error = %crate::redact::chain(&err), "could not write an API change back into its resource's spec");
+        }
         let kept: std::collections::HashSet<&String> = values.values().collect();
         let dropped: Vec<String> = previous_values
             .into_values()
@@ -777,6 +819,24 @@ impl<K: VersionedKind> VersionedRecords<K> {
             .await
             .map_err(|err| api_error(err, &key.to_string()))?;
         self.objects.forget(&key.namespace, &name);
+        if let (Ok(mut departed), Some(resource_name)) = (
+            self.departed.lock(),
+            previous.annotations().get(K::RESOURCE_NAME_ANNOTATION),
+        ) {
+            if departed.len() >= DEPARTED_CAPACITY {
+                departed.pop_first();
+            }
+            departed.insert(
+                (key.namespace.clone(), key.name.clone()),
+                (
+                    resource_name.clone(),
+                    previous
+                        .annotations()
+                        .get(K::RESOURCE_UID_ANNOTATION)
+                        .cloned(),
+                ),
+            );
+        }
         let values = value_names::<K>(&previous)?.into_values().collect();
         self.delete_values(&key.namespace, values).await;
         let _ = self.changes.send(RecordChanged {
