@@ -242,8 +242,11 @@ pub struct VersionedRecords<K: VersionedKind> {
     changes: broadcast::Sender<RecordChanged>,
     resources_gone: Arc<Notify>,
     /// The resources of records deleted lately, for Events about them.
-    departed: std::sync::Mutex<BTreeMap<(String, String), (String, Option<String>)>>,
+    departed: std::sync::Mutex<BTreeMap<(String, String), ResourceRef>>,
 }
+
+/// A resource by name and uid.
+type ResourceRef = (String, Option<String>);
 
 /// How many deleted records' resources are remembered.
 const DEPARTED_CAPACITY: usize = 1024;
