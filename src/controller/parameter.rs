@@ -30,6 +30,7 @@ use crate::engine::parameters::{
     DeclaredParameter, NotificationKind, ParameterNotification, ParameterRecord, ParameterType,
     Parameters, ParametersError,
 };
+use crate::resources::common::CONDITION_READY;
 use crate::resources::parameter::{
     PARAMETER_HISTORY_LIMIT, Parameter, ParameterHistoryEntry, ParameterStatus,
 };
@@ -135,15 +136,30 @@ async fn apply(
         }
     };
     let spec = &resource.spec;
-    let declared = DeclaredParameter {
-        type_: parameter_mapping::engine_type(spec.type_),
-        value,
-        key_id: spec.kms_key_ref.as_ref().map(|key| key.name.clone()),
-        tier: parameter_mapping::engine_tier(spec.tier).to_owned(),
-        allowed_pattern: spec.allowed_pattern.clone(),
-        data_type: parameter_mapping::data_type(spec.data_type).to_owned(),
-        description: spec.description.clone(),
-        policies: parameter_mapping::policies_text(&spec.policies),
+    // A spec already applied (its generation observed) is not applied again: the record may have
+    // moved on through the API, and the spec follows it a moment later, written by the store.
+    // Only a source's value is looked at again.
+    let declared = match &previous {
+        Some(record) if spec_observed(resource) => {
+            if value.is_none()
+                || spec.type_ != crate::resources::parameter::ParameterType::SecureString
+            {
+                let status = parameter_status(resource, record, None, ctx.clock.now());
+                write_status(ctx, resource, status).await?;
+                return Ok(requeue_for(resource));
+            }
+            as_recorded(record, value)
+        }
+        _ => DeclaredParameter {
+            type_: parameter_mapping::engine_type(spec.type_),
+            value,
+            key_id: spec.kms_key_ref.as_ref().map(|key| key.name.clone()),
+            tier: parameter_mapping::engine_tier(spec.tier).to_owned(),
+            allowed_pattern: spec.allowed_pattern.clone(),
+            data_type: parameter_mapping::data_type(spec.data_type).to_owned(),
+            description: spec.description.clone(),
+            policies: parameter_mapping::policies_text(&spec.policies),
+        },
     };
     let (record, version) = match ctx
         .parameters
@@ -182,6 +198,40 @@ async fn apply(
     let status = parameter_status(resource, &record, None, ctx.clock.now());
     write_status(ctx, resource, status).await?;
     Ok(requeue_for(resource))
+}
+
+/// Whether the status shows this generation of the spec as applied.
+fn spec_observed(resource: &Parameter) -> bool {
+    let Some(status) = &resource.status else {
+        return false;
+    };
+    // A refused spec is tried again: what refused it (a key, a source) may be there now.
+    let ready = status
+        .conditions
+        .iter()
+        .any(|condition| condition.type_ == CONDITION_READY && condition.status == "True");
+    ready
+        && resource.metadata.generation.is_some()
+        && status.observed_generation == resource.metadata.generation
+}
+
+/// The record's own settings with a source's value: only the value can differ.
+fn as_recorded(record: &ParameterRecord, value: Option<SecretBytes>) -> DeclaredParameter {
+    let policies: Vec<&str> = record
+        .policies
+        .iter()
+        .map(|policy| policy.text.as_str())
+        .collect();
+    DeclaredParameter {
+        type_: record.type_,
+        value,
+        key_id: record.key_id.clone(),
+        tier: record.tier.as_str().to_owned(),
+        allowed_pattern: record.allowed_pattern.clone(),
+        data_type: record.data_type.clone(),
+        description: record.description.clone(),
+        policies: (!policies.is_empty()).then(|| format!("[{}]", policies.join(","))),
+    }
 }
 
 fn requeue_for(resource: &Parameter) -> Action {

@@ -31,11 +31,13 @@ use crate::crypto::SecretBytes;
 use crate::engine::Clock;
 use crate::engine::kms::Kms;
 use crate::engine::secrets::{
-    CURRENT, DeclaredValue, PasswordOptions, SecretEvent, SecretRecord, SecretValue, Secrets,
-    SecretsError, random_password,
+    CURRENT, DeclaredSecret, DeclaredValue, PasswordOptions, SecretEvent, SecretRecord,
+    SecretValue, Secrets, SecretsError, random_password,
 };
+use crate::resources::common::CONDITION_READY;
 use crate::resources::secret::{
-    GenerateSettings, Secret, SecretStatus, SecretVersion as StatusVersion,
+    GenerateSettings, MAX_RECOVERY_WINDOW_DAYS, Secret, SecretStatus,
+    SecretVersion as StatusVersion,
 };
 use crate::store::StoreError;
 use crate::store::kubernetes::secret_mapping;
@@ -131,7 +133,19 @@ async fn apply(
     {
         return Ok(Action::await_change());
     }
-    let declared = secret_mapping::declared_secret(&resource.spec);
+    // A spec already applied (its generation observed) is not applied again: the record may have
+    // moved on through the API, and the spec follows it a moment later, written by the store.
+    let declared = match &previous {
+        Some(record) if spec_observed(resource) => DeclaredSecret {
+            description: record.description.clone(),
+            kms_key_id: record.kms_key_id.clone(),
+            policy: record.policy.clone(),
+            recovery_window_days: record
+                .recovery_window_days
+                .unwrap_or(i64::from(MAX_RECOVERY_WINDOW_DAYS)),
+        },
+        _ => secret_mapping::declared_secret(&resource.spec),
+    };
     let (value, source_problem) =
         match declared_value(resource, namespace, previous.as_ref(), ctx).await {
             Ok(value) => (value, None),
@@ -184,6 +198,21 @@ async fn apply(
     } else {
         RESYNC
     }))
+}
+
+/// Whether the status shows this generation of the spec as applied.
+fn spec_observed(resource: &Secret) -> bool {
+    let Some(status) = &resource.status else {
+        return false;
+    };
+    // A refused spec is tried again: what refused it (a key, a source) may be there now.
+    let ready = status
+        .conditions
+        .iter()
+        .any(|condition| condition.type_ == CONDITION_READY && condition.status == "True");
+    ready
+        && resource.metadata.generation.is_some()
+        && status.observed_generation == resource.metadata.generation
 }
 
 /// The value the spec's source brings now, if any; a problem when the source cannot be read.

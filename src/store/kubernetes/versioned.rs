@@ -517,13 +517,9 @@ impl<K: VersionedKind> VersionedRecords<K> {
                 // Checked now (a change the spec cannot show is refused before anything is
                 // written), applied once the record is written: a reconciler woken by the spec
                 // must find the record it mirrors, or it would write the old one back.
-                if let Some(mut patch) = K::spec_mirror(meta, slots, &resource)? {
-                    if let Some(object) = patch.as_object_mut() {
-                        object.insert(
-                            "metadata".into(),
-                            serde_json::json!({"resourceVersion": resource.resource_version()}),
-                        );
-                    }
+                // No resourceVersion precondition: the patch names only the fields the API
+                // changed, and status writes would make every such precondition fail.
+                if let Some(patch) = K::spec_mirror(meta, slots, &resource)? {
                     *mirror = Some((resource.name_any(), patch));
                 }
                 Ok(Some((resource.name_any(), resource.uid())))
