@@ -39,9 +39,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use coffer::crypto::{Binding, KeyMaterial, KeyRef, open, seal};
 use common::{
-    Config, Connection, Machine, OTHER_LOAD_WARNING, OnClose, PhaseResult, Presigned, Server,
-    Signer, WARM_UP, client_runtime, json_field, read_loadavg, run_phase, send_each_once,
-    server_binary,
+    Config, Connection, Figures, Machine, OnClose, PhaseResult, Presigned, Server, Signer, WARM_UP,
+    clean_mark, client_runtime, json_field, print_closing_lines, read_loadavg, run_phase,
+    send_each_once, server_binary,
 };
 use rand::Rng as _;
 use serde_json::{Value, json};
@@ -102,6 +102,43 @@ struct HttpResults {
     audit_lines: usize,
     audit_bytes: u64,
     client_threads: usize,
+}
+
+/// The one server of this bench, in the report's closing lines.
+impl Figures for HttpResults {
+    fn name(&self) -> &str {
+        "server"
+    }
+
+    fn phases(&self) -> Vec<&PhaseResult> {
+        self.phases.iter().collect()
+    }
+
+    fn exit(&self) -> String {
+        format!(
+            "exit after SIGTERM: {}{}",
+            self.server_exit,
+            clean_mark(self.server_exit_ok)
+        )
+    }
+
+    fn error_lines(&self) -> usize {
+        self.server_error_lines
+    }
+
+    fn first_error(&self) -> Option<&str> {
+        self.first_server_error.as_deref()
+    }
+
+    /// The operation alone: there is one server.
+    fn label(&self, phase: &PhaseResult) -> String {
+        phase.operation.to_owned()
+    }
+
+    /// As it came.
+    fn error_text(&self, error: &str) -> String {
+        error.to_owned()
+    }
 }
 
 fn run_http_bench(config: &Config) -> HttpResults {
@@ -412,48 +449,7 @@ impl Report {
                 phase.connections_opened,
             );
         }
-        for phase in &http.phases {
-            match phase.cpu {
-                Some(cpu) => println!(
-                    "  {}: CPU in use while measured, in cores of {}: server {:.2}, load generator {:.2}, other {:.2}",
-                    phase.operation, machine.nproc, cpu.server, cpu.client, cpu.other
-                ),
-                None => println!("  {}: CPU use not measured (no /proc)", phase.operation),
-            }
-        }
-        if http
-            .phases
-            .iter()
-            .any(|phase| phase.cpu.is_some_and(|cpu| cpu.other > OTHER_LOAD_WARNING))
-        {
-            println!(
-                "  WARNING: other work used the CPU during the measurement; these figures understate Coffer"
-            );
-        }
-        for phase in &http.phases {
-            if phase.warm_up_errors > 0 {
-                println!(
-                    "  {}: {} errors during warm-up (not in the table)",
-                    phase.operation, phase.warm_up_errors
-                );
-            }
-            if let Some(error) = &phase.first_error {
-                println!("  {}: first error: {error}", phase.operation);
-            }
-        }
-        println!(
-            "  server: exit after SIGTERM: {}{}; {} error lines on stderr",
-            http.server_exit,
-            if http.server_exit_ok {
-                " (clean)"
-            } else {
-                " (NOT CLEAN)"
-            },
-            http.server_error_lines
-        );
-        if let Some(line) = &http.first_server_error {
-            println!("  server: first error line: {line}");
-        }
+        print_closing_lines(&[http], machine.nproc, "these figures understate Coffer");
         println!(
             "  audit log: {} lines, {:.1} MB",
             http.audit_lines,
@@ -519,31 +515,7 @@ impl Report {
     }
 
     fn to_json(&self) -> String {
-        let phases: Vec<Value> = self
-            .http
-            .phases
-            .iter()
-            .map(|phase| {
-                json!({
-                    "operation": phase.operation,
-                    "requests": phase.ok,
-                    "seconds": phase.elapsed.as_secs_f64(),
-                    "requests_per_second": phase.per_second(),
-                    "p50_us": phase.percentile_us(50.0),
-                    "p99_us": phase.percentile_us(99.0),
-                    "max_us": phase.latency_us.max(),
-                    "errors": phase.errors,
-                    "warm_up_errors": phase.warm_up_errors,
-                    "first_error": phase.first_error,
-                    "connections_opened": phase.connections_opened,
-                    "cpu_cores": phase.cpu.map(|cpu| json!({
-                        "server": cpu.server,
-                        "client": cpu.client,
-                        "other": cpu.other,
-                    })),
-                })
-            })
-            .collect();
+        let phases: Vec<Value> = self.http.phases.iter().map(PhaseResult::to_json).collect();
         let envelope: Vec<Value> = self
             .envelope
             .iter()
@@ -567,17 +539,13 @@ impl Report {
                 Err(why) => json!({"cipher": result.cipher, "block_bytes": OPENSSL_BLOCK, "mb_per_second": null, "not_measured": why}),
             })
             .collect();
+        let mut machine = self
+            .machine
+            .to_json(&self.load_at_end, self.http.client_threads);
+        machine["aes_instructions"] = json!(self.machine.aes_instructions);
         json!({
             "bench": "kms",
-            "machine": {
-                "nproc": self.machine.nproc,
-                "cpu": self.machine.cpu_model,
-                "aes_instructions": self.machine.aes_instructions,
-                "load_average_start": self.machine.load_at_start,
-                "load_average_end": self.load_at_end,
-                "client_threads": self.http.client_threads,
-                "client_and_server_share_cores": true,
-            },
+            "machine": machine,
             "http": {
                 "connections": self.config.connections,
                 "warm_up_seconds": WARM_UP.as_secs(),

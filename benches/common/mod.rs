@@ -1,8 +1,9 @@
 //! The load harness `make bench` shares between its benches (`benches/kms.rs`,
 //! `benches/secretsmanager.rs`, `benches/ssm.rs`): run settings, the machine's description, a
 //! `coffer server` child process, SigV4 pre-signing, the wrk-style keep-alive HTTP/1.1 client,
-//! the closed-loop phase runner with its latency histogram, CPU accounting from `/proc`, and
-//! moto's standalone server as the baseline.
+//! the closed-loop phase runner with its latency histogram, CPU accounting from `/proc`, moto's
+//! standalone server as the baseline, a bench's run of the same workloads on coffer and on moto
+//! with the parts of its report they share, and the closing lines of every report.
 //!
 //! Each bench includes this file as its own module, so an item one of them does not use is not
 //! dead code.
@@ -10,6 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead as _, BufReader};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -26,7 +28,8 @@ use aws_sigv4::sign::v4;
 use hdrhistogram::Histogram;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Version};
-use serde_json::Value;
+use rand::Rng as _;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -138,6 +141,18 @@ impl Machine {
         );
         println!("  figures include the client's own CPU cost.");
     }
+
+    /// The "machine" object of a report's JSON.
+    pub fn to_json(&self, load_at_end: &str, client_threads: usize) -> Value {
+        json!({
+            "nproc": self.nproc,
+            "cpu": self.cpu_model,
+            "load_average_start": self.load_at_start,
+            "load_average_end": load_at_end,
+            "client_threads": client_threads,
+            "client_and_server_share_cores": true,
+        })
+    }
 }
 
 /// The 1, 5 and 15 minute load averages: other work on the machine skews every figure here.
@@ -212,6 +227,18 @@ pub struct Stopped {
     pub clean: bool,
     pub error_lines: usize,
     pub first_error: Option<String>,
+}
+
+impl Stopped {
+    /// How the server ended, and whether that was clean.
+    pub fn exit(&self) -> String {
+        format!("{}{}", self.outcome, clean_mark(self.clean))
+    }
+}
+
+/// Follows how a server ended: whether it exited cleanly after SIGTERM.
+pub fn clean_mark(clean: bool) -> &'static str {
+    if clean { " (clean)" } else { " (NOT CLEAN)" }
 }
 
 impl Server {
@@ -785,6 +812,28 @@ impl PhaseResult {
     pub fn percentile_us(&self, percentile: f64) -> u64 {
         self.latency_us.value_at_quantile(percentile / 100.0)
     }
+
+    /// The phase's figures in a report's JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "operation": self.operation,
+            "requests": self.ok,
+            "seconds": self.elapsed.as_secs_f64(),
+            "requests_per_second": self.per_second(),
+            "p50_us": self.percentile_us(50.0),
+            "p99_us": self.percentile_us(99.0),
+            "max_us": self.latency_us.max(),
+            "errors": self.errors,
+            "warm_up_errors": self.warm_up_errors,
+            "first_error": self.first_error,
+            "connections_opened": self.connections_opened,
+            "cpu_cores": self.cpu.map(|cpu| json!({
+                "server": cpu.server,
+                "client": cpu.client,
+                "other": cpu.other,
+            })),
+        })
+    }
 }
 
 /// What one client connection saw.
@@ -814,6 +863,32 @@ pub async fn run_phase(
     server_pid: u32,
     on_close: OnClose,
 ) -> PhaseResult {
+    let next = Arc::new(AtomicUsize::new(0));
+    let (result, _) = run_clients(operation, config, server_pid, |measure_from, stop_at| {
+        let (addr, pool, next) = (addr.to_owned(), Arc::clone(pool), Arc::clone(&next));
+        async move {
+            let worker = client_loop(&addr, &pool, &next, measure_from, stop_at, on_close).await;
+            (worker, ())
+        }
+    })
+    .await;
+    result
+}
+
+/// Runs `config.connections` closed-loop clients, each made by `client` from the start and the
+/// end of the measured window, which opens after [`WARM_UP`], and samples the CPU over that
+/// window. The window closes when the last client has finished. Each client returns what it saw
+/// and anything of its own; the latter come back in client order.
+pub async fn run_clients<Own, Client>(
+    operation: &'static str,
+    config: &Config,
+    server_pid: u32,
+    mut client: impl FnMut(Instant, Instant) -> Client,
+) -> (PhaseResult, Vec<Own>)
+where
+    Client: Future<Output = (WorkerResult, Own)> + Send + 'static,
+    Own: Send + 'static,
+{
     let started = Instant::now();
     let measure_from = started + WARM_UP;
     let stop_at = measure_from + Duration::from_secs(config.seconds);
@@ -823,14 +898,8 @@ pub async fn run_phase(
         tokio::time::sleep_until(stop_at.into()).await;
         CpuUse::between(before?, CpuSample::take(server_pid)?)
     });
-    let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..config.connections)
-        .map(|_| {
-            let (addr, pool, next) = (addr.to_owned(), Arc::clone(pool), Arc::clone(&next));
-            tokio::spawn(async move {
-                client_loop(&addr, &pool, &next, measure_from, stop_at, on_close).await
-            })
-        })
+        .map(|_| tokio::spawn(client(measure_from, stop_at)))
         .collect();
 
     let mut result = PhaseResult {
@@ -844,9 +913,10 @@ pub async fn run_phase(
         latency_us: new_histogram(),
         cpu: None,
     };
+    let mut owns = Vec::with_capacity(workers.len());
     let mut last_finished = stop_at;
     for worker in workers {
-        let worker = worker.await.expect("a client task panicked");
+        let (worker, own) = worker.await.expect("a client task panicked");
         result.ok += worker.ok;
         result.errors += worker.errors;
         result.warm_up_errors += worker.warm_up_errors;
@@ -859,10 +929,11 @@ pub async fn run_phase(
             .add(&worker.latency_us)
             .expect("histograms with the same bounds merge");
         last_finished = last_finished.max(worker.finished);
+        owns.push(own);
     }
     result.elapsed = last_finished - measure_from;
     result.cpu = cpu.await.expect("the CPU sampler panicked");
-    result
+    (result, owns)
 }
 
 /// Cumulative CPU seconds of the server, of this process (the load generator) and of the whole
@@ -956,15 +1027,7 @@ pub async fn client_loop(
     stop_at: Instant,
     on_close: OnClose,
 ) -> WorkerResult {
-    let mut worker = WorkerResult {
-        ok: 0,
-        errors: 0,
-        warm_up_errors: 0,
-        first_error: None,
-        connections_opened: 0,
-        finished: stop_at,
-        latency_us: new_histogram(),
-    };
+    let mut worker = WorkerResult::new(stop_at);
     let mut connection: Option<Connection> = None;
     loop {
         let sent_at = Instant::now();
@@ -972,19 +1035,8 @@ pub async fn client_loop(
             break;
         }
         let measured = sent_at >= measure_from;
-        let open = match connection.as_mut() {
-            Some(open) => open,
-            None => match Connection::open(addr).await {
-                Ok(open) => {
-                    worker.connections_opened += 1;
-                    connection.insert(open)
-                }
-                Err(message) => {
-                    worker.note_error(measured, message);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+        let Some(open) = worker.connection(addr, &mut connection, measured).await else {
+            continue;
         };
         let request = &pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()];
         let sent_at = Instant::now();
@@ -997,9 +1049,7 @@ pub async fn client_loop(
         match outcome {
             Ok(closing) => {
                 if measured {
-                    let micros = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    worker.latency_us.saturating_record(micros.max(1));
-                    worker.ok += 1;
+                    worker.record(sent_at.elapsed());
                 }
                 if closing {
                     // The server closes after this answer: the next request opens a new
@@ -1020,6 +1070,51 @@ pub async fn client_loop(
 }
 
 impl WorkerResult {
+    /// Nothing seen yet, by a client that stops sending at `stop_at`.
+    pub fn new(stop_at: Instant) -> Self {
+        Self {
+            ok: 0,
+            errors: 0,
+            warm_up_errors: 0,
+            first_error: None,
+            connections_opened: 0,
+            finished: stop_at,
+            latency_us: new_histogram(),
+        }
+    }
+
+    /// The connection to send the next request on: the open one, else a new one. `None` when
+    /// none could be opened: the failure is counted, and the client has paused briefly before
+    /// its next try.
+    pub async fn connection<'c>(
+        &mut self,
+        addr: &str,
+        connection: &'c mut Option<Connection>,
+        measured: bool,
+    ) -> Option<&'c mut Connection> {
+        if connection.is_none() {
+            match Connection::open(addr).await {
+                Ok(open) => {
+                    self.connections_opened += 1;
+                    *connection = Some(open);
+                }
+                Err(message) => {
+                    self.note_error(measured, message);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    return None;
+                }
+            }
+        }
+        connection.as_mut()
+    }
+
+    /// A successful answer in the measured window, `latency` after its request was written.
+    pub fn record(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency_us.saturating_record(micros.max(1));
+        self.ok += 1;
+    }
+
     pub fn note_error(&mut self, measured: bool, message: String) {
         if measured {
             self.errors += 1;
@@ -1216,4 +1311,419 @@ pub fn moto_python() -> Result<PathBuf, String> {
 
 pub fn not_measured_line(why: &str) -> String {
     format!("=== moto baseline NOT MEASURED: {why} ===")
+}
+
+/// Runs `run`, turning an error or a panic into why a server was not measured; `panicked` says
+/// why when the panic carries no message.
+pub fn caught<T>(run: impl FnOnce() -> Result<T, String>, panicked: &str) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(result) => result,
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+            .unwrap_or_else(|| panicked.to_owned())),
+    }
+}
+
+pub fn coffer_not_measured_line(why: &str) -> String {
+    format!("=== coffer NOT MEASURED: {why} ===")
+}
+
+/// `len` random characters from a 64-character alphabet that JSON carries unescaped.
+pub fn random_text(len: usize) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = vec![0u8; len];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+        .iter()
+        .map(|byte| char::from(ALPHABET[usize::from(byte % 64)]))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A bench beside moto: the same workloads on each server, one at a time
+// ---------------------------------------------------------------------------------------------
+
+/// What a bench measured on one server: its phases, in table order, and what else it reports.
+pub trait Phases {
+    fn phases(&self) -> Vec<&PhaseResult>;
+
+    /// Lines about the server after its phases' errors, each printed after `  NAME: `.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Adds the bench's own figures to the server's object in the report's JSON.
+    fn add_json(&self, _server: &mut Value) {}
+}
+
+/// The figures of one server.
+pub struct Target<M> {
+    /// `coffer` or `moto`.
+    pub name: &'static str,
+    /// What exactly ran: the binary, or moto's version.
+    pub what: String,
+    pub measured: M,
+    /// How the server ended when stopped.
+    pub exit: String,
+    /// Lines on the server's stderr that report a problem, and the first of them.
+    pub error_lines: usize,
+    pub first_error: Option<String>,
+}
+
+/// Runs `workloads` against the release binary on a fresh data directory (audit log on,
+/// throttling off, as `benches/kms.rs` runs it), then stops it. The workloads are given the
+/// server's address, a signer for it and its process id.
+pub fn run_coffer<M>(
+    service: &'static str,
+    workloads: impl FnOnce(&str, &Arc<Signer>, u32) -> Result<M, String>,
+) -> Result<Target<M>, String> {
+    let binary = server_binary();
+    let mut server = Server::start(&binary);
+    let signer = Arc::new(Signer::new(
+        server.credentials(),
+        server.authority.clone(),
+        service,
+    ));
+    let measured = workloads(&server.authority, &signer, server.pid());
+    let stopped = server.stop();
+    Ok(Target {
+        name: "coffer",
+        what: format!("{} (audit log on, throttling off)", binary.display()),
+        measured: measured?,
+        exit: stopped.exit(),
+        error_lines: stopped.error_lines,
+        first_error: stopped.first_error,
+    })
+}
+
+/// Runs `workloads` against moto's standalone server, then stops it; as [`run_coffer`].
+pub fn run_moto<M>(
+    service: &'static str,
+    workloads: impl FnOnce(&str, &Arc<Signer>, u32) -> Result<M, String>,
+) -> Result<Target<M>, String> {
+    let mut moto = Moto::start()?;
+    // moto checks no signature; any access key signs, exactly as for coffer.
+    let credentials = Credentials::new(
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        None,
+        None,
+        "moto-bench",
+    );
+    let signer = Arc::new(Signer::new(credentials, moto.authority.clone(), service));
+    let measured = workloads(&moto.authority, &signer, moto.pid());
+    let (exit, log) = moto.stop();
+    Ok(Target {
+        name: "moto",
+        what: format!(
+            "moto {} (`python -m moto.server`, werkzeug, request log on stderr)",
+            moto.version
+        ),
+        measured: measured?,
+        exit,
+        error_lines: log.error_lines,
+        first_error: log.first_error,
+    })
+}
+
+/// coffer against moto for one operation: req/s coffer/moto, and latency moto/coffer (both
+/// above 1 when coffer is the faster).
+pub struct Ratio {
+    pub throughput: f64,
+    pub p50: f64,
+    pub p99: f64,
+}
+
+impl Ratio {
+    pub fn of(coffer: &PhaseResult, moto: &PhaseResult) -> Option<Self> {
+        if moto.ok == 0 || coffer.ok == 0 {
+            return None;
+        }
+        Some(Self {
+            throughput: coffer.per_second() / moto.per_second(),
+            p50: moto.percentile_us(50.0) as f64 / coffer.percentile_us(50.0) as f64,
+            p99: moto.percentile_us(99.0) as f64 / coffer.percentile_us(99.0) as f64,
+        })
+    }
+}
+
+/// Whether a target was met, as the report says it.
+pub fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT MET" }
+}
+
+/// The run of a bench beside moto, for its report.
+pub struct BesideMoto<M> {
+    /// The operations, in table order: the phases of each server.
+    pub operations: &'static [&'static str],
+    pub config: Config,
+    pub machine: Machine,
+    pub load_at_end: String,
+    pub client_threads: usize,
+    /// `Err` says why a server was not measured.
+    pub coffer: Result<Target<M>, String>,
+    pub moto: Result<Target<M>, String>,
+}
+
+impl<M: Phases> BesideMoto<M> {
+    /// The servers measured.
+    pub fn targets(&self) -> Vec<&Target<M>> {
+        [&self.coffer, &self.moto]
+            .into_iter()
+            .filter_map(|target| target.as_ref().ok())
+            .collect()
+    }
+
+    /// coffer against moto for each operation, where both were measured.
+    pub fn ratios(&self) -> Vec<Option<Ratio>> {
+        let (Ok(coffer), Ok(moto)) = (&self.coffer, &self.moto) else {
+            return self.operations.iter().map(|_| None).collect();
+        };
+        let (ours, theirs) = (coffer.measured.phases(), moto.measured.phases());
+        ours.iter()
+            .zip(theirs)
+            .map(|(ours, theirs)| Ratio::of(ours, theirs))
+            .collect()
+    }
+
+    /// The operation column: one wider than the longest operation.
+    fn width(&self) -> usize {
+        self.operations
+            .iter()
+            .map(|operation| operation.len())
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// What ran, then each operation's figures on each server.
+    pub fn print_servers(&self) {
+        let width = self.width();
+        for target in self.targets() {
+            println!("  {:<7} {}", target.name, target.what);
+        }
+        println!(
+            "  {:<width$} {:<7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>12}",
+            "operation",
+            "server",
+            "requests",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "errors",
+            "conns opened"
+        );
+        for operation in 0..self.operations.len() {
+            for target in self.targets() {
+                let Some(phase) = target.measured.phases().get(operation).copied() else {
+                    continue;
+                };
+                println!(
+                    "  {:<width$} {:<7} {:>9} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>12}",
+                    phase.operation,
+                    target.name,
+                    phase.ok,
+                    phase.per_second(),
+                    phase.percentile_us(50.0) as f64 / 1000.0,
+                    phase.percentile_us(99.0) as f64 / 1000.0,
+                    phase.latency_us.max() as f64 / 1000.0,
+                    phase.errors,
+                    phase.connections_opened,
+                );
+            }
+        }
+    }
+
+    /// The ratios of coffer's figures to moto's, and which server was not measured.
+    pub fn print_ratios(&self) {
+        let width = self.width();
+        println!();
+        println!("coffer against moto, measured in this run (above 1: coffer is faster)");
+        println!(
+            "  {:<width$} {:>18} {:>16} {:>16}",
+            "operation", "req/s coffer/moto", "p50 moto/coffer", "p99 moto/coffer"
+        );
+        for (operation, ratio) in self.operations.iter().zip(self.ratios()) {
+            match ratio {
+                Some(ratio) => println!(
+                    "  {:<width$} {:>17.1}× {:>15.1}× {:>15.1}×",
+                    operation, ratio.throughput, ratio.p50, ratio.p99
+                ),
+                None => println!(
+                    "  {:<width$} {:>18} {:>16} {:>16}",
+                    operation, "n/a", "n/a", "n/a"
+                ),
+            }
+        }
+        if let Err(why) = &self.coffer {
+            println!("  {}", coffer_not_measured_line(why));
+        }
+        if let Err(why) = &self.moto {
+            println!("  {}", not_measured_line(why));
+        }
+    }
+
+    /// The report's closing lines, between blank lines.
+    pub fn print_closing(&self) {
+        println!();
+        print_closing_lines(
+            &self.targets(),
+            self.machine.nproc,
+            "these figures are disturbed",
+        );
+        println!();
+    }
+
+    /// The report's JSON, to which the bench adds its own settings.
+    pub fn to_json(&self, bench: &str) -> Value {
+        let target_json = |target: &Result<Target<M>, String>| match target {
+            Ok(target) => {
+                let mut value = json!({
+                    "what": target.what,
+                    "phases": target.measured.phases().into_iter().map(PhaseResult::to_json).collect::<Vec<_>>(),
+                    "exit": target.exit,
+                    "error_lines": target.error_lines,
+                });
+                target.measured.add_json(&mut value);
+                value
+            }
+            Err(why) => json!({"not_measured": why}),
+        };
+        let ratios: Vec<Value> = self
+            .operations
+            .iter()
+            .zip(self.ratios())
+            .map(|(operation, ratio)| {
+                json!({
+                    "operation": operation,
+                    "requests_per_second_coffer_over_moto": ratio.as_ref().map(|r| r.throughput),
+                    "p50_moto_over_coffer": ratio.as_ref().map(|r| r.p50),
+                    "p99_moto_over_coffer": ratio.as_ref().map(|r| r.p99),
+                })
+            })
+            .collect();
+        json!({
+            "bench": bench,
+            "machine": self.machine.to_json(&self.load_at_end, self.client_threads),
+            "connections": self.config.connections,
+            "warm_up_seconds": WARM_UP.as_secs(),
+            "measured_seconds": self.config.seconds,
+            "coffer": target_json(&self.coffer),
+            "moto": target_json(&self.moto),
+            "ratios": ratios,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The closing lines of every report
+// ---------------------------------------------------------------------------------------------
+
+/// What the closing lines of a report say of one server.
+pub trait Figures {
+    /// Names the server in its own lines: `coffer`, `moto`, or `server` where there is one.
+    fn name(&self) -> &str;
+    fn phases(&self) -> Vec<&PhaseResult>;
+    /// How the server ended when stopped.
+    fn exit(&self) -> String;
+    /// Lines on the server's stderr that report a problem, and the first of them.
+    fn error_lines(&self) -> usize;
+    fn first_error(&self) -> Option<&str>;
+
+    /// How the lines about one phase begin: the server and the operation.
+    fn label(&self, phase: &PhaseResult) -> String {
+        format!("{} {}", self.name(), phase.operation)
+    }
+
+    /// A phase's first error as its line gives it: on one line, since moto's errors are HTML
+    /// pages and one line of them is enough.
+    fn error_text(&self, error: &str) -> String {
+        error.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// Lines about the server after its phases' errors, each printed after `  NAME: `.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl<M: Phases> Figures for Target<M> {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn phases(&self) -> Vec<&PhaseResult> {
+        self.measured.phases()
+    }
+
+    fn exit(&self) -> String {
+        self.exit.clone()
+    }
+
+    fn error_lines(&self) -> usize {
+        self.error_lines
+    }
+
+    fn first_error(&self) -> Option<&str> {
+        self.first_error.as_deref()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.measured.notes()
+    }
+}
+
+/// The CPU each phase used, a warning when other work used the CPU too (`disturbed` says what
+/// follows for the figures), then for each server its phases' errors, its notes, how it ended and
+/// the first error line it logged.
+pub fn print_closing_lines<F: Figures>(servers: &[&F], nproc: usize, disturbed: &str) {
+    for server in servers {
+        for phase in server.phases() {
+            let label = server.label(phase);
+            match phase.cpu {
+                Some(cpu) => println!(
+                    "  {label}: CPU in use while measured, in cores of {nproc}: server {:.2}, load generator {:.2}, other {:.2}",
+                    cpu.server, cpu.client, cpu.other
+                ),
+                None => println!("  {label}: CPU use not measured (no /proc)"),
+            }
+        }
+    }
+    if servers.iter().any(|server| {
+        server
+            .phases()
+            .iter()
+            .any(|phase| phase.cpu.is_some_and(|cpu| cpu.other > OTHER_LOAD_WARNING))
+    }) {
+        println!("  WARNING: other work used the CPU during the measurement; {disturbed}");
+    }
+    for server in servers {
+        for phase in server.phases() {
+            let label = server.label(phase);
+            if phase.warm_up_errors > 0 {
+                println!(
+                    "  {label}: {} errors during warm-up (not in the table)",
+                    phase.warm_up_errors
+                );
+            }
+            if let Some(error) = &phase.first_error {
+                println!("  {label}: first error: {}", server.error_text(error));
+            }
+        }
+        let name = server.name();
+        for note in server.notes() {
+            println!("  {name}: {note}");
+        }
+        println!(
+            "  {name}: {}; {} error lines on stderr",
+            server.exit(),
+            server.error_lines()
+        );
+        if let Some(line) = server.first_error() {
+            println!("  {name}: first error line: {line}");
+        }
+    }
 }
