@@ -239,6 +239,55 @@ fn an_unusable_data_dir_fails_with_one_clear_line() {
 }
 
 #[test]
+fn a_parameter_webhook_must_be_https_or_loopback_and_signed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, b"shh\n").unwrap();
+    let secret = secret.to_str().unwrap();
+    for (args, expected) in [
+        (
+            vec!["--parameter-webhook", "http://example.com/hook"],
+            "must be an https:// URL, or http:// to a loopback address",
+        ),
+        (
+            vec!["--parameter-webhook", "https://example.com/hook"],
+            "--parameter-webhook needs --parameter-webhook-secret-file",
+        ),
+        (
+            vec![
+                "--parameter-webhook",
+                "http://127.0.0.1:1/hook",
+                "--parameter-webhook-secret-file",
+                "/nonexistent/secret",
+            ],
+            "cannot read the parameter webhook secret",
+        ),
+    ] {
+        let output = coffer()
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    // With a loopback URL and a secret, the server starts.
+    let running = start_with(
+        &tmp.path().join("data"),
+        &[
+            "--parameter-webhook",
+            "http://127.0.0.1:1/hook",
+            "--parameter-webhook-secret-file",
+            secret,
+        ],
+    );
+    terminate(running, "-TERM");
+}
+
+#[test]
 fn bad_flags_fail_with_usage() {
     let output = coffer()
         .args(["server", "--listen", "not-an-address"])

@@ -118,17 +118,20 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let parameter_webhook = match (
-        &config.parameter_webhook,
-        &config.parameter_webhook_secret_file,
-    ) {
-        (Some(url), Some(secret)) => Some(Arc::new(webhook::ParameterWebhook::new(
-            url,
-            webhook::read_secret(secret)?,
-            &config.region,
-        )?)),
-        (Some(_), None) => return Err(webhook::WebhookError::NoSecret.into()),
-        (None, _) => None,
+    let parameter_webhook = match &config.parameter_webhook {
+        Some(url) => {
+            webhook::parse_url(url)?;
+            let secret = config
+                .parameter_webhook_secret_file
+                .as_deref()
+                .ok_or(webhook::WebhookError::NoSecret)?;
+            Some(Arc::new(webhook::ParameterWebhook::new(
+                url,
+                webhook::read_secret(secret)?,
+                &config.region,
+            )?))
+        }
+        None => None,
     };
     let dir = DataDir::prepare(&config.data_dir)?;
     let keyring = Arc::new(FileRootKeyProvider::new(dir.root_key()).load().await?);

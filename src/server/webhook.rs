@@ -121,12 +121,17 @@ pub fn event_type(notification: &ParameterNotification) -> String {
     format!("dev.coffer.parameter.{}", notification.kind.as_str())
 }
 
+/// Parses a webhook URL, refusing what [`acceptable`] refuses.
+pub fn parse_url(url: &str) -> Result<Uri, WebhookError> {
+    url.parse::<Uri>()
+        .ok()
+        .filter(acceptable)
+        .ok_or_else(|| WebhookError::Url(url.to_owned()))
+}
+
 impl ParameterWebhook {
     pub fn new(url: &str, secret: SecretBytes, region: &str) -> Result<Self, WebhookError> {
-        let parsed: Uri = url.parse().map_err(|_| WebhookError::Url(url.to_owned()))?;
-        if !acceptable(&parsed) {
-            return Err(WebhookError::Url(url.to_owned()));
-        }
+        let parsed = parse_url(url)?;
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(found.certs);
