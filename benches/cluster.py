@@ -80,9 +80,9 @@ class KubectlProxy:
 class ReadyWatch(threading.Thread):
     """Watches the KmsKeys of a namespace and notes when `expected` of them are Ready."""
 
-    def __init__(self, proxy: str, namespace: str, expected: int) -> None:
+    def __init__(self, proxy: str, namespace: str, expected: int, plural: str = "kmskeys") -> None:
         super().__init__(daemon=True)
-        self.url = f"{proxy}/apis/coffer.dev/v1alpha1/namespaces/{namespace}/kmskeys"
+        self.url = f"{proxy}/apis/coffer.dev/v1alpha1/namespaces/{namespace}/{plural}"
         self.expected = expected
         self.ready: set[str] = set()
         self.all_ready_at: float | None = None
@@ -94,7 +94,8 @@ class ReadyWatch(threading.Thread):
     def is_ready(obj: dict) -> bool:
         status = obj.get("status") or {}
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-        return ready and bool(status.get("keyId")) and status.get("observedGeneration") == obj["metadata"].get("generation")
+        made = bool(status.get("keyId")) or bool(status.get("version"))
+        return ready and made and status.get("observedGeneration") == obj["metadata"].get("generation")
 
     def run(self) -> None:
         try:
@@ -206,7 +207,20 @@ def kmskey_list(namespace: str, count: int) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
-def run_size(binary: str, count: int, quiet_seconds: int, workdir: Path) -> dict:
+def parameter_list(namespace: str, count: int) -> str:
+    items = [{
+        "apiVersion": "coffer.dev/v1alpha1",
+        "kind": "Parameter",
+        "metadata": {"name": f"param-{index:05d}", "namespace": namespace},
+        "spec": {"name": f"/bench/app/param-{index:05d}", "value": f"value {index}"},
+    } for index in range(count)]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+KINDS = {"kmskeys": kmskey_list, "parameters": parameter_list}
+
+
+def run_size(binary: str, count: int, quiet_seconds: int, workdir: Path, kind: str = "kmskeys") -> dict:
     suffix = uuid.uuid4().hex[:6]
     system, apps = f"coffer-bench-sys-{suffix}", f"coffer-bench-{suffix}"
     for namespace in (system, apps):
@@ -242,11 +256,11 @@ def run_size(binary: str, count: int, quiet_seconds: int, workdir: Path) -> dict
         idle_rss = rss_kib(controller.pid, "VmRSS")
 
         proxy = KubectlProxy()
-        watch = ReadyWatch(proxy.url, apps, count)
+        watch = ReadyWatch(proxy.url, apps, count, kind)
         watch.start()
         watch.started_watching.wait(60)
-        manifest = workdir / f"kmskeys-{count}.json"
-        manifest.write_text(kmskey_list(apps, count))
+        manifest = workdir / f"{kind}-{count}.json"
+        manifest.write_text(KINDS[kind](apps, count))
         before_values = metric_values(requests.get(metrics_url, timeout=10).text)
         before = summarize(before_values)
         apply_started = time.monotonic()
@@ -266,6 +280,7 @@ def run_size(binary: str, count: int, quiet_seconds: int, workdir: Path) -> dict
         work = delta(settled, before)
         idle = delta(quiet, settled)
         return {
+            "kind": kind,
             "keys": count,
             "apply_seconds": apply_ended - apply_started,
             "ready_after_apply_seconds": watch.all_ready_at - apply_ended,
@@ -301,8 +316,9 @@ def run_size(binary: str, count: int, quiet_seconds: int, workdir: Path) -> dict
 
 
 def report(results: list[dict], server_version: str) -> None:
-    print(f"\ncoffer controller, KmsKeys applied at once (kube-apiserver {server_version}, same machine)\n")
-    header = ("| keys | apply (s) | all Ready after apply (s) | after its start (s) | RSS idle / peak / settled (MiB) | reconciles "
+    kinds = sorted({r["kind"] for r in results})
+    print(f"\ncoffer controller, {' and '.join(kinds)} applied at once (kube-apiserver {server_version}, same machine)\n")
+    header = ("| objects | apply (s) | all Ready after apply (s) | after its start (s) | RSS idle / peak / settled (MiB) | reconciles "
               "| API requests per reconcile | per key | writes in quiet period (Lease renewals aside) "
               "| Lease renewals | reconciles in quiet period |")
     print(header)
@@ -327,6 +343,8 @@ def report(results: list[dict], server_version: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default=os.environ.get("BENCH_CLUSTER_SIZES", "1000,5000"))
+    parser.add_argument("--kind", choices=sorted(KINDS), default=os.environ.get("BENCH_CLUSTER_KIND", "kmskeys"),
+                        help="what to apply: KmsKeys (the default) or Parameters (String values)")
     parser.add_argument("--quiet-seconds", type=int, default=int(os.environ.get("BENCH_CLUSTER_QUIET_SECONDS", "60")))
     parser.add_argument("--binary", default=os.environ.get("COFFER_BIN", str(REPO_ROOT / "target/release/coffer")))
     args = parser.parse_args()
@@ -346,7 +364,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="coffer-bench-cluster-") as workdir:
             for size in sizes:
                 print(f"bench-cluster: {size:,} KmsKeys...", file=sys.stderr, flush=True)
-                results.append(run_size(args.binary, size, args.quiet_seconds, Path(workdir)))
+                results.append(run_size(args.binary, size, args.quiet_seconds, Path(workdir), args.kind))
                 print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         report(results, server_version)
     finally:
