@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::ops::{JsonService, Operation};
-use super::wire::{self, Empty, SecretBlob};
+use super::wire::{self, Empty, SecretBlob, SecretText};
 use super::{AwsError, CallFacts};
 use crate::aws_operation;
 use crate::crypto::SecretBytes;
@@ -67,17 +67,6 @@ static OPERATIONS: &[Operation<Secrets>] = &[
 // ---------------------------------------------------------------------------------------------
 // Shapes used by several operations
 // ---------------------------------------------------------------------------------------------
-
-/// A SecretString: a JSON string held as secret bytes from the moment it is read.
-struct SecretText(SecretBytes);
-
-impl<'de> Deserialize<'de> for SecretText {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(wire::StringOnly(|text: &str| {
-            Ok(SecretText(SecretBytes::from_slice(text.as_bytes())))
-        }))
-    }
-}
 
 /// The value of a write: SecretString or SecretBinary, not both.
 fn value_of(

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::ops::{JsonService, Operation};
-use super::wire::{self, Empty};
+use super::wire::{Empty, SecretText};
 use super::{AwsError, CallFacts};
 use crate::aws_operation;
 use crate::crypto::SecretBytes;
@@ -95,18 +95,6 @@ static OPERATIONS: &[Operation<Parameters>] = &[
 // ---------------------------------------------------------------------------------------------
 // Shapes used by several operations
 // ---------------------------------------------------------------------------------------------
-
-/// A parameter's Value: a JSON string held as secret bytes from the moment it is read, whose
-/// errors never quote what was sent in its place.
-struct ValueText(SecretBytes);
-
-impl<'de> Deserialize<'de> for ValueText {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(wire::StringOnly(|text: &str| {
-            Ok(ValueText(SecretBytes::from_slice(text.as_bytes())))
-        }))
-    }
-}
 
 fn value_string<S: Serializer>(value: &SecretBytes, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(
@@ -237,7 +225,7 @@ struct NameInput {
 struct PutParameterInput {
     name: String,
     description: Option<String>,
-    value: ValueText,
+    value: SecretText,
     #[serde(rename = "Type")]
     type_: Option<String>,
     key_id: Option<String>,

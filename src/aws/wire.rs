@@ -171,6 +171,18 @@ impl<'de> Deserialize<'de> for Blob {
 /// these members hold plaintexts and secrets.
 pub struct StringOnly<F>(pub F);
 
+/// A member that is secret text (a SecretString, a parameter's Value): a JSON string held as
+/// secret bytes from the moment it is read, whose errors never quote what was sent instead.
+pub struct SecretText(pub SecretBytes);
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StringOnly(|text: &str| {
+            Ok(SecretText(SecretBytes::from_slice(text.as_bytes())))
+        }))
+    }
+}
+
 impl<T, F: FnOnce(&str) -> Result<T, &'static str>> serde::de::Visitor<'_> for StringOnly<F> {
     type Value = T;
 
