@@ -9,6 +9,7 @@
 //! - [`aws`]: the AWS JSON 1.1 front end (SigV4, operation tables, exceptions, throttling, audit).
 //! - [`controller`]: `coffer controller`, the reconcilers and the leader's tasks.
 //! - [`resources`]: the custom resource types and their CRDs.
+//! - [`delivery`]: what a CSI volume holds, read with the pod's own identity.
 //! - [`server`]: the standalone `coffer server`.
 //! - [`serve`]: HTTP and HTTPS serving (certificates reloaded on change) and health routes.
 //! - [`metrics`]: one Prometheus registry for the API's, the controller's and the Kubernetes
@@ -20,6 +21,7 @@ pub mod aws;
 pub mod controller;
 pub mod credentials_proxy;
 pub mod crypto;
+pub mod delivery;
 pub mod engine;
 pub mod fault;
 pub mod fsutil;
