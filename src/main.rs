@@ -109,6 +109,10 @@ enum Command {
         #[arg(long, env = "COFFER_CA_FILE")]
         ca_file: Option<PathBuf>,
     },
+    /// Run the CSI node plugin (driver csi.coffer.dev) for kubelet: mount pods' ephemeral
+    /// inline volumes as tmpfs, write their files read with the pod's own ServiceAccount token,
+    /// and keep them current as the Secrets and Parameters they come from change.
+    Csi(CsiArgs),
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crd,
     /// Administer a standalone data directory (while its server is stopped).
@@ -217,6 +221,34 @@ struct ControllerArgs {
 
     #[command(flatten)]
     front_door: FrontDoorArgs,
+}
+
+#[derive(clap::Args)]
+struct CsiArgs {
+    /// The socket kubelet calls: `unix:///PATH` or `/PATH`.
+    #[arg(long, env = "CSI_ENDPOINT", default_value = coffer::csi::DEFAULT_ENDPOINT)]
+    endpoint: String,
+
+    /// This node's name, as NodeGetInfo answers it.
+    #[arg(long, env = "NODE_NAME")]
+    node_id: String,
+
+    /// Directory of one state file per volume (made 0700), read on start to take volumes back.
+    #[arg(long, env = "COFFER_CSI_STATE_DIR", default_value = coffer::csi::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+
+    /// Size limit of each volume's tmpfs, in MiB.
+    #[arg(long, env = "COFFER_CSI_VOLUME_SIZE_MIB", default_value_t = coffer::csi::DEFAULT_VOLUME_SIZE_MIB, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    volume_size_mib: u64,
+
+    /// Seconds between rewrites of every volume, besides those that changes trigger.
+    #[arg(long, env = "COFFER_CSI_RESYNC_SECONDS", default_value_t = coffer::csi::DEFAULT_RESYNC_SECONDS, value_parser = clap::value_parser!(u64).range(10..))]
+    resync_seconds: u64,
+
+    /// Audience of the ServiceAccount tokens kubelet hands over (the CSIDriver's
+    /// tokenRequests).
+    #[arg(long, env = "COFFER_AUDIENCE", default_value = "coffer")]
+    audience: String,
 }
 
 /// Timeouts and limits of every listener and of the API.
@@ -370,6 +402,7 @@ fn main() -> ExitCode {
             upstream,
             ca_file,
         } => run_credentials_proxy(listen, &upstream, ca_file.as_deref()),
+        Command::Csi(args) => run_csi(args),
         Command::Crd => print_crds(),
         Command::Admin {
             command:
@@ -485,6 +518,56 @@ fn run_credentials_proxy(
             .await
             .map_err(|err| coffer::redact::chain(&err))
     })
+}
+
+fn run_csi(args: CsiArgs) -> Result<(), String> {
+    let config = coffer::csi::CsiConfig {
+        endpoint: args.endpoint,
+        node_id: args.node_id,
+        state_dir: args.state_dir,
+        volume_size_bytes: args.volume_size_mib.saturating_mul(1024 * 1024),
+        resync: std::time::Duration::from_secs(args.resync_seconds),
+        audience: args.audience,
+    };
+    runtime()?.block_on(async {
+        let shutdown = server::shutdown_signal()
+            .map_err(|err| format!("cannot install signal handlers: {err}"))?;
+        coffer::csi::run(
+            config,
+            std::sync::Arc::new(UnwiredContentSource),
+            coffer::csi::feed::kubernetes(),
+            shutdown,
+        )
+        .await
+        .map_err(|err| coffer::redact::chain(&err))
+    })
+}
+
+/// Stands in until the API-backed content source of `coffer::delivery` is wired here: every
+/// publish fails as Unavailable (kubelet retries), so that no volume is ever served with
+/// anything but what the pod's own token may read.
+struct UnwiredContentSource;
+
+#[async_trait::async_trait]
+impl coffer::delivery::ContentSource for UnwiredContentSource {
+    fn watches(
+        &self,
+        _: &std::collections::BTreeMap<String, String>,
+        _: &coffer::delivery::PodInfo,
+    ) -> Result<Vec<coffer::delivery::Watched>, coffer::delivery::ContentError> {
+        Ok(Vec::new())
+    }
+
+    async fn files(
+        &self,
+        _: &std::collections::BTreeMap<String, String>,
+        _: &coffer::delivery::PodInfo,
+        _: &coffer::delivery::PodToken,
+    ) -> Result<Vec<coffer::delivery::VolumeFile>, coffer::delivery::ContentError> {
+        Err(coffer::delivery::ContentError::Unavailable(
+            "this build has no content source for CSI volumes".into(),
+        ))
+    }
 }
 
 fn print_crds() -> Result<(), String> {
