@@ -2,6 +2,14 @@
 //! mounts in temporary directories (root only; skipped loudly otherwise), a content source
 //! returning fixed files, and a change feed driven through a channel.
 
+// Test code: a failed assumption is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
