@@ -22,7 +22,8 @@ build:
 	$(CARGO) build --release
 
 ## Format check, clippy with warnings as errors, every Rust test, then the end-to-end suites:
-## the AWS CLI and boto3 against a real `coffer server`, and the cluster suite against the cluster
+## the AWS CLI and boto3 against a real `coffer server`, csi-sanity against `coffer csi` (csi-sanity
+## built with `go` on first use, cached in ~/.cache/coffer), and the cluster suite against the cluster
 ## KUBECONFIG names or else the repo's own control plane (built with `go` on first use, cached in
 ## ~/.cache/coffer; without either the cluster suite skips, with a banner). Python packages go
 ## into a cached virtualenv (e2e/python.sh), first on PATH for the Rust tests that drive botocore
@@ -32,6 +33,7 @@ test: lint
 	$(CARGO) test --doc
 	$(CARGO) build --bin coffer
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-kms.sh
+	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/csi-sanity.sh
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-cluster.sh
 
 ## The cluster end-to-end suite alone (same choice of cluster as `make test`).
