@@ -58,3 +58,12 @@ The controller image, its tag defaulting to the chart's appVersion.
 {{- define "coffer.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+Labels that select the CSI node plugin's pods: a name of their own, so that the controller's
+Deployment and Service never select them.
+*/}}
+{{- define "coffer.csiNodeSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "coffer.name" . }}-csi-node
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
