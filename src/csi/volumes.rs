@@ -74,6 +74,9 @@ struct Volume {
 
 type Slot = Arc<tokio::sync::Mutex<Option<Volume>>>;
 
+/// tmpfs mounts taken off one target at most in one unpublish.
+const MAX_STACKED_MOUNTS: usize = 8;
+
 /// Settings of every volume.
 #[derive(Debug, Clone)]
 pub struct VolumeSettings {
@@ -123,17 +126,6 @@ impl Volumes {
         {
             slots.remove(target);
         }
-    }
-
-    /// Target paths of the volumes held now.
-    pub async fn targets(&self) -> Vec<PathBuf> {
-        let mut targets = Vec::new();
-        for slot in self.existing_slots() {
-            if let Some(volume) = slot.lock().await.as_ref() {
-                targets.push(volume.record.target.clone());
-            }
-        }
-        targets
     }
 
     /// NodePublishVolume. A first publish mounts and writes, all or nothing; publishing the
@@ -266,7 +258,11 @@ impl Volumes {
                 volume.record.volume_id
             )));
         }
-        while mounts::is_tmpfs_mount_point(target)? {
+        // Stacked tmpfs mounts (a publish raced by a crash) come off one at a time.
+        for _ in 0..MAX_STACKED_MOUNTS {
+            if !mounts::is_tmpfs_mount_point(target)? {
+                break;
+            }
             mounts::unmount(target)?;
         }
         match std::fs::remove_dir(target) {
