@@ -290,6 +290,45 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_resource_is_announced_by_its_secret_name_and_arn() {
+        let mut resource = Secret::new(
+            &crate::resources::resource_name_for("prod/db"),
+            serde_json::from_value(serde_json::json!({})).unwrap(),
+        );
+        resource.metadata.namespace = Some("shop".into());
+        resource.metadata.annotations = Some(
+            [(
+                crate::resources::SECRET_NAME_ANNOTATION.to_string(),
+                "prod/db".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(
+            secret_notice(&resource),
+            Some(Notice::Secret {
+                namespace: "shop".into(),
+                name: "prod/db".into(),
+                arn: None,
+            })
+        );
+        resource.status = Some(crate::resources::SecretStatus {
+            arn: Some("arn:aws:secretsmanager:r:1:secret:prod/db-AbCdEf".into()),
+            ..Default::default()
+        });
+        let Some(Notice::Secret { arn, .. }) = secret_notice(&resource) else {
+            panic!("no notice");
+        };
+        assert_eq!(
+            arn.as_deref(),
+            Some("arn:aws:secretsmanager:r:1:secret:prod/db-AbCdEf")
+        );
+
+        // A resource whose name does not stand for a secret name announces nothing.
+        resource.metadata.name = Some("another".into());
+        assert_eq!(secret_notice(&resource), None);
+    }
+
+    #[test]
     fn the_first_listing_is_recorded_and_later_changes_announced() {
         let mut seen = Seen::default();
         let mut parameter = Parameter::new("app.x", Default::default());
