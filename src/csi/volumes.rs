@@ -203,6 +203,8 @@ impl Volumes {
             .source
             .files(&publish.attributes, &publish.pod, &publish.token)
             .await?;
+        // Refuse bad names before anything is made; the writer checks them again.
+        writer::check(&files)?;
         let created = match std::fs::create_dir(&target) {
             Ok(()) => true,
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && target.is_dir() => false,

@@ -88,6 +88,11 @@ pub fn write(root: &Path, files: &[VolumeFile], group: Option<u32>) -> Result<Ou
     Ok(Outcome::Written)
 }
 
+/// Checks the files' paths as [`write`] does, without touching the disk.
+pub fn check(files: &[VolumeFile]) -> Result<(), WriteError> {
+    plan(files).map(|_| ())
+}
+
 /// Checks every path and refuses duplicates and a path that is both a file and a directory.
 fn plan(files: &[VolumeFile]) -> Result<Vec<Planned<'_>>, WriteError> {
     let mut planned = Vec::with_capacity(files.len());
