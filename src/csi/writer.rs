@@ -151,7 +151,7 @@ fn matches_current(
             .components
             .iter()
             .fold(root.join(data_name), |path, part| path.join(part));
-        let on_disk = SecretBytes::new(std::fs::read(path)?);
+        let on_disk = read_no_follow(&path)?;
         if !bool::from(on_disk.expose().ct_eq(file.contents.expose())) {
             return Ok(false);
         }
@@ -169,6 +169,29 @@ fn matches_current(
         }
     }
     Ok(true)
+}
+
+/// A file's contents, refusing a symlink and never blocking on a FIFO swapped in since the
+/// listing (a pod running as root can write into its volume).
+fn read_no_follow(path: &Path) -> std::io::Result<SecretBytes> {
+    use std::io::Read as _;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut file = File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let mut contents = Vec::new();
+    let read = file.read_to_end(&mut contents);
+    let contents = SecretBytes::new(contents);
+    read?;
+    Ok(contents)
 }
 
 /// Regular files under `dir` by relative path; anything else (a symlink, a device) is recorded
@@ -466,6 +489,37 @@ mod tests {
             assert!(write(root, &files, None).is_err());
             assert!(entries(root).is_empty());
         }
+    }
+
+    #[test]
+    fn files_swapped_for_links_or_fifos_are_rewritten_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(outside.path().join("a"), b"1").unwrap();
+        let files = [file("a", 0o644, b"1"), file("b", 0o644, b"2")];
+        write(root, &files, None).unwrap();
+        let data = root.join(std::fs::read_link(root.join(DATA_LINK)).unwrap());
+        // Same contents behind a symlink, and a FIFO that would block a reader.
+        std::fs::remove_file(data.join("a")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("a"), data.join("a")).unwrap();
+        std::fs::remove_file(data.join("b")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            data.join("b"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert_eq!(write(root, &files, None).unwrap(), Outcome::Written);
+        assert!(
+            std::fs::symlink_metadata(root.join("..data/a"))
+                .unwrap()
+                .is_file()
+        );
+        assert_eq!(std::fs::read(root.join("b")).unwrap(), b"2");
+        assert!(read_no_follow(&data.join("a")).is_err() || !data.exists());
     }
 
     #[test]
