@@ -1,13 +1,15 @@
 """The Helm chart, for real: lint, template, and install into the cluster; every object the chart
 renders is accepted; `coffer controller` runs with exactly the chart's ServiceAccount and RBAC
-and reconciles a KmsKey; the key-material protection refuses deletions; a misspelt value is
-refused; uninstall removes what install made.
+and reconciles a KmsKey; `coffer csi` watches with exactly the chart's node plugin account; the
+key-material protection refuses deletions; a misspelt value is refused; uninstall removes what
+install made.
 
 These tests start a controller of their own, so conftest runs them before the session's."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -27,6 +29,7 @@ from cluster_helpers import (
     kmskey_manifest,
     kubectl,
     make_namespace,
+    parameter_manifest,
     token_kubeconfig,
     wait_for_kmskey,
     wait_until,
@@ -97,6 +100,33 @@ def test_a_misspelt_value_is_refused(helm):
     delete_namespace(namespace, wait=False)
 
 
+def run_csi_node(namespace: str, account: str, tmp_path: Path) -> subprocess.Popen:
+    """`coffer csi` with the token of the chart's node plugin ServiceAccount, on a socket and a
+    state directory of its own (no volume is published: there is no kubelet)."""
+    token = kubectl("create", "token", account, "-n", namespace, "--duration", "1h").stdout.strip()
+    kubeconfig = token_kubeconfig(tmp_path / "csi-node.kubeconfig", token)
+    environment = {**os.environ, "KUBECONFIG": str(kubeconfig), "COFFER_LOG": "warn,coffer::csi=debug"}
+    log = open(tmp_path / "csi-node.log", "ab")
+    try:
+        process = subprocess.Popen(
+            [coffer_binary(), "--log-format", "json", "csi", "--node-id", "e2e-node",
+             "--endpoint", str(tmp_path / "csi.sock"), "--state-dir", str(tmp_path / "csi-state")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    finally:
+        log.close()
+    return process
+
+
+def csi_log_events(tmp_path: Path) -> list[dict]:
+    events = []
+    for line in (tmp_path / "csi-node.log").read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
 def test_install_run_as_the_chart_protect_and_uninstall(helm, tmp_path: Path):
     namespace = f"coffer-e2e-helm-{uuid.uuid4().hex[:8]}"
     apps = f"coffer-e2e-helm-app-{uuid.uuid4().hex[:8]}"
@@ -105,10 +135,12 @@ def test_install_run_as_the_chart_protect_and_uninstall(helm, tmp_path: Path):
     expected = rendered_objects(template)
     kinds = {kind for _, kind, _, _ in expected}
     assert {"Deployment", "Service", "ServiceAccount", "ClusterRole", "Role",
-            "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds, kinds
+            "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+            "DaemonSet", "CSIDriver"} <= kinds, kinds
 
     run_helm(helm, "install", release, str(CHART), "-n", namespace, "--create-namespace")
     controller = None
+    csi_node = None
     try:
         status = json.loads(run_helm(helm, "status", release, "-n", namespace, "-o", "json").stdout)
         assert status["info"]["status"] == "deployed", status["info"]
@@ -143,7 +175,28 @@ def test_install_run_as_the_chart_protect_and_uninstall(helm, tmp_path: Path):
             assert "coffer" in out.stderr.lower() and "denied" in out.stderr.lower(), out.stderr
         assert get_secret(namespace, material) is not None
         assert get_secret(namespace, "coffer-root-key") is not None
+
+        # `coffer csi` with the chart's node plugin account: its RBAC must be enough to watch
+        # Parameters (and Secrets) in every namespace and hear of a change.
+        plugin_account = json.loads(kubectl("get", "daemonset", f"{release}-csi-node", "-n", namespace,
+                                            "-o", "json").stdout)["spec"]["template"]["spec"]["serviceAccountName"]
+        csi_node = run_csi_node(namespace, plugin_account, tmp_path)
+        wait_until("coffer csi lists Secrets and Parameters",
+                   lambda: csi_log_events(tmp_path), lambda events: {"Secret", "Parameter"} <= {
+                       e.get("fields", {}).get("kind") for e in events
+                       if e.get("fields", {}).get("message") == "watch listed"}, timeout=60)
+        kubectl("apply", "-f", "-", input=json.dumps(
+            parameter_manifest("csi.watched", apps, name="/csi/watched", type="String", value="v")))
+        wait_until("coffer csi hears of the new Parameter", lambda: csi_log_events(tmp_path),
+                   lambda events: any(e.get("fields", {}).get("message") == "change noticed"
+                                      and "/csi/watched" in e["fields"].get("notice", "")
+                                      for e in events), timeout=60)
+        log = (tmp_path / "csi-node.log").read_text()
+        assert "forbidden" not in log.lower() and "watch failed" not in log, log[-4000:]
     finally:
+        if csi_node is not None:
+            csi_node.terminate()
+            csi_node.wait(timeout=30)
         if controller is not None:
             controller.stop()
         kubectl("delete", "namespace", apps, "--ignore-not-found", "--wait=false", check=False)

@@ -175,6 +175,7 @@ where
                 Ok(watcher::Event::Init) => Vec::new(),
                 Ok(watcher::Event::InitApply(object)) => seen.applied(&object, notice),
                 Ok(watcher::Event::InitDone) => {
+                    tracing::debug!(kind = %K::kind(&Default::default()), objects = seen.versions.len(), "watch listed");
                     seen.primed = true;
                     Vec::new()
                 }

@@ -153,6 +153,7 @@ async fn refresh_loop(volumes: Arc<Volumes>, mut feed: ChangeFeed, resync: Durat
                         }
                     }
                     for notice in &batch {
+                        tracing::debug!(?notice, "change noticed");
                         volumes.refresh_matching(notice).await;
                     }
                 }
