@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def test_a_misspelt_value_is_refused(helm):
     delete_namespace(namespace, wait=False)
 
 
-def run_csi_node(namespace: str, account: str, tmp_path: Path) -> subprocess.Popen:
+def run_csi_node(namespace: str, account: str, socket_dir: str, tmp_path: Path) -> subprocess.Popen:
     """`coffer csi` with the token of the chart's node plugin ServiceAccount, on a socket and a
     state directory of its own (no volume is published: there is no kubelet)."""
     token = kubectl("create", "token", account, "-n", namespace, "--duration", "1h").stdout.strip()
@@ -110,7 +111,8 @@ def run_csi_node(namespace: str, account: str, tmp_path: Path) -> subprocess.Pop
     try:
         process = subprocess.Popen(
             [coffer_binary(), "--log-format", "json", "csi", "--node-id", "e2e-node",
-             "--endpoint", str(tmp_path / "csi.sock"), "--state-dir", str(tmp_path / "csi-state")],
+             "--endpoint", f"{socket_dir}/csi.sock",
+             "--state-dir", str(tmp_path / "csi-state")],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=environment)
     finally:
         log.close()
@@ -141,6 +143,8 @@ def test_install_run_as_the_chart_protect_and_uninstall(helm, tmp_path: Path):
     run_helm(helm, "install", release, str(CHART), "-n", namespace, "--create-namespace")
     controller = None
     csi_node = None
+    # pytest's tmp_path is too long for a socket path (sun_path holds 108 bytes).
+    socket_dir = tempfile.mkdtemp(prefix="coffer-csi-")
     try:
         status = json.loads(run_helm(helm, "status", release, "-n", namespace, "-o", "json").stdout)
         assert status["info"]["status"] == "deployed", status["info"]
@@ -180,7 +184,7 @@ def test_install_run_as_the_chart_protect_and_uninstall(helm, tmp_path: Path):
         # Parameters (and Secrets) in every namespace and hear of a change.
         plugin_account = json.loads(kubectl("get", "daemonset", f"{release}-csi-node", "-n", namespace,
                                             "-o", "json").stdout)["spec"]["template"]["spec"]["serviceAccountName"]
-        csi_node = run_csi_node(namespace, plugin_account, tmp_path)
+        csi_node = run_csi_node(namespace, plugin_account, socket_dir, tmp_path)
         wait_until("coffer csi lists Secrets and Parameters",
                    lambda: csi_log_events(tmp_path), lambda events: {"Secret", "Parameter"} <= {
                        e.get("fields", {}).get("kind") for e in events
@@ -197,6 +201,7 @@ def test_install_run_as_the_chart_protect_and_uninstall(helm, tmp_path: Path):
         if csi_node is not None:
             csi_node.terminate()
             csi_node.wait(timeout=30)
+        shutil.rmtree(socket_dir, ignore_errors=True)
         if controller is not None:
             controller.stop()
         kubectl("delete", "namespace", apps, "--ignore-not-found", "--wait=false", check=False)

@@ -9,6 +9,8 @@ use tokio::net::UnixListener;
 pub enum EndpointError {
     #[error("endpoint {0:?} is not a Unix socket path (unix:///PATH or /PATH)")]
     NotUnix(String),
+    #[error("socket path {0} is longer than {MAX_SOCKET_PATH_BYTES} bytes")]
+    TooLong(PathBuf),
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
     #[error("cannot prepare the socket {path}: {source}")]
@@ -18,17 +20,23 @@ pub enum EndpointError {
     },
 }
 
+/// Longest socket path this plugin binds: `sun_path` holds 108 bytes with the closing NUL, and
+/// the socket is first bound in a directory beside its place, 11 bytes longer (`.sXXXXXXXX/s`).
+pub const MAX_SOCKET_PATH_BYTES: usize = 96;
+
 /// The socket path of a CSI endpoint: `unix:///path`, `unix:/path` or a plain absolute path.
 pub fn socket_path(endpoint: &str) -> Result<PathBuf, EndpointError> {
     let path = endpoint
         .strip_prefix("unix://")
         .or_else(|| endpoint.strip_prefix("unix:"))
         .unwrap_or(endpoint);
-    if path.starts_with('/') && path.len() > 1 {
-        Ok(PathBuf::from(path))
-    } else {
-        Err(EndpointError::NotUnix(endpoint.to_owned()))
+    if !path.starts_with('/') || path.len() < 2 {
+        return Err(EndpointError::NotUnix(endpoint.to_owned()));
     }
+    if path.len() > MAX_SOCKET_PATH_BYTES {
+        return Err(EndpointError::TooLong(PathBuf::from(path)));
+    }
+    Ok(PathBuf::from(path))
 }
 
 /// Listens on `path` with the socket at mode 0600 from the moment it can be reached: it is
@@ -53,12 +61,13 @@ pub fn bind(path: &Path) -> Result<UnixListener, EndpointError> {
         .parent()
         .ok_or_else(|| EndpointError::NotUnix(path.display().to_string()))?;
     std::fs::create_dir_all(parent).map_err(io)?;
-    let private = parent.join(format!(".csi-socket-{}", uuid::Uuid::new_v4().simple()));
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    let private = parent.join(format!(".s{}", random.get(..8).unwrap_or(&random)));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&private)
         .map_err(io)?;
-    let staged = private.join("csi.sock");
+    let staged = private.join("s");
     let result = (|| {
         let listener = UnixListener::bind(&staged)?;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
@@ -97,6 +106,16 @@ mod tests {
         ] {
             assert!(socket_path(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_longest_socket_path_binds() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().display().to_string();
+        let name = "x".repeat(MAX_SOCKET_PATH_BYTES - base.len() - 1);
+        let path = socket_path(&format!("{base}/{name}")).unwrap();
+        let _listener = bind(&path).unwrap();
+        assert!(tokio::net::UnixStream::connect(&path).await.is_ok());
     }
 
     #[tokio::test]
