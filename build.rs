@@ -4,9 +4,8 @@
 type BuildError = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), BuildError> {
-    for proto in ["proto/provider.proto"] {
-        compile(proto)?;
-    }
+    // One line a service.
+    compile("proto/provider.proto")?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::volume::{Fetched, ParameterPin, PathParameter, SecretPin, Source};
 use super::{ContentError, PodToken};
@@ -148,11 +148,15 @@ impl ApiClient {
         let object = source.to_string();
         match source {
             Source::Secret { id, pin } => {
-                let mut input = serde_json::json!({"SecretId": id});
-                match pin {
-                    SecretPin::Stage(stage) => input["VersionStage"] = stage.as_str().into(),
-                    SecretPin::VersionId(version) => input["VersionId"] = version.as_str().into(),
-                }
+                let (version_stage, version_id) = match pin {
+                    SecretPin::Stage(stage) => (Some(stage.as_str()), None),
+                    SecretPin::VersionId(version) => (None, Some(version.as_str())),
+                };
+                let input = GetSecretValue {
+                    secret_id: id,
+                    version_stage,
+                    version_id,
+                };
                 let answer: SecretAnswer = self
                     .call("secretsmanager.GetSecretValue", &input, token, &object)
                     .await?;
@@ -174,7 +178,10 @@ impl ApiClient {
                     ParameterPin::Version(version) => format!("{name}:{version}"),
                     ParameterPin::Label(label) => format!("{name}:{label}"),
                 };
-                let input = serde_json::json!({"Name": selector, "WithDecryption": true});
+                let input = GetParameter {
+                    name: &selector,
+                    with_decryption: true,
+                };
                 let answer: ParameterAnswer = self
                     .call("AmazonSSM.GetParameter", &input, token, &object)
                     .await?;
@@ -192,12 +199,12 @@ impl ApiClient {
                 let mut found = Vec::new();
                 let mut next_token: Option<String> = None;
                 for _ in 0..MAX_PAGES {
-                    let mut input = serde_json::json!({
-                        "Path": path, "Recursive": recursive, "WithDecryption": true,
-                    });
-                    if let Some(next) = &next_token {
-                        input["NextToken"] = next.as_str().into();
-                    }
+                    let input = GetParametersByPath {
+                        path,
+                        recursive: *recursive,
+                        with_decryption: true,
+                        next_token: next_token.as_deref(),
+                    };
                     let page: PathAnswer = self
                         .call("AmazonSSM.GetParametersByPath", &input, token, &object)
                         .await?;
@@ -228,7 +235,7 @@ impl ApiClient {
     async fn call<T: for<'de> Deserialize<'de>>(
         &self,
         target: &str,
-        input: &serde_json::Value,
+        input: &impl Serialize,
         token: &PodToken,
         object: &str,
     ) -> Result<T, ApiError> {
@@ -320,6 +327,33 @@ fn is_loopback(host: &str) -> bool {
             .trim_end_matches(']')
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetSecretValue<'a> {
+    secret_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_stage: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetParameter<'a> {
+    name: &'a str,
+    with_decryption: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetParametersByPath<'a> {
+    path: &'a str,
+    recursive: bool,
+    with_decryption: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_token: Option<&'a str>,
 }
 
 #[derive(Deserialize)]

@@ -388,7 +388,8 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_serve() {
-        let cases: &[(&str, &[(&str, &str)], &str, &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case<'_>] = &[
             ("- {objectName: a}", &[], "420", "objectType is needed"),
             (
                 "- {objectName: a, objectType: ssm}",
