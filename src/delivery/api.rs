@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use super::volume::{Fetched, ParameterPin, PathParameter, SecretPin, Source};
 use super::{ContentError, PodToken};
@@ -243,7 +244,8 @@ impl ApiClient {
             object: object.to_owned(),
             reason: reason.to_owned(),
         };
-        let mut authorization = HeaderValue::try_from(format!("Bearer {}", token.expose()))
+        let bearer = Zeroizing::new(format!("Bearer {}", token.expose()));
+        let mut authorization = HeaderValue::from_str(&bearer)
             .map_err(|_| unavailable("the pod's token is not a valid header value"))?;
         authorization.set_sensitive(true);
         let body =

@@ -394,6 +394,24 @@ mod tests {
     }
 
     #[test]
+    fn modes_read_as_people_write_them() {
+        let mode = |text: &str| -> u32 {
+            let objects = format!("- {{kind: secret, name: a, file: a, mode: {text}}}");
+            match &parse(&attributes(&[(OBJECTS, &objects)])).unwrap().outputs[0] {
+                Output::Object { mode, .. } => *mode,
+                other => panic!("{other:?}"),
+            }
+        };
+        // Unquoted 0400 is octal in YAML as Kubernetes reads it, and here too.
+        assert_eq!(mode("0400"), 0o400);
+        assert_eq!(mode("\"0440\""), 0o440);
+        assert_eq!(mode("\"600\""), 0o600);
+        assert_eq!(mode("0o640"), 0o640);
+        // A plain number is decimal, as a Kubernetes defaultMode in JSON.
+        assert_eq!(mode("292"), 0o444);
+    }
+
+    #[test]
     fn parses_templates_and_watches_their_references() {
         let templates = r#"
 - file: app.env

@@ -404,6 +404,37 @@ mod tests {
         assert_eq!(template.render(|_| Err("nope")).unwrap_err(), "nope");
     }
 
+    proptest::proptest! {
+        /// Text without `{{resolve:` is literal, whatever it holds, and renders as it was.
+        #[test]
+        fn text_without_references_renders_as_it_is(text in "[a-z{}:\n ]{0,40}") {
+            proptest::prop_assume!(!text.contains(OPEN));
+            let template = Template::parse(&text).unwrap();
+            proptest::prop_assert_eq!(template.references().count(), 0);
+            let out = template.render(|_| -> Result<SecretBytes, ()> { Err(()) }).unwrap();
+            proptest::prop_assert_eq!(out.expose(), text.as_bytes());
+        }
+
+        /// A reference between any two literal texts is found, and the texts kept around it.
+        #[test]
+        fn a_reference_is_found_between_any_texts(
+            before in "[a-z{}: ]{0,12}",
+            name in "/[a-z][a-z0-9/_.-]{0,12}",
+            after in "[a-z{}: ]{0,12}",
+        ) {
+            proptest::prop_assume!(!before.contains(OPEN) && !after.contains(OPEN));
+            let text = format!("{before}{{{{resolve:ssm:{name}}}}}{after}");
+            let template = Template::parse(&text).unwrap();
+            let found: Vec<_> = template.references().cloned().collect();
+            proptest::prop_assert_eq!(found, vec![Reference::Parameter { name: name.clone(), version: None }]);
+            let out = template
+                .render(|_| -> Result<SecretBytes, ()> { Ok(SecretBytes::from_slice(b"V")) })
+                .unwrap();
+            let expected = format!("{before}V{after}");
+            proptest::prop_assert_eq!(out.expose(), expected.as_bytes());
+        }
+    }
+
     #[test]
     fn errors_say_where_and_what() {
         let err = Template::parse("a\nbc {{resolve:ssm:/x").unwrap_err();
