@@ -16,6 +16,8 @@ use super::volume::{
 pub const OBJECTS: &str = "objects";
 /// The attribute listing templates.
 pub const TEMPLATES: &str = "templates";
+/// The prefix of the attributes kubelet adds (`podInfoOnMount`, tokens, `ephemeral`).
+const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
 
 /// Why a volume's attributes are refused.
 #[derive(Debug, thiserror::Error)]
@@ -165,9 +167,10 @@ impl<'de> Deserialize<'de> for ParameterVersion {
 
 /// The volume that `attributes` describe; nothing is read.
 pub fn parse(attributes: &BTreeMap<String, String>) -> Result<Volume, AttributeError> {
+    // kubelet's own attributes are the plugin's business; tolerated should any reach here.
     if let Some(unknown) = attributes
         .keys()
-        .find(|key| *key != OBJECTS && *key != TEMPLATES)
+        .find(|key| *key != OBJECTS && *key != TEMPLATES && !key.starts_with(KUBELET_PREFIX))
     {
         return Err(AttributeError::Unknown(unknown.clone()));
     }
@@ -372,7 +375,11 @@ mod tests {
             ]
         );
         let json = r#"[{"kind":"parameter","name":"/x","version":"2","file":"x","mode":256}]"#;
-        let volume = parse(&attributes(&[(OBJECTS, json)])).unwrap();
+        let volume = parse(&attributes(&[
+            (OBJECTS, json),
+            ("csi.storage.k8s.io/ephemeral", "true"),
+        ]))
+        .unwrap();
         assert!(matches!(
             &volume.outputs[0],
             Output::Object {

@@ -246,6 +246,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn calls_run_concurrently_but_bounded() {
+        let (content, api) = content().await;
+        {
+            let mut api = api.lock().unwrap();
+            for i in 0..20 {
+                let name = format!("/many/p{i}");
+                api.parameters
+                    .insert(name.clone(), (name, i.to_string(), 1));
+            }
+        }
+        let objects: String = (0..20)
+            .map(|i| format!("- {{kind: parameter, name: /many/p{i}, file: p{i}}}\n"))
+            .collect();
+        let files = content
+            .files(&attributes(&[("objects", &objects)]), &pod(), &token())
+            .await
+            .unwrap();
+        assert_eq!(files.len(), 20);
+        assert_eq!(files[7].contents.expose(), b"7");
+        let most = api.lock().unwrap().most_in_flight;
+        assert!(
+            (2..=CONCURRENT_CALLS).contains(&most),
+            "{most} calls at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_too_large_is_refused() {
+        let (content, _) = content().await;
+        let attributes = attributes(&[("objects", "- {kind: secret, name: huge, file: x}")]);
+        let err = content
+            .files(&attributes, &pod(), &token())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ContentError::Unavailable(m) if m.contains("too large")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn an_api_that_cannot_be_reached_is_unavailable() {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = closed.local_addr().unwrap().port();

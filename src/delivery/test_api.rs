@@ -22,6 +22,9 @@ pub struct Api {
     pub parameters: BTreeMap<String, (String, String, u64)>,
     /// Targets called, in order.
     pub calls: Vec<String>,
+    /// Calls being answered now, and the most there ever were at once.
+    pub in_flight: usize,
+    pub most_in_flight: usize,
 }
 
 fn failure(code: &str, status: StatusCode) -> (StatusCode, String) {
@@ -53,7 +56,15 @@ async fn answer(
         return failure("SerializationException", StatusCode::BAD_REQUEST);
     };
     let target = header("x-amz-target");
+    {
+        let mut api = api.lock().unwrap();
+        api.in_flight += 1;
+        api.most_in_flight = api.most_in_flight.max(api.in_flight);
+    }
+    // Long enough for concurrent calls to overlap.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let mut api = api.lock().unwrap();
+    api.in_flight -= 1;
     api.calls.push(target.clone());
     let name = input["SecretId"]
         .as_str()
@@ -64,6 +75,13 @@ async fn answer(
         "busy" => return failure("ThrottlingException", StatusCode::BAD_REQUEST),
         "broken" => return failure("InternalServerError", StatusCode::INTERNAL_SERVER_ERROR),
         "odd" => return failure("InvalidRequestException", StatusCode::BAD_REQUEST),
+        "huge" => {
+            let text = "x".repeat(2 * 1024 * 1024);
+            return (
+                StatusCode::OK,
+                json!({"VersionId": "v", "SecretString": text}).to_string(),
+            );
+        }
         _ => {}
     }
     match target.as_str() {
