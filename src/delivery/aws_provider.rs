@@ -20,13 +20,15 @@ const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
 const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
 const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
 const TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
-/// Parameters of the AWS provider that mean nothing here: Coffer is one endpoint and one
-/// region, and always reads as the pod's ServiceAccount.
-const IGNORED: [&str; 4] = [
+/// Parameters of the AWS provider that mean nothing here (Coffer is one endpoint and one
+/// region, and always reads as the pod's ServiceAccount), and the pod's volume attribute naming
+/// the class, which the driver passes on with the rest.
+const IGNORED: [&str; 5] = [
     "region",
     "failoverRegion",
     "usePodIdentity",
     "preferredAddressType",
+    "secretProviderClass",
 ];
 
 /// Why a mount request is refused. Names objects, never values or tokens.
@@ -81,9 +83,8 @@ struct Descriptor {
     #[serde(default)]
     jmes_path: Vec<JmesEntry>,
     /// For another region of AWS; Coffer has one, so the primary object is read.
-    #[serde(default)]
-    #[allow(dead_code)]
-    failover_object: Option<serde_yaml::Value>,
+    #[serde(default, rename = "failoverObject")]
+    _failover_object: Option<serde::de::IgnoredAny>,
     file_permission: Option<Mode>,
 }
 
@@ -351,9 +352,14 @@ mod tests {
 - objectName: /app/flag
   objectType: ssmparameter
   objectVersionLabel: prod
+  failoverObject: {objectName: /app/flag-west}
 "#;
-        let mount =
-            ProviderMount::parse(&attributes(objects, &[("region", "us-east-1")]), "420").unwrap();
+        let extra = [
+            ("region", "us-east-1"),
+            ("secretProviderClass", "web"),
+            ("usePodIdentity", "true"),
+        ];
+        let mount = ProviderMount::parse(&attributes(objects, &extra), "420").unwrap();
         assert_eq!(
             mount.pod,
             PodInfo {
