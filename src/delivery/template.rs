@@ -9,8 +9,6 @@
 //! may be left empty to reach a later part (`...:SecretString::AWSPREVIOUS`), as CloudFormation
 //! allows; any other empty part is refused.
 
-use std::ops::Range;
-
 use winnow::combinator::{alt, cut_err, preceded, repeat, separated, terminated};
 use winnow::error::{StrContext, StrContextValue};
 use winnow::prelude::*;
@@ -64,11 +62,7 @@ pub struct TemplateError {
 impl Template {
     /// Parses `text`.
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
-        let raw = repeat(0.., alt((reference.map(Some), literal.map(|_| None))))
-            .fold(Vec::new, |mut found: Vec<RawReference<'_>>, item| {
-                found.extend(item);
-                found
-            })
+        let pieces: Vec<Piece<'_>> = repeat(0.., alt((reference, literal.map(Piece::Text))))
             .parse(LocatingSlice::new(text))
             .map_err(|err| {
                 let reason = err
@@ -82,22 +76,13 @@ impl Template {
                 position(text, err.offset(), reason)
             })?;
         let mut segments = Vec::new();
-        let mut at = 0;
-        for (span, parts) in raw {
-            if let Some(before) = text.get(at..span.start)
-                && !before.is_empty()
-            {
-                segments.push(Segment::Text(before.to_owned()));
-            }
-            let reference =
-                interpret(&parts).map_err(|reason| position(text, span.start, reason))?;
-            segments.push(Segment::Reference(reference));
-            at = span.end;
-        }
-        if let Some(after) = text.get(at..)
-            && !after.is_empty()
-        {
-            segments.push(Segment::Text(after.to_owned()));
+        for piece in pieces {
+            segments.push(match piece {
+                Piece::Text(literal) => Segment::Text(literal.to_owned()),
+                Piece::Reference { at, parts } => Segment::Reference(
+                    interpret(&parts).map_err(|reason| position(text, at, reason))?,
+                ),
+            });
         }
         Ok(Self { segments })
     }
@@ -129,7 +114,13 @@ impl Template {
 }
 
 type Input<'i> = LocatingSlice<&'i str>;
-type RawReference<'i> = (Range<usize>, Vec<&'i str>);
+
+/// What the grammar sees: literal text, or a reference's parts (and where it starts), whose
+/// meaning [`interpret`] gives.
+enum Piece<'i> {
+    Text(&'i str),
+    Reference { at: usize, parts: Vec<&'i str> },
+}
 
 /// Text up to the next reference, or to the end.
 fn literal<'i>(input: &mut Input<'i>) -> ModalResult<&'i str> {
@@ -141,7 +132,7 @@ fn literal<'i>(input: &mut Input<'i>) -> ModalResult<&'i str> {
 }
 
 /// `{{resolve:` parts separated by `:` `}}`; once `{{resolve:` is seen, nothing else will do.
-fn reference<'i>(input: &mut Input<'i>) -> ModalResult<RawReference<'i>> {
+fn reference<'i>(input: &mut Input<'i>) -> ModalResult<Piece<'i>> {
     preceded(
         OPEN,
         cut_err(terminated(separated(1.., part, ':'), CLOSE))
@@ -152,7 +143,10 @@ fn reference<'i>(input: &mut Input<'i>) -> ModalResult<RawReference<'i>> {
             .context(StrContext::Expected(StrContextValue::StringLiteral(CLOSE))),
     )
     .with_span()
-    .map(|(parts, span)| (span, parts))
+    .map(|(parts, span)| Piece::Reference {
+        at: span.start,
+        parts,
+    })
     .parse_next(input)
 }
 
