@@ -45,15 +45,17 @@ pub enum ProviderServeError {
 /// The provider service: mount requests answered from the API.
 pub struct Provider {
     content: ApiContent,
+    /// The audience of the pod tokens the API accepts.
+    audience: String,
 }
 
 impl Provider {
-    pub fn new(content: ApiContent) -> Self {
-        Self { content }
+    pub fn new(content: ApiContent, audience: String) -> Self {
+        Self { content, audience }
     }
 
     async fn answer(&self, request: &MountRequest) -> Result<MountResponse, ContentError> {
-        let mount = ProviderMount::parse(&request.attributes, &request.permission)?;
+        let mount = ProviderMount::parse(&request.attributes, &request.permission, &self.audience)?;
         let assembled = self.content.assemble(&mount.volume, &mount.token).await?;
         let mut object_version = Vec::new();
         let mut files = Vec::new();
@@ -242,7 +244,10 @@ mod tests {
         std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
         drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
         let endpoint = test_api::serve(test_api::sample()).await;
-        let provider = Provider::new(ApiContent::new(&endpoint, None).unwrap());
+        let provider = Provider::new(
+            ApiContent::new(&endpoint, None).unwrap(),
+            crate::delivery::DEFAULT_AUDIENCE.to_owned(),
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn({
             let socket = socket.clone();

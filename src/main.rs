@@ -129,6 +129,11 @@ enum Command {
         /// CAs].
         #[arg(long, env = "COFFER_API_CA_FILE")]
         api_ca_file: Option<PathBuf>,
+
+        /// Audience of the pods' ServiceAccount tokens: the controller's --audience, requested
+        /// through the driver's tokenRequests.
+        #[arg(long, env = "COFFER_AUDIENCE", default_value = coffer::delivery::DEFAULT_AUDIENCE)]
+        audience: String,
     },
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crd,
@@ -395,7 +400,8 @@ fn main() -> ExitCode {
             socket,
             api_endpoint,
             api_ca_file,
-        } => run_csi_provider(&socket, &api_endpoint, api_ca_file.as_deref()),
+            audience,
+        } => run_csi_provider(&socket, &api_endpoint, api_ca_file.as_deref(), audience),
         Command::Crd => print_crds(),
         Command::Admin {
             command:
@@ -517,6 +523,7 @@ fn run_csi_provider(
     socket: &std::path::Path,
     api_endpoint: &str,
     api_ca_file: Option<&std::path::Path>,
+    audience: String,
 ) -> Result<(), String> {
     runtime()?.block_on(async {
         let content = coffer::delivery::ApiContent::new(api_endpoint, api_ca_file)
@@ -525,7 +532,7 @@ fn run_csi_provider(
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         coffer::csi_provider::run(
             socket,
-            coffer::csi_provider::Provider::new(content),
+            coffer::csi_provider::Provider::new(content, audience),
             shutdown,
         )
         .await

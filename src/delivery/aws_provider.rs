@@ -12,8 +12,8 @@ use super::names::{self, NameError};
 use super::volume::{CURRENT_STAGE, Output, ParameterPin, SecretPin, Selection, Source, Volume};
 use super::{ContentError, PodInfo, PodToken};
 
-/// The audience of the ServiceAccount token Coffer's API accepts.
-pub const AUDIENCE: &str = "coffer";
+/// The audience of the ServiceAccount token Coffer's API accepts by default.
+pub const DEFAULT_AUDIENCE: &str = "coffer";
 
 const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
 const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
@@ -41,10 +41,10 @@ pub enum ProviderError {
     #[error("the driver passed no {0}")]
     Missing(&'static str),
     #[error(
-        "the driver passed no token for audience {AUDIENCE:?}: list it under tokenRequests in the \
+        "the driver passed no token for audience {0:?}: list it under tokenRequests in the \
          CSIDriver secrets-store.csi.k8s.io"
     )]
-    NoToken,
+    NoToken(String),
     #[error("unknown SecretProviderClass parameter {0:?}")]
     UnknownParameter(String),
     #[error("pathTranslation must be \"False\" or a single character")]
@@ -112,8 +112,13 @@ pub struct ProviderMount {
 
 impl ProviderMount {
     /// Reads the driver's `attributes` (JSON: the class's parameters and the pod's attributes)
-    /// and `permission` (JSON: the default file mode, a decimal number).
-    pub fn parse(attributes: &str, permission: &str) -> Result<Self, ProviderError> {
+    /// and `permission` (JSON: the default file mode, a decimal number), taking the pod's token
+    /// for `audience`.
+    pub fn parse(
+        attributes: &str,
+        permission: &str,
+        audience: &str,
+    ) -> Result<Self, ProviderError> {
         let attributes: BTreeMap<String, String> =
             serde_json::from_str(attributes).map_err(|_| ProviderError::Attributes)?;
         let mode = if permission.trim().is_empty() {
@@ -151,13 +156,13 @@ impl ProviderMount {
             .get(TOKENS)
             .map(|text| serde_json::from_str(text))
             .transpose()
-            .map_err(|_| ProviderError::NoToken)?
+            .map_err(|_| ProviderError::NoToken(audience.to_owned()))?
             .unwrap_or_default();
         let token = tokens
             .into_iter()
-            .find(|(audience, _)| audience == AUDIENCE)
+            .find(|(given, _)| given == audience)
             .map(|(_, token)| PodToken::new(token.token, token.expiration_timestamp))
-            .ok_or(ProviderError::NoToken)?;
+            .ok_or_else(|| ProviderError::NoToken(audience.to_owned()))?;
         let translation = match attributes.get("pathTranslation").map(String::as_str) {
             None | Some("") => Some('_'),
             Some(off) if off.eq_ignore_ascii_case("false") => None,
@@ -359,7 +364,8 @@ mod tests {
             ("secretProviderClass", "web"),
             ("usePodIdentity", "true"),
         ];
-        let mount = ProviderMount::parse(&attributes(objects, &extra), "420").unwrap();
+        let mount =
+            ProviderMount::parse(&attributes(objects, &extra), "420", DEFAULT_AUDIENCE).unwrap();
         assert_eq!(
             mount.pod,
             PodInfo {
@@ -380,15 +386,22 @@ mod tests {
 
         // Translation off: only the leading slash goes; another character replaces slashes.
         let objects = "- {objectName: /app/url, objectType: ssmparameter}";
-        let off =
-            ProviderMount::parse(&attributes(objects, &[("pathTranslation", "False")]), "256")
-                .unwrap();
+        let off = ProviderMount::parse(
+            &attributes(objects, &[("pathTranslation", "False")]),
+            "256",
+            DEFAULT_AUDIENCE,
+        )
+        .unwrap();
         assert_eq!(
             files(&off),
             [("app/url".into(), "parameter /app/url".into(), 0o400)]
         );
-        let dash =
-            ProviderMount::parse(&attributes(objects, &[("pathTranslation", "-")]), "").unwrap();
+        let dash = ProviderMount::parse(
+            &attributes(objects, &[("pathTranslation", "-")]),
+            "",
+            DEFAULT_AUDIENCE,
+        )
+        .unwrap();
         assert_eq!(files(&dash)[0].0, "-app-url");
     }
 
@@ -496,14 +509,15 @@ mod tests {
             ("[]", &[], "420", "empty"),
         ];
         for (objects, extra, permission, expected) in cases {
-            let err = ProviderMount::parse(&attributes(objects, extra), permission)
-                .unwrap_err()
-                .to_string();
+            let err =
+                ProviderMount::parse(&attributes(objects, extra), permission, DEFAULT_AUDIENCE)
+                    .unwrap_err()
+                    .to_string();
             assert!(err.contains(expected), "{objects} {extra:?}: {err}");
             assert!(!err.contains("tok.en.sig"));
         }
         assert!(matches!(
-            ProviderMount::parse("[1]", "420"),
+            ProviderMount::parse("[1]", "420", DEFAULT_AUDIENCE),
             Err(ProviderError::Attributes)
         ));
     }

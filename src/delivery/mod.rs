@@ -24,7 +24,7 @@ pub(crate) mod test_api;
 pub mod volume;
 
 pub use api::{ApiClient, ApiError};
-pub use aws_provider::{ProviderError, ProviderMount};
+pub use aws_provider::{DEFAULT_AUDIENCE, ProviderError, ProviderMount};
 pub use content::ApiContent;
 
 /// One file of a volume: a relative path inside the volume, its mode, its contents.
