@@ -21,6 +21,8 @@ pub mod names;
 pub mod template;
 #[cfg(test)]
 pub(crate) mod test_api;
+#[cfg(test)]
+mod through_controller;
 pub mod volume;
 
 pub use api::{ApiClient, ApiError};
