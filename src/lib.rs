@@ -10,6 +10,7 @@
 //! - [`controller`]: `coffer controller`, the reconcilers and the leader's tasks.
 //! - [`resources`]: the custom resource types and their CRDs.
 //! - [`delivery`]: what a CSI volume holds, read with the pod's own identity.
+//! - [`csi_provider`]: `coffer csi-provider`, a Secrets Store CSI Driver provider over the same.
 //! - [`server`]: the standalone `coffer server`.
 //! - [`serve`]: HTTP and HTTPS serving (certificates reloaded on change) and health routes.
 //! - [`metrics`]: one Prometheus registry for the API's, the controller's and the Kubernetes
@@ -21,6 +22,7 @@ pub mod aws;
 pub mod controller;
 pub mod credentials_proxy;
 pub mod crypto;
+pub mod csi_provider;
 pub mod delivery;
 pub mod engine;
 pub mod fault;

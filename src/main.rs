@@ -109,6 +109,32 @@ enum Command {
         #[arg(long, env = "COFFER_CA_FILE")]
         ca_file: Option<PathBuf>,
     },
+    /// Serve the Secrets Store CSI Driver's provider API on a Unix socket: mounts read through
+    /// the controller's API as the pod, so a SecretProviderClass switches from `provider: aws`
+    /// to `provider: coffer`. Run on every node, beside the driver.
+    CsiProvider {
+        /// The Unix socket the driver dials (created with mode 0600; a stale one is replaced).
+        #[arg(long, env = "COFFER_PROVIDER_SOCKET", default_value = coffer::csi_provider::DEFAULT_SOCKET)]
+        socket: PathBuf,
+
+        /// The controller's API, `https://HOST[:PORT]`.
+        #[arg(
+            long,
+            env = "COFFER_API_ENDPOINT",
+            default_value = "https://coffer.coffer-system.svc:8443"
+        )]
+        api_endpoint: String,
+
+        /// PEM file of the CA that signed the controller's certificate [default: the system's
+        /// CAs].
+        #[arg(long, env = "COFFER_API_CA_FILE")]
+        api_ca_file: Option<PathBuf>,
+
+        /// Audience of the pods' ServiceAccount tokens: the controller's --audience, requested
+        /// through the driver's tokenRequests.
+        #[arg(long, env = "COFFER_AUDIENCE", default_value = coffer::delivery::DEFAULT_AUDIENCE)]
+        audience: String,
+    },
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crd,
     /// Administer a standalone data directory (while its server is stopped).
@@ -370,6 +396,12 @@ fn main() -> ExitCode {
             upstream,
             ca_file,
         } => run_credentials_proxy(listen, &upstream, ca_file.as_deref()),
+        Command::CsiProvider {
+            socket,
+            api_endpoint,
+            api_ca_file,
+            audience,
+        } => run_csi_provider(&socket, &api_endpoint, api_ca_file.as_deref(), audience),
         Command::Crd => print_crds(),
         Command::Admin {
             command:
@@ -484,6 +516,27 @@ fn run_credentials_proxy(
         coffer::credentials_proxy::run(listen, proxy, shutdown)
             .await
             .map_err(|err| coffer::redact::chain(&err))
+    })
+}
+
+fn run_csi_provider(
+    socket: &std::path::Path,
+    api_endpoint: &str,
+    api_ca_file: Option<&std::path::Path>,
+    audience: String,
+) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let content = coffer::delivery::ApiContent::new(api_endpoint, api_ca_file)
+            .map_err(|err| coffer::redact::chain(&err))?;
+        let shutdown = server::shutdown_signal()
+            .map_err(|err| format!("cannot install signal handlers: {err}"))?;
+        coffer::csi_provider::run(
+            socket,
+            coffer::csi_provider::Provider::new(content, audience),
+            shutdown,
+        )
+        .await
+        .map_err(|err| coffer::redact::chain(&err))
     })
 }
 
