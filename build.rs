@@ -1,15 +1,18 @@
-//! Compiles the gRPC protocols in `proto/` into Rust, without `protoc`: protox parses the
-//! files (the well-known types included), tonic-prost-build writes the messages and services.
+//! Compiles the gRPC services in `proto/` without protoc: protox parses (the well-known types
+//! included), tonic-prost-build generates.
 
-/// The protocol files, relative to `proto/`. Another protocol is one more entry.
-const PROTOS: &[&str] = &["csi.proto"];
+type BuildError = Box<dyn std::error::Error>;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files: Vec<String> = PROTOS.iter().map(|name| format!("proto/{name}")).collect();
-    for file in &files {
-        println!("cargo:rerun-if-changed={file}");
-    }
-    let descriptors = protox::compile(&files, ["proto"])?;
+fn main() -> Result<(), BuildError> {
+    // One line a service.
+    compile("proto/csi.proto")?;
+    compile("proto/provider.proto")?;
+    Ok(())
+}
+
+fn compile(proto: &str) -> Result<(), BuildError> {
+    println!("cargo:rerun-if-changed={proto}");
+    let descriptors = protox::compile([proto], ["proto"])?;
     tonic_prost_build::configure().compile_fds(descriptors)?;
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! - [`resources`]: the custom resource types and their CRDs.
 //! - [`delivery`]: what a CSI volume holds, read with the pod's own identity.
 //! - [`csi`]: `coffer csi`, the CSI node plugin that mounts and refreshes those volumes.
+//! - [`csi_provider`]: `coffer csi-provider`, a Secrets Store CSI Driver provider over the same.
 //! - [`server`]: the standalone `coffer server`.
 //! - [`serve`]: HTTP and HTTPS serving (certificates reloaded on change) and health routes.
 //! - [`metrics`]: one Prometheus registry for the API's, the controller's and the Kubernetes
@@ -23,6 +24,7 @@ pub mod controller;
 pub mod credentials_proxy;
 pub mod crypto;
 pub mod csi;
+pub mod csi_provider;
 pub mod delivery;
 pub mod engine;
 pub mod fault;

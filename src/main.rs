@@ -113,6 +113,32 @@ enum Command {
     /// inline volumes as tmpfs, write their files read with the pod's own ServiceAccount token,
     /// and keep them current as the Secrets and Parameters they come from change.
     Csi(CsiArgs),
+    /// Serve the Secrets Store CSI Driver's provider API on a Unix socket: mounts read through
+    /// the controller's API as the pod, so a SecretProviderClass switches from `provider: aws`
+    /// to `provider: coffer`. Run on every node, beside the driver.
+    CsiProvider {
+        /// The Unix socket the driver dials (created with mode 0600; a stale one is replaced).
+        #[arg(long, env = "COFFER_PROVIDER_SOCKET", default_value = coffer::csi_provider::DEFAULT_SOCKET)]
+        socket: PathBuf,
+
+        /// The controller's API, `https://HOST[:PORT]`.
+        #[arg(
+            long,
+            env = "COFFER_API_ENDPOINT",
+            default_value = "https://coffer.coffer-system.svc:8443"
+        )]
+        api_endpoint: String,
+
+        /// PEM file of the CA that signed the controller's certificate [default: the system's
+        /// CAs].
+        #[arg(long, env = "COFFER_API_CA_FILE")]
+        api_ca_file: Option<PathBuf>,
+
+        /// Audience of the pods' ServiceAccount tokens: the controller's --audience, requested
+        /// through the driver's tokenRequests.
+        #[arg(long, env = "COFFER_AUDIENCE", default_value = coffer::delivery::DEFAULT_AUDIENCE)]
+        audience: String,
+    },
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crd,
     /// Administer a standalone data directory (while its server is stopped).
@@ -246,9 +272,22 @@ struct CsiArgs {
     resync_seconds: u64,
 
     /// Audience of the ServiceAccount tokens kubelet hands over (the CSIDriver's
-    /// tokenRequests).
-    #[arg(long, env = "COFFER_AUDIENCE", default_value = "coffer")]
+    /// tokenRequests): the controller's --audience.
+    #[arg(long, env = "COFFER_AUDIENCE", default_value = coffer::delivery::DEFAULT_AUDIENCE)]
     audience: String,
+
+    /// The controller's API, `https://HOST[:PORT]`, which volumes are read through as each pod.
+    #[arg(
+        long,
+        env = "COFFER_API_ENDPOINT",
+        default_value = "https://coffer.coffer-system.svc:8443"
+    )]
+    api_endpoint: String,
+
+    /// PEM file of the CA that signed the controller's certificate [default: the system's
+    /// CAs].
+    #[arg(long, env = "COFFER_API_CA_FILE")]
+    api_ca_file: Option<PathBuf>,
 }
 
 /// Timeouts and limits of every listener and of the API.
@@ -403,6 +442,12 @@ fn main() -> ExitCode {
             ca_file,
         } => run_credentials_proxy(listen, &upstream, ca_file.as_deref()),
         Command::Csi(args) => run_csi(args),
+        Command::CsiProvider {
+            socket,
+            api_endpoint,
+            api_ca_file,
+            audience,
+        } => run_csi_provider(&socket, &api_endpoint, api_ca_file.as_deref(), audience),
         Command::Crd => print_crds(),
         Command::Admin {
             command:
@@ -530,11 +575,14 @@ fn run_csi(args: CsiArgs) -> Result<(), String> {
         audience: args.audience,
     };
     runtime()?.block_on(async {
+        let content =
+            coffer::delivery::ApiContent::new(&args.api_endpoint, args.api_ca_file.as_deref())
+                .map_err(|err| coffer::redact::chain(&err))?;
         let shutdown = server::shutdown_signal()
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         coffer::csi::run(
             config,
-            std::sync::Arc::new(UnwiredContentSource),
+            std::sync::Arc::new(content),
             coffer::csi::feed::kubernetes(),
             shutdown,
         )
@@ -543,31 +591,25 @@ fn run_csi(args: CsiArgs) -> Result<(), String> {
     })
 }
 
-/// Stands in until the API-backed content source of `coffer::delivery` is wired here: every
-/// publish fails as Unavailable (kubelet retries), so that no volume is ever served with
-/// anything but what the pod's own token may read.
-struct UnwiredContentSource;
-
-#[async_trait::async_trait]
-impl coffer::delivery::ContentSource for UnwiredContentSource {
-    fn watches(
-        &self,
-        _: &std::collections::BTreeMap<String, String>,
-        _: &coffer::delivery::PodInfo,
-    ) -> Result<Vec<coffer::delivery::Watched>, coffer::delivery::ContentError> {
-        Ok(Vec::new())
-    }
-
-    async fn files(
-        &self,
-        _: &std::collections::BTreeMap<String, String>,
-        _: &coffer::delivery::PodInfo,
-        _: &coffer::delivery::PodToken,
-    ) -> Result<Vec<coffer::delivery::VolumeFile>, coffer::delivery::ContentError> {
-        Err(coffer::delivery::ContentError::Unavailable(
-            "this build has no content source for CSI volumes".into(),
-        ))
-    }
+fn run_csi_provider(
+    socket: &std::path::Path,
+    api_endpoint: &str,
+    api_ca_file: Option<&std::path::Path>,
+    audience: String,
+) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let content = coffer::delivery::ApiContent::new(api_endpoint, api_ca_file)
+            .map_err(|err| coffer::redact::chain(&err))?;
+        let shutdown = server::shutdown_signal()
+            .map_err(|err| format!("cannot install signal handlers: {err}"))?;
+        coffer::csi_provider::run(
+            socket,
+            coffer::csi_provider::Provider::new(content, audience),
+            shutdown,
+        )
+        .await
+        .map_err(|err| coffer::redact::chain(&err))
+    })
 }
 
 fn print_crds() -> Result<(), String> {

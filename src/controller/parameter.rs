@@ -38,6 +38,7 @@ use crate::store::StoreError;
 use crate::store::kubernetes::parameter_mapping;
 use crate::store::kubernetes::parameters::{AbandonedParameter, ParameterRecords};
 use crate::store::kubernetes::versioned::awaits_its_record;
+use crate::store::kubernetes::writeback::spec_written_back;
 
 /// Longest wait before a resource is looked at again when nothing is due.
 const RESYNC: Duration = Duration::from_secs(3600);
@@ -200,8 +201,12 @@ async fn apply(
     Ok(requeue_for(resource))
 }
 
-/// Whether the status shows this generation of the spec as applied.
+/// Whether this generation of the spec is applied already: the status shows it applied, or the
+/// store wrote it back from the API (the record is its source, and may have moved on since).
 fn spec_observed(resource: &Parameter) -> bool {
+    if spec_written_back(resource) {
+        return true;
+    }
     let Some(status) = &resource.status else {
         return false;
     };

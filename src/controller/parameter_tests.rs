@@ -190,6 +190,65 @@ async fn a_string_parameter_follows_its_spec_and_api_changes_reach_the_spec() {
     assert!(h.fake.event_reasons().contains(&"Deleted".to_owned()));
 }
 
+/// Quick API calls: the spec the store wrote back for one is stale by the time the reconciler
+/// sees it. It is the store's own word, not a declaration: no version comes of it.
+#[tokio::test]
+async fn a_spec_written_back_from_the_api_makes_no_version_even_when_stale() {
+    let h = harness();
+    h.apply(
+        "db-url",
+        json!({"name": "/app/db/url", "value": "postgres://db-1"}),
+    );
+    h.settle("db-url").await;
+    assert_eq!(
+        h.put("/app/db/url", "postgres://db-2", "String")
+            .await
+            .unwrap(),
+        2
+    );
+    let written_back = h.resource("db-url").unwrap();
+    assert_eq!(written_back.spec.value.as_deref(), Some("postgres://db-2"));
+    assert!(crate::store::kubernetes::writeback::spec_written_back(
+        &written_back
+    ));
+    // Two more calls before the reconciler wakes for the first write-back.
+    assert_eq!(
+        h.put("/app/db/url", "postgres://db-3", "String")
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        h.put("/app/db/url", "postgres://db-4", "String")
+            .await
+            .unwrap(),
+        4
+    );
+    // The reconciler's copy is that first write-back (its cache has not seen the others yet).
+    h.store.forget_resource("app", "db-url");
+    h.store.remember(written_back.clone());
+    reconcile(Arc::new(written_back), Arc::clone(&h.ctx))
+        .await
+        .unwrap();
+    assert_eq!(h.value("/app/db/url").await.unwrap(), "postgres://db-4");
+    let resource = h.settle("db-url").await;
+    assert_eq!(resource.status.unwrap().version, Some(4));
+    assert_eq!(resource.spec.value.as_deref(), Some("postgres://db-4"));
+
+    // A user's change after the write-back is a declaration again.
+    let mut spec = serde_json::to_value(&resource.spec).unwrap();
+    spec["value"] = json!("postgres://db-5");
+    let path = format!("{RESOURCES}/db-url");
+    let mut object = h.fake.object(&path).unwrap();
+    object["spec"] = spec;
+    object["metadata"]["generation"] =
+        json!(object["metadata"]["generation"].as_i64().unwrap() + 1);
+    h.fake.insert_raw(&path, object);
+    let resource = h.settle("db-url").await;
+    assert_eq!(resource.status.unwrap().version, Some(5));
+    assert_eq!(h.value("/app/db/url").await.unwrap(), "postgres://db-5");
+}
+
 #[tokio::test]
 async fn a_parameter_made_through_the_api_appears_as_a_resource() {
     let h = harness();

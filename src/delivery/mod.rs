@@ -13,6 +13,22 @@ use zeroize::Zeroizing;
 
 use crate::crypto::SecretBytes;
 
+mod api;
+mod attributes;
+mod aws_provider;
+mod content;
+pub mod names;
+pub mod template;
+#[cfg(test)]
+pub(crate) mod test_api;
+#[cfg(test)]
+mod through_controller;
+pub mod volume;
+
+pub use api::{ApiClient, ApiError};
+pub use aws_provider::{DEFAULT_AUDIENCE, ProviderError, ProviderMount};
+pub use content::ApiContent;
+
 /// One file of a volume: a relative path inside the volume, its mode, its contents.
 pub struct VolumeFile {
     /// Relative, `/`-separated; checked again by the writer before it touches the disk.

@@ -26,6 +26,7 @@ pub mod parameters;
 pub mod secret_mapping;
 pub mod secrets;
 pub mod versioned;
+pub mod writeback;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as CoreSecret;
-use kube::api::{DeleteParams, ObjectMeta, Patch, Preconditions};
+use kube::api::{DeleteParams, ObjectMeta, Preconditions};
 use kube::runtime::{reflector, watcher};
 use kube::{Api, Client, Resource as _, ResourceExt};
 use serde_json::Value;
@@ -39,7 +39,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{Notify, broadcast};
 
 use super::cache::{self, ObjectCache, ObjectKey, Observed, ReconcilerFeed};
-use super::{FIELD_MANAGER, KindStore, api_error, patch_params, post_params};
+use super::{FIELD_MANAGER, KindStore, api_error, post_params, writeback};
 use crate::engine::AccountDirectory;
 use crate::engine::account::account_id;
 use crate::store::{Record, RecordKey, RecordKind, RecordValue, Revision, Store, StoreError};
@@ -488,7 +488,7 @@ impl<K: VersionedKind> VersionedRecords<K> {
         meta: &K::Meta,
         slots: &BTreeMap<String, Vec<u8>>,
         before: Option<&CoreSecret>,
-        mirror: &mut Option<(String, Value)>,
+        mirror: &mut Option<String>,
     ) -> Result<Option<(String, Option<String>)>, StoreError> {
         let name = K::name(meta);
         let deleted = K::is_deleted(meta);
@@ -515,12 +515,10 @@ impl<K: VersionedKind> VersionedRecords<K> {
             }
             Some(resource) => {
                 // Checked now (a change the spec cannot show is refused before anything is
-                // written), applied once the record is written: a reconciler woken by the spec
-                // must find the record it mirrors, or it would write the old one back.
-                // No resourceVersion precondition: the patch names only the fields the API
-                // changed, and status writes would make every such precondition fail.
-                if let Some(patch) = K::spec_mirror(meta, slots, &resource)? {
-                    *mirror = Some((resource.name_any(), patch));
+                // written), written back once the record is written: a reconciler woken by the
+                // spec must find the record it mirrors, or it would write the old one back.
+                if K::spec_mirror(meta, slots, &resource)?.is_some() {
+                    *mirror = Some(resource.name_any());
                 }
                 Ok(Some((resource.name_any(), resource.uid())))
             }
@@ -591,20 +589,6 @@ impl<K: VersionedKind> VersionedRecords<K> {
                 &self.label(&namespace, &resource.name_any()),
             )),
         }
-    }
-
-    async fn patch_resource(
-        &self,
-        namespace: &str,
-        name: &str,
-        patch: &Value,
-    ) -> Result<Arc<K::Resource>, StoreError> {
-        let patched = Api::<K::Resource>::namespaced(self.client.clone(), namespace)
-            .patch(name, &patch_params(), &Patch::Merge(patch))
-            .await
-            .map_err(|err| api_error(err, &self.label(namespace, name)))?;
-        self.resources.put(patched.clone());
-        Ok(Arc::new(patched))
     }
 
     /// Creates the value objects `sealed` needs that the previous record did not have; returns
@@ -718,13 +702,19 @@ impl<K: VersionedKind> VersionedRecords<K> {
         .map_err(|err| api_error(err, &key.to_string()))?;
         let revision = Revision::new(written.resource_version().unwrap_or_default());
         self.objects.put(written);
-        if let Some((resource_name, patch)) = mirror
-            && let Err(err) = self
-                .patch_resource(&key.namespace, &resource_name, &patch)
-                .await
-        {
-            // Someone changed the spec meanwhile; their change is the newer declaration.
-            tracing::warn!(error = %crate::redact::chain(&err), "could not write an API change back into its resource's spec");
+        if let Some(resource_name) = mirror {
+            let api = Api::<K::Resource>::namespaced(self.client.clone(), &key.namespace);
+            let change = |resource: &K::Resource| K::spec_mirror(&meta, &value.sealed, resource);
+            match writeback::write_back(&api, &resource_name, change).await {
+                Ok(Some(written)) => {
+                    self.resources.put(written);
+                }
+                Ok(None) => {}
+                // Someone kept changing the spec meanwhile; their change is the newer declaration.
+                Err(err) => {
+                    tracing::warn!(error = %crate::redact::chain(&err), "could not write an API change back into its resource's spec");
+                }
+            }
         }
         let kept: std::collections::HashSet<&String> = values.values().collect();
         let dropped: Vec<String> = previous_values
