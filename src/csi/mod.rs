@@ -23,6 +23,8 @@ pub mod names;
 pub mod request;
 pub mod service;
 pub mod state;
+#[cfg(test)]
+mod through_api;
 pub mod volumes;
 pub mod writer;
 
