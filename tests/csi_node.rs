@@ -100,7 +100,7 @@ impl ContentSource for FixedSource {
         _: &PodInfo,
         token: &PodToken,
     ) -> Result<Vec<VolumeFile>, ContentError> {
-        self.tokens.lock().unwrap().push(token.expose().to_owned());
+        self.tokens.lock().unwrap().push(label_of(token.expose()));
         match &*self.answer.lock().unwrap() {
             Answer::Files(files) => Ok(files
                 .iter()
@@ -249,8 +249,42 @@ fn mounts_at(target: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn tokens_json(token: &str, expires: &str) -> String {
-    format!(r#"{{"coffer":{{"token":"{token}","expirationTimestamp":"{expires}"}}}}"#)
+/// kubelet's token entry for the test pod, its token made by [`pod_jwt`] from `label`.
+fn tokens_json(label: &str, expires: &str) -> String {
+    serde_json::json!({"coffer": {"token": pod_jwt(label), "expirationTimestamp": expires}})
+        .to_string()
+}
+
+/// An unsigned token with the claims of kubelet's token for the test pod (the plugin refuses
+/// another's); `label` rides in a claim of its own so that tests can tell tokens apart.
+fn pod_jwt(label: &str) -> String {
+    use base64::Engine as _;
+    let encode = |value: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+    };
+    let claims = serde_json::json!({
+        "sub": format!("system:serviceaccount:{NAMESPACE}:web"),
+        "kubernetes.io": {"namespace": NAMESPACE, "pod": {"name": "web-0", "uid": "5f0c1d2e"}},
+        "label": label,
+    });
+    format!(
+        "{}.{}.unsigned",
+        encode(serde_json::json!({"alg": "none"})),
+        encode(claims)
+    )
+}
+
+/// The label [`pod_jwt`] put into a token.
+fn label_of(token: &str) -> String {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["label"].as_str().unwrap().to_owned()
 }
 
 fn context(token: Option<&str>) -> HashMap<String, String> {
@@ -465,7 +499,7 @@ async fn publish_writes_files_in_the_atomic_layout_and_is_idempotent() {
         .unwrap()
         .unwrap();
     let state = std::fs::read_to_string(state.path()).unwrap();
-    assert!(state.contains("jwt-two") && !state.contains("jwt-one"));
+    assert!(state.contains(&pod_jwt("jwt-two")) && !state.contains(&pod_jwt("jwt-one")));
 
     // Another volume on the same target is refused.
     let other = publish_request("csi-v2", &target, context(Some("jwt-two")), "3000");

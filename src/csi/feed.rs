@@ -30,12 +30,17 @@ pub enum Notice {
     },
     /// A parameter, by its name (`/app/db/url`).
     Parameter { namespace: String, name: String },
+    /// A watch has listed its objects for the first time. Changes made between the plugin's
+    /// start (when it rewrote every volume) and this listing were seen by nobody: every volume
+    /// is read again.
+    Listed,
 }
 
 impl Notice {
     /// Whether a volume that reads `watched` reads this object.
     pub fn matches(&self, watched: &Watched) -> bool {
         match (self, watched) {
+            (Notice::Listed, _) => true,
             (
                 Notice::Secret {
                     namespace,
@@ -160,8 +165,8 @@ fn parameter_notice(parameter: &Parameter) -> Option<Notice> {
     })
 }
 
-/// Notices of the objects of `api` that change. The first listing only records what is there
-/// (the plugin resyncs every volume on start); later relists announce what changed meanwhile.
+/// Notices of the objects of `api` that change. The first listing records what is there and
+/// announces [`Notice::Listed`]; later relists announce what changed meanwhile.
 fn watch<K>(api: Api<K>, notice: fn(&K) -> Option<Notice>) -> BoxStream<'static, Notice>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -176,8 +181,7 @@ where
                 Ok(watcher::Event::InitApply(object)) => seen.applied(&object, notice),
                 Ok(watcher::Event::InitDone) => {
                     tracing::debug!(kind = %K::kind(&Default::default()), objects = seen.versions.len(), "watch listed");
-                    seen.primed = true;
-                    Vec::new()
+                    seen.listed()
                 }
                 Ok(watcher::Event::Apply(object)) => seen.applied(&object, notice),
                 Ok(watcher::Event::Delete(object)) => {
@@ -208,6 +212,17 @@ struct Seen {
 }
 
 impl Seen {
+    /// A listing is complete: the first announces [`Notice::Listed`].
+    fn listed(&mut self) -> Vec<Notice> {
+        let first = !self.primed;
+        self.primed = true;
+        if first {
+            vec![Notice::Listed]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn applied<K: Resource>(
         &mut self,
         object: &K,
@@ -337,8 +352,14 @@ mod tests {
         parameter.metadata.resource_version = Some("1".into());
         parameter.spec.name = "/app/x".into();
         assert!(seen.applied(&parameter, parameter_notice).is_empty());
-        seen.primed = true;
+        // The first listing done: every volume is read again, once.
+        assert_eq!(seen.listed(), [Notice::Listed]);
+        assert!(Notice::Listed.matches(&Watched::Parameter {
+            namespace: "other".into(),
+            name: "/any".into()
+        }));
         assert!(seen.applied(&parameter, parameter_notice).is_empty());
+        assert!(seen.listed().is_empty(), "a relist announces only changes");
         parameter.metadata.resource_version = Some("2".into());
         assert_eq!(
             seen.applied(&parameter, parameter_notice),

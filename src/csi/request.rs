@@ -89,6 +89,7 @@ pub fn publish(
         service_account: field(SERVICE_ACCOUNT)?,
     };
     let token = token(&request.secrets, &context, audience)?;
+    check_owner(&token, &pod)?;
     let attributes = context
         .into_iter()
         .filter(|(key, _)| !key.starts_with(KUBELET_PREFIX))
@@ -158,6 +159,70 @@ fn token(
     }
 }
 
+/// What a ServiceAccount token says of whose it is.
+#[derive(serde::Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(rename = "kubernetes.io", default)]
+    kubernetes: Option<KubernetesClaims>,
+}
+
+#[derive(serde::Deserialize)]
+struct KubernetesClaims {
+    #[serde(default)]
+    pod: Option<BoundPod>,
+}
+
+#[derive(serde::Deserialize)]
+struct BoundPod {
+    #[serde(default)]
+    uid: Option<String>,
+}
+
+/// Refuses a token that is not the pod's own: another ServiceAccount's, or bound to another
+/// pod. The claims are read without checking the signature: the API checks it on every read,
+/// and this check only keeps a volume from being read with an identity that is not its pod's.
+fn check_owner(token: &PodToken, pod: &PodInfo) -> Result<(), RequestError> {
+    use base64::Engine as _;
+    let denied = |why: &str| {
+        Err(RequestError::PermissionDenied(format!(
+            "the ServiceAccount token {why}"
+        )))
+    };
+    let mut parts = token.expose().split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return denied("is not a JSON Web Token");
+    };
+    let Ok(json) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('='))
+    else {
+        return denied("is not a JSON Web Token");
+    };
+    let Ok(claims) = serde_json::from_slice::<Claims>(&json) else {
+        return denied("is not a JSON Web Token");
+    };
+    let expected = format!(
+        "system:serviceaccount:{}:{}",
+        pod.namespace, pod.service_account
+    );
+    if claims.sub.as_deref() != Some(expected.as_str()) {
+        return denied(&format!(
+            "is not one of {expected}, the pod's ServiceAccount"
+        ));
+    }
+    let bound_uid = claims
+        .kubernetes
+        .and_then(|claims| claims.pod)
+        .and_then(|bound| bound.uid);
+    if bound_uid.is_some_and(|uid| uid != pod.uid) {
+        return denied(&format!("is bound to a pod other than {}", pod.name));
+    }
+    Ok(())
+}
+
 /// Whether a token's expiry (RFC 3339) has passed; a token without a readable one is tried.
 pub fn expired(token: &PodToken, now: time::OffsetDateTime) -> bool {
     token
@@ -180,15 +245,43 @@ mod tests {
             (POD_UID, "0b6f"),
             (SERVICE_ACCOUNT, "web"),
             (EPHEMERAL, "true"),
-            (
-                TOKENS,
-                r#"{"coffer":{"token":"jwt-1","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#,
-            ),
             ("objects", "- secret: db"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .chain([(
+            TOKENS.to_owned(),
+            tokens(&jwt("web", Some("0b6f")), Some("2030-01-01T00:00:00Z")),
+        )])
         .collect()
+    }
+
+    /// An unsigned token with the claims kubelet's tokens carry, for ServiceAccount `account`
+    /// of namespace shop, bound to the pod of uid `pod_uid`.
+    fn jwt(account: &str, pod_uid: Option<&str>) -> String {
+        use base64::Engine as _;
+        let encode = |value: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        let mut claims =
+            serde_json::json!({"sub": format!("system:serviceaccount:shop:{account}")});
+        if let Some(uid) = pod_uid {
+            claims["kubernetes.io"] =
+                serde_json::json!({"namespace": "shop", "pod": {"name": "web-0", "uid": uid}});
+        }
+        format!(
+            "{}.{}.signature",
+            encode(serde_json::json!({"alg": "RS256"})),
+            encode(claims)
+        )
+    }
+
+    fn tokens(token: &str, expires: Option<&str>) -> String {
+        let mut entry = serde_json::json!({"token": token});
+        if let Some(expires) = expires {
+            entry["expirationTimestamp"] = expires.into();
+        }
+        serde_json::json!({ "coffer": entry }).to_string()
     }
 
     fn request(context: HashMap<String, String>) -> proto::NodePublishVolumeRequest {
@@ -217,7 +310,7 @@ mod tests {
         assert_eq!(publish.mount_group, Some(2000));
         assert_eq!(publish.pod.namespace, "shop");
         assert_eq!(publish.pod.service_account, "web");
-        assert_eq!(publish.token.expose(), "jwt-1");
+        assert_eq!(publish.token.expose(), jwt("web", Some("0b6f")));
         assert_eq!(
             publish.token.expires.as_deref(),
             Some("2030-01-01T00:00:00Z")
@@ -230,10 +323,27 @@ mod tests {
     fn a_token_in_secrets_wins() {
         let mut req = request(context());
         req.secrets
-            .insert(TOKENS.into(), r#"{"coffer":{"token":"jwt-2"}}"#.into());
+            .insert(TOKENS.into(), tokens(&jwt("web", None), None));
         let publish = publish(req, "coffer").unwrap();
-        assert_eq!(publish.token.expose(), "jwt-2");
+        assert_eq!(publish.token.expose(), jwt("web", None));
         assert_eq!(publish.token.expires, None);
+    }
+
+    #[test]
+    fn a_token_that_is_not_the_pods_own_is_permission_denied() {
+        for foreign in [
+            jwt("admin", None),
+            jwt("admin", Some("0b6f")),
+            jwt("web", Some("another-pod")),
+            "not-a-jwt-secret-value".to_owned(),
+            "a.b!secret-value.c".to_owned(),
+        ] {
+            let mut ctx = context();
+            ctx.insert(TOKENS.into(), tokens(&foreign, None));
+            let err = publish(request(ctx), "coffer").unwrap_err();
+            assert!(matches!(err, RequestError::PermissionDenied(_)), "{err}");
+            assert!(!err.to_string().contains("secret-value"), "{err}");
+        }
     }
 
     #[test]
