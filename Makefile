@@ -98,6 +98,7 @@ bench:
 	$(CARGO) bench --bench kms
 	$(CARGO) bench --bench secretsmanager
 	$(CARGO) bench --bench ssm
+	COFFER_BIN=$(CURDIR)/target/release/coffer e2e/python.sh benches/csi.py
 
 ## The controller on a real API server (KUBECONFIG's, else the repo's own control plane): N KmsKeys
 ## applied at once (BENCH_CLUSTER_SIZES, default 1000,5000): seconds until all Ready, peak RSS,
