@@ -287,7 +287,11 @@ impl ApiClient {
 fn classify(status: StatusCode, code: String, message: Option<String>, object: &str) -> ApiError {
     let object = object.to_owned();
     match code.as_str() {
-        "AccessDeniedException" => ApiError::AccessDenied { object },
+        // A token the API does not accept (expired, another audience) denies like RBAC does.
+        "AccessDeniedException"
+        | "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "ExpiredTokenException" => ApiError::AccessDenied { object },
         "ResourceNotFoundException" | "ParameterNotFound" | "ParameterVersionNotFound" => {
             ApiError::NotFound { object }
         }
@@ -394,4 +398,51 @@ struct Failure {
     kind: Option<String>,
     #[serde(alias = "Message")]
     message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_the_api_refuses_denies_and_names_only_the_object() {
+        for code in [
+            "AccessDeniedException",
+            "UnrecognizedClientException",
+            "InvalidClientTokenId",
+            "ExpiredTokenException",
+        ] {
+            let err = classify(
+                StatusCode::BAD_REQUEST,
+                code.into(),
+                Some("detail".into()),
+                "secret app/db",
+            );
+            let content = ContentError::from(err);
+            assert!(
+                matches!(&content, ContentError::PermissionDenied(m) if m == "secret app/db: access denied"),
+                "{code}: {content:?}"
+            );
+        }
+        let throttled = classify(
+            StatusCode::BAD_REQUEST,
+            "ThrottlingException".into(),
+            None,
+            "x",
+        );
+        assert!(matches!(
+            ContentError::from(throttled),
+            ContentError::Unavailable(_)
+        ));
+        let missing = classify(
+            StatusCode::BAD_REQUEST,
+            "ParameterNotFound".into(),
+            None,
+            "x",
+        );
+        assert!(matches!(
+            ContentError::from(missing),
+            ContentError::NotFound(_)
+        ));
+    }
 }
