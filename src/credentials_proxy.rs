@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +23,9 @@ use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject as _;
 use tokio::net::TcpListener;
+
+use crate::https_client::{self, Schemes, TrustError};
 
 use crate::aws::credentials_endpoint::CREDENTIALS_PATH;
 
@@ -43,17 +42,8 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 pub enum ProxyError {
     #[error("upstream {0} must be an https:// URL with a host")]
     Upstream(String),
-    #[error("cannot read the CA file {path}: {source}")]
-    ReadCa {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the CA file {0} holds no PEM certificate")]
-    BadCa(PathBuf),
-    #[error("the system's CA certificates could not be loaded")]
-    NoSystemRoots,
-    #[error("TLS setup: {0}")]
-    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -90,42 +80,8 @@ impl CredentialsProxy {
             .build()
             .map_err(|_| ProxyError::Upstream(upstream.to_owned()))?;
 
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|source| ProxyError::ReadCa {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|_| ProxyError::BadCa(path.to_owned()))?;
-                    roots.add(cert)?;
-                }
-                if roots.is_empty() {
-                    return Err(ProxyError::BadCa(path.to_owned()));
-                }
-            }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                let (added, _) = roots.add_parsable_certificates(found.certs);
-                if added == 0 {
-                    return Err(ProxyError::NoSystemRoots);
-                }
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .build();
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: https_client::client(ca_file, Schemes::HttpsOnly)?,
             target,
         })
     }
@@ -217,6 +173,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::serve::{TlsFiles, serve};
+    use std::path::PathBuf;
 
     /// A TLS upstream that answers with the Authorization header it received.
     async fn upstream(dir: &Path) -> (String, PathBuf) {
@@ -315,11 +272,11 @@ mod tests {
         std::fs::write(&not_pem, "hello").unwrap();
         assert!(matches!(
             CredentialsProxy::new("https://coffer:8443", Some(&not_pem)),
-            Err(ProxyError::BadCa(_))
+            Err(ProxyError::Trust(TrustError::BadCa(_)))
         ));
         assert!(matches!(
             CredentialsProxy::new("https://coffer:8443", Some(&dir.path().join("missing"))),
-            Err(ProxyError::ReadCa { .. })
+            Err(ProxyError::Trust(TrustError::ReadCa { .. }))
         ));
     }
 }

@@ -31,6 +31,7 @@ pub mod fault;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod https_client;
 pub mod leader;
 pub mod metrics;
 pub mod redact;

@@ -3,8 +3,7 @@
 //! pod may read exactly as it would for the pod itself.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -13,15 +12,13 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject as _;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::volume::{Fetched, ParameterPin, PathParameter, SecretPin, Source};
 use super::{ContentError, PodToken};
 use crate::aws::wire::{SecretBlob, SecretText, wiped_request};
+use crate::https_client::{self, Schemes, TrustError};
 
 /// How long one API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -37,17 +34,8 @@ const MAX_MESSAGE_CHARS: usize = 200;
 pub enum ApiError {
     #[error("API endpoint {0:?} must be https://HOST[:PORT], or http:// to a loopback address")]
     Endpoint(String),
-    #[error("cannot read the CA file {path}: {source}")]
-    ReadCa {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the CA file {0} holds no PEM certificate")]
-    BadCa(PathBuf),
-    #[error("the system's CA certificates could not be loaded")]
-    NoSystemRoots,
-    #[error("TLS setup: {0}")]
-    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     #[error("{object}: access denied")]
     AccessDenied { object: String },
     #[error("{object}: not found")]
@@ -104,42 +92,8 @@ impl ApiClient {
             .build()
             .map_err(|_| bad())?;
 
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|source| ApiError::ReadCa {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|_| ApiError::BadCa(path.to_owned()))?;
-                    roots.add(cert)?;
-                }
-                if roots.is_empty() {
-                    return Err(ApiError::BadCa(path.to_owned()));
-                }
-            }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                let (added, _) = roots.add_parsable_certificates(found.certs);
-                if added == 0 {
-                    return Err(ApiError::NoSystemRoots);
-                }
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: https_client::client(ca_file, Schemes::HttpsOrHttp)?,
             endpoint,
         })
     }

@@ -233,14 +233,14 @@ mod tests {
             "{err:?}"
         );
 
-        // Another token is refused by the API.
+        // A token the API does not accept denies, as RBAC's refusal does.
         let attributes = attributes(&[("objects", "- {kind: secret, name: app/db, file: a}")]);
         let err = content
             .files(&attributes, &pod(), &PodToken::new("a.b.c".into(), None))
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, ContentError::InvalidArgument(m) if m.contains("UnrecognizedClientException") && !m.contains("a.b.c")),
+            matches!(&err, ContentError::PermissionDenied(m) if m.contains("app/db") && !m.contains("a.b.c")),
             "{err:?}"
         );
     }

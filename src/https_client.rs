@@ -1,0 +1,81 @@
+//! The HTTPS client of Coffer's own outgoing calls to its API (the credentials proxy, CSI
+//! volumes' reads): certificates trusted from a CA bundle file, else the system's roots.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("cannot read the CA file {path}: {source}")]
+    ReadCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the CA file {0} holds no PEM certificate")]
+    BadCa(PathBuf),
+    #[error("the system's CA certificates could not be loaded")]
+    NoSystemRoots,
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Whether plain `http://` may be used too (the caller checks where it may go).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schemes {
+    HttpsOnly,
+    HttpsOrHttp,
+}
+
+/// An HTTP/1.1 client trusting only the certificates in `ca_file`, or the system's CAs
+/// without one.
+pub fn client<B>(
+    ca_file: Option<&Path>,
+    schemes: Schemes,
+) -> Result<Client<HttpsConnector<HttpConnector>, B>, TrustError>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| TrustError::ReadCa {
+                path: path.to_owned(),
+                source,
+            })?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|_| TrustError::BadCa(path.to_owned()))?;
+                roots.add(cert)?;
+            }
+            if roots.is_empty() {
+                return Err(TrustError::BadCa(path.to_owned()));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(TrustError::NoSystemRoots);
+            }
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+    let connector = match schemes {
+        Schemes::HttpsOnly => builder.https_only().enable_http1().build(),
+        Schemes::HttpsOrHttp => builder.https_or_http().enable_http1().build(),
+    };
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
