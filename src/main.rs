@@ -121,23 +121,8 @@ enum Command {
         #[arg(long, env = "COFFER_PROVIDER_SOCKET", default_value = coffer::csi_provider::DEFAULT_SOCKET)]
         socket: PathBuf,
 
-        /// The controller's API, `https://HOST[:PORT]`.
-        #[arg(
-            long,
-            env = "COFFER_API_ENDPOINT",
-            default_value = "https://coffer.coffer-system.svc:8443"
-        )]
-        api_endpoint: String,
-
-        /// PEM file of the CA that signed the controller's certificate [default: the system's
-        /// CAs].
-        #[arg(long, env = "COFFER_API_CA_FILE")]
-        api_ca_file: Option<PathBuf>,
-
-        /// Audience of the pods' ServiceAccount tokens: the controller's --audience, requested
-        /// through the driver's tokenRequests.
-        #[arg(long, env = "COFFER_AUDIENCE", default_value = coffer::delivery::DEFAULT_AUDIENCE)]
-        audience: String,
+        #[command(flatten)]
+        api: ApiClientArgs,
     },
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crd,
@@ -271,12 +256,14 @@ struct CsiArgs {
     #[arg(long, env = "COFFER_CSI_RESYNC_SECONDS", default_value_t = coffer::csi::DEFAULT_RESYNC_SECONDS, value_parser = clap::value_parser!(u64).range(10..))]
     resync_seconds: u64,
 
-    /// Audience of the ServiceAccount tokens kubelet hands over (the CSIDriver's
-    /// tokenRequests): the controller's --audience.
-    #[arg(long, env = "COFFER_AUDIENCE", default_value = coffer::delivery::DEFAULT_AUDIENCE)]
-    audience: String,
+    #[command(flatten)]
+    api: ApiClientArgs,
+}
 
-    /// The controller's API, `https://HOST[:PORT]`, which volumes are read through as each pod.
+/// How a node-side front end reads through the controller's API as each pod.
+#[derive(clap::Args)]
+struct ApiClientArgs {
+    /// The controller's API, `https://HOST[:PORT]`, read through as each pod.
     #[arg(
         long,
         env = "COFFER_API_ENDPOINT",
@@ -288,6 +275,11 @@ struct CsiArgs {
     /// CAs].
     #[arg(long, env = "COFFER_API_CA_FILE")]
     api_ca_file: Option<PathBuf>,
+
+    /// Audience of the pods' ServiceAccount tokens (the CSIDriver's tokenRequests): the
+    /// controller's --audience.
+    #[arg(long, env = "COFFER_AUDIENCE", default_value = coffer::delivery::DEFAULT_AUDIENCE)]
+    audience: String,
 }
 
 /// Timeouts and limits of every listener and of the API.
@@ -442,12 +434,7 @@ fn main() -> ExitCode {
             ca_file,
         } => run_credentials_proxy(listen, &upstream, ca_file.as_deref()),
         Command::Csi(args) => run_csi(args),
-        Command::CsiProvider {
-            socket,
-            api_endpoint,
-            api_ca_file,
-            audience,
-        } => run_csi_provider(&socket, &api_endpoint, api_ca_file.as_deref(), audience),
+        Command::CsiProvider { socket, api } => run_csi_provider(&socket, api),
         Command::Crd => print_crds(),
         Command::Admin {
             command:
@@ -572,12 +559,14 @@ fn run_csi(args: CsiArgs) -> Result<(), String> {
         state_dir: args.state_dir,
         volume_size_bytes: args.volume_size_mib.saturating_mul(1024 * 1024),
         resync: std::time::Duration::from_secs(args.resync_seconds),
-        audience: args.audience,
+        audience: args.api.audience,
     };
     runtime()?.block_on(async {
-        let content =
-            coffer::delivery::ApiContent::new(&args.api_endpoint, args.api_ca_file.as_deref())
-                .map_err(|err| coffer::redact::chain(&err))?;
+        let content = coffer::delivery::ApiContent::new(
+            &args.api.api_endpoint,
+            args.api.api_ca_file.as_deref(),
+        )
+        .map_err(|err| coffer::redact::chain(&err))?;
         let shutdown = server::shutdown_signal()
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         coffer::csi::run(
@@ -591,15 +580,12 @@ fn run_csi(args: CsiArgs) -> Result<(), String> {
     })
 }
 
-fn run_csi_provider(
-    socket: &std::path::Path,
-    api_endpoint: &str,
-    api_ca_file: Option<&std::path::Path>,
-    audience: String,
-) -> Result<(), String> {
+fn run_csi_provider(socket: &std::path::Path, api: ApiClientArgs) -> Result<(), String> {
+    let audience = api.audience;
     runtime()?.block_on(async {
-        let content = coffer::delivery::ApiContent::new(api_endpoint, api_ca_file)
-            .map_err(|err| coffer::redact::chain(&err))?;
+        let content =
+            coffer::delivery::ApiContent::new(&api.api_endpoint, api.api_ca_file.as_deref())
+                .map_err(|err| coffer::redact::chain(&err))?;
         let shutdown = server::shutdown_signal()
             .map_err(|err| format!("cannot install signal handlers: {err}"))?;
         coffer::csi_provider::run(
