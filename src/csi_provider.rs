@@ -344,7 +344,7 @@ mod tests {
             (
                 "- {objectName: app/db, objectType: secretsmanager}",
                 "wrong.token.here",
-                "InvalidArgument",
+                "PermissionDenied",
             ),
         ];
         for (objects, token, code) in cases {

@@ -9,7 +9,8 @@
 //!
 //! - [`endpoint`]: the socket, private from the start;
 //! - [`request`]: what a publish request must hold (pod, token, ephemeral);
-//! - [`names`], [`writer`]: safe file paths and the `..data` layout;
+//! - [`writer`]: the `..data` layout, with file names checked again by
+//!   [`crate::delivery::names`];
 //! - [`mounts`]: tmpfs mounts and mountinfo;
 //! - [`state`]: one file per volume, for recovery;
 //! - [`volumes`]: publish, unpublish, refresh, recover;
@@ -19,7 +20,6 @@
 pub mod endpoint;
 pub mod feed;
 pub mod mounts;
-pub mod names;
 pub mod request;
 pub mod service;
 pub mod state;

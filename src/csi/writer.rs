@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags};
 use subtle::ConstantTimeEq as _;
 
-use super::names::{self, NameError};
 use crate::crypto::SecretBytes;
 use crate::delivery::VolumeFile;
+use crate::delivery::names::{self, NameError};
 
 /// The symlink to the current timestamped directory.
 pub const DATA_LINK: &str = "..data";

@@ -530,7 +530,7 @@ mod tests {
                     OBJECTS,
                     "- kind: secret\n  name: a\n  file: ../../etc/passwd",
                 )],
-                "starts with '..'",
+                "starting with '..'",
             ),
             (
                 &[(OBJECTS, "- kind: secret\n  name: a\n  file: /etc/passwd")],

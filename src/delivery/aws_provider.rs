@@ -462,13 +462,13 @@ mod tests {
                 "- {objectName: ../../etc/passwd, objectType: secretsmanager}",
                 &[("pathTranslation", "False")],
                 "420",
-                "starts with '..'",
+                "starting with '..'",
             ),
             (
                 "- {objectName: a, objectType: secretsmanager, objectAlias: ..data}",
                 &[],
                 "420",
-                "starts with '..'",
+                "starting with '..'",
             ),
             (
                 "- {objectName: a, objectType: secretsmanager}\n- {objectName: b, objectType: secretsmanager, objectAlias: a}",

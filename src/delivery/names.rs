@@ -22,7 +22,9 @@ pub enum NameError {
     Absolute(String),
     #[error("file {0:?} has an empty component, '.' or '..'")]
     BadComponent(String),
-    #[error("file {0:?} starts with '..', which the volume's own layout reserves")]
+    #[error(
+        "file {0:?} has a component starting with '..', which the volume's own layout reserves"
+    )]
     Reserved(String),
     #[error("file {0:?} holds a NUL or a backslash")]
     BadCharacter(String),
@@ -38,6 +40,12 @@ pub enum NameError {
 
 /// Checks one relative, `/`-separated file name.
 pub fn check(path: &str) -> Result<(), NameError> {
+    components(path).map(|_| ())
+}
+
+/// The components of `path` when it is a safe relative file name inside a volume. The CSI
+/// writer asks again right before it touches the disk.
+pub fn components(path: &str) -> Result<Vec<&str>, NameError> {
     if path.is_empty() {
         return Err(NameError::Empty);
     }
@@ -45,23 +53,30 @@ pub fn check(path: &str) -> Result<(), NameError> {
         return Err(NameError::TooLong(shorten(path)));
     }
     if path.contains(['\0', '\\']) {
-        return Err(NameError::BadCharacter(path.to_owned()));
+        return Err(NameError::BadCharacter(shorten(path)));
     }
     if path.starts_with('/') {
-        return Err(NameError::Absolute(path.to_owned()));
+        return Err(NameError::Absolute(shorten(path)));
     }
     if path.starts_with("..") {
-        return Err(NameError::Reserved(path.to_owned()));
+        return Err(NameError::Reserved(shorten(path)));
     }
+    let mut parts = Vec::new();
     for component in path.split('/') {
         if component.is_empty() || component == "." || component == ".." {
-            return Err(NameError::BadComponent(path.to_owned()));
+            return Err(NameError::BadComponent(shorten(path)));
+        }
+        // `..data`, `..data_tmp` and the timestamped directories live in every directory of
+        // the writer's layout.
+        if component.starts_with("..") {
+            return Err(NameError::Reserved(shorten(path)));
         }
         if component.len() > MAX_COMPONENT_BYTES {
             return Err(NameError::ComponentTooLong(shorten(path)));
         }
+        parts.push(component);
     }
-    Ok(())
+    Ok(parts)
 }
 
 /// Checks that names can all be files of one volume: each valid, none twice, and none the
@@ -101,7 +116,10 @@ pub fn join(directory: &str, relative: &str) -> String {
 
 /// A long name cut for an error message.
 fn shorten(path: &str) -> String {
-    let mut end = 64.min(path.len());
+    if path.len() <= 120 {
+        return path.to_owned();
+    }
+    let mut end = 64;
     while !path.is_char_boundary(end) {
         end -= 1;
     }
@@ -111,6 +129,31 @@ fn shorten(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writer_gets_components_and_every_reserved_or_escaping_name_is_refused() {
+        assert_eq!(components("db/url").unwrap(), ["db", "url"]);
+        assert_eq!(components("a/.b/c..d").unwrap(), ["a", ".b", "c..d"]);
+        for path in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "./x",
+            "a//b",
+            "a/",
+            "..data",
+            "a/..data_tmp",
+            "a\0b",
+            "a\\b",
+        ] {
+            assert!(components(path).is_err(), "{path:?}");
+        }
+        assert_eq!(
+            components("a/..data_tmp"),
+            Err(NameError::Reserved("a/..data_tmp".into()))
+        );
+    }
     use proptest::prelude::*;
 
     #[test]
