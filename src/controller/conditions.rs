@@ -24,6 +24,28 @@ pub fn time(seconds: i64) -> Option<Time> {
         .map(Time)
 }
 
+/// Whether the current generation of `resource`'s spec is applied already: the store wrote it
+/// back from the API (the record is its source, and may have moved on since), or the status
+/// (`conditions`, `observed_generation`) shows it applied and Ready. A refused spec is tried
+/// again: what refused it (a key, a source) may be there now.
+pub fn spec_applied<R: kube::Resource>(
+    resource: &R,
+    status: Option<(&[Condition], Option<i64>)>,
+) -> bool {
+    if crate::store::kubernetes::writeback::spec_written_back(resource) {
+        return true;
+    }
+    let Some((conditions, observed_generation)) = status else {
+        return false;
+    };
+    let generation = resource.meta().generation;
+    generation.is_some()
+        && observed_generation == generation
+        && conditions
+            .iter()
+            .any(|condition| condition.type_ == CONDITION_READY && condition.status == "True")
+}
+
 /// The reason of the Ready condition among `conditions`.
 pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
     conditions

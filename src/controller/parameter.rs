@@ -30,7 +30,6 @@ use crate::engine::parameters::{
     DeclaredParameter, NotificationKind, ParameterNotification, ParameterRecord, ParameterType,
     Parameters, ParametersError,
 };
-use crate::resources::common::CONDITION_READY;
 use crate::resources::parameter::{
     PARAMETER_HISTORY_LIMIT, Parameter, ParameterHistoryEntry, ParameterStatus,
 };
@@ -38,7 +37,6 @@ use crate::store::StoreError;
 use crate::store::kubernetes::parameter_mapping;
 use crate::store::kubernetes::parameters::{AbandonedParameter, ParameterRecords};
 use crate::store::kubernetes::versioned::awaits_its_record;
-use crate::store::kubernetes::writeback::spec_written_back;
 
 /// Longest wait before a resource is looked at again when nothing is due.
 const RESYNC: Duration = Duration::from_secs(3600);
@@ -201,23 +199,13 @@ async fn apply(
     Ok(requeue_for(resource))
 }
 
-/// Whether this generation of the spec is applied already: the status shows it applied, or the
-/// store wrote it back from the API (the record is its source, and may have moved on since).
+/// Whether this generation of the spec is applied already ([`conditions::spec_applied`]).
 fn spec_observed(resource: &Parameter) -> bool {
-    if spec_written_back(resource) {
-        return true;
-    }
-    let Some(status) = &resource.status else {
-        return false;
-    };
-    // A refused spec is tried again: what refused it (a key, a source) may be there now.
-    let ready = status
-        .conditions
-        .iter()
-        .any(|condition| condition.type_ == CONDITION_READY && condition.status == "True");
-    ready
-        && resource.metadata.generation.is_some()
-        && status.observed_generation == resource.metadata.generation
+    let status = resource.status.as_ref();
+    conditions::spec_applied(
+        resource,
+        status.map(|status| (status.conditions.as_slice(), status.observed_generation)),
+    )
 }
 
 /// The record's own settings with a source's value: only the value can differ.

@@ -34,7 +34,6 @@ use crate::engine::secrets::{
     CURRENT, DeclaredSecret, DeclaredValue, PasswordOptions, SecretEvent, SecretRecord,
     SecretValue, Secrets, SecretsError, random_password,
 };
-use crate::resources::common::CONDITION_READY;
 use crate::resources::secret::{
     GenerateSettings, MAX_RECOVERY_WINDOW_DAYS, Secret, SecretStatus,
     SecretVersion as StatusVersion,
@@ -43,7 +42,6 @@ use crate::store::StoreError;
 use crate::store::kubernetes::secret_mapping;
 use crate::store::kubernetes::secrets::{AbandonedSecret, SecretRecords};
 use crate::store::kubernetes::versioned::awaits_its_record;
-use crate::store::kubernetes::writeback::spec_written_back;
 
 /// Longest wait before a resource is looked at again when nothing is due.
 const RESYNC: Duration = Duration::from_secs(3600);
@@ -201,23 +199,13 @@ async fn apply(
     }))
 }
 
-/// Whether this generation of the spec is applied already: the status shows it applied, or the
-/// store wrote it back from the API (the record is its source, and may have moved on since).
+/// Whether this generation of the spec is applied already ([`conditions::spec_applied`]).
 fn spec_observed(resource: &Secret) -> bool {
-    if spec_written_back(resource) {
-        return true;
-    }
-    let Some(status) = &resource.status else {
-        return false;
-    };
-    // A refused spec is tried again: what refused it (a key, a source) may be there now.
-    let ready = status
-        .conditions
-        .iter()
-        .any(|condition| condition.type_ == CONDITION_READY && condition.status == "True");
-    ready
-        && resource.metadata.generation.is_some()
-        && status.observed_generation == resource.metadata.generation
+    let status = resource.status.as_ref();
+    conditions::spec_applied(
+        resource,
+        status.map(|status| (status.conditions.as_slice(), status.observed_generation)),
+    )
 }
 
 /// The value the spec's source brings now, if any; a problem when the source cannot be read.
