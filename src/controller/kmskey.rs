@@ -29,6 +29,7 @@ use crate::engine::kms::{KeyEvent, Kms, KmsError};
 use crate::resources::kmskey::{KeyState, KeyVersion, KmsKey, KmsKeyStatus};
 use crate::store::StoreError;
 use crate::store::kubernetes::versioned::awaits_its_record;
+use crate::store::kubernetes::writeback::spec_written_back;
 use crate::store::kubernetes::{self, AbandonedKey, ClaimedElsewhere, KmsKeys, mapping};
 
 /// Longest wait before a resource is looked at again when nothing is due.
@@ -180,7 +181,17 @@ async fn apply(
     {
         return Ok(Action::await_change());
     }
-    let (record, events) = match ctx.kms.apply_declared(namespace, &key_id, &declared).await {
+    // A spec the store wrote back from the API is no declaration: the record is its source, and
+    // may have moved on since through further calls.
+    let written_back = match previous.clone() {
+        Some(record) if spec_written_back(resource.as_ref()) => Some(record),
+        _ => None,
+    };
+    let applied = match written_back {
+        Some(record) => Ok((record, Vec::new())),
+        None => ctx.kms.apply_declared(namespace, &key_id, &declared).await,
+    };
+    let (record, events) = match applied {
         Ok(applied) => applied,
         Err(err) if is_spec_error(&err) => {
             // The spec cannot be applied as written: say so and wait for it to change.

@@ -624,6 +624,57 @@ async fn keys_made_through_the_api_appear_as_resources_and_api_changes_reach_the
     assert_eq!(record.state, KeyState::Disabled);
 }
 
+/// Quick API calls: the spec the store wrote back for the first is stale by the time the
+/// reconciler sees it, and must not undo the second.
+#[tokio::test]
+async fn a_stale_spec_written_back_from_the_api_does_not_undo_a_later_api_change() {
+    let h = harness();
+    h.apply("app", json!({"description": "d0"}));
+    let id = key_id(&h.settle("app").await);
+    h.kms
+        .update_key_description(&caller(), &id, "d1")
+        .await
+        .unwrap();
+    let written_back = h.resource("app").unwrap();
+    assert_eq!(written_back.spec.description.as_deref(), Some("d1"));
+    h.kms
+        .update_key_description(&caller(), &id, "d2")
+        .await
+        .unwrap();
+    // The reconciler's copy is the first write-back (its cache has not seen the second yet).
+    h.store.forget_resource("app", "app");
+    h.store.remember(written_back.clone());
+    reconcile(Arc::new(written_back), Arc::clone(&h.ctx))
+        .await
+        .unwrap();
+    let record = h.kms.key_record("app", &id).await.unwrap().unwrap();
+    assert_eq!(record.description, "d2");
+    let resource = h.settle("app").await;
+    assert_eq!(resource.spec.description.as_deref(), Some("d2"));
+    assert_eq!(
+        h.kms
+            .key_record("app", &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .description,
+        "d2"
+    );
+
+    // A user's change after the write-back is a declaration again.
+    h.edit_spec("app", json!({"description": "d3"}));
+    h.settle("app").await;
+    assert_eq!(
+        h.kms
+            .key_record("app", &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .description,
+        "d3"
+    );
+}
+
 #[tokio::test]
 async fn an_alias_two_keys_declare_stays_with_the_older_and_the_newer_says_so() {
     let h = harness();

@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 
 use super::cache::{self, ObjectCache, ObjectKey, Observed, ReconcilerFeed};
-use super::{FIELD_MANAGER, KindStore, api_error, mapping, patch_params, post_params};
+use super::{FIELD_MANAGER, KindStore, api_error, mapping, patch_params, post_params, writeback};
 use crate::engine::kms::model::{KeyRecord, KeyState};
 use crate::resources::kmskey::KmsKey;
 use crate::store::{Record, RecordKey, RecordKind, RecordValue, Revision, Store, StoreError};
@@ -494,13 +494,9 @@ impl KmsKeys {
                 }
                 Ok(None)
             }
-            Some(resource) => match mapping::spec_mirror(namespace, record, &resource.spec) {
-                Some(patch) => Ok(Some(
-                    self.patch_resource(namespace, &resource.name_any(), &patch)
-                        .await?,
-                )),
-                None => Ok(Some(resource)),
-            },
+            // Its spec is brought up to date once the record is written ([`Self::write_back`]):
+            // a reconciler woken by the spec must find the record it mirrors.
+            Some(resource) => Ok(Some(resource)),
             None if record.state == KeyState::PendingDeletion => Ok(None),
             // A new key (CreateKey), or one whose deletion is cancelled: it gets a resource.
             None if before.is_none_or(was_pending_deletion) => Ok(Some(
@@ -551,11 +547,34 @@ impl KmsKeys {
         .map_err(|err| api_error(err, &key.to_string()))?;
         let revision = Revision::new(written.resource_version().unwrap_or_default());
         self.secrets.put(written);
+        if let Some(owner) = owner.filter(|owner| !is_terminating(owner))
+            && mapping::spec_mirror(&key.namespace, &record, &owner.spec).is_some()
+        {
+            self.write_back(&key.namespace, &owner.name_any(), &record)
+                .await;
+        }
         let _ = self.changes.send(StoreChange::KeyChanged {
             namespace: key.namespace.clone(),
             key_id: key.name.clone(),
         });
         Ok(revision)
+    }
+
+    /// Writes what the API changed into the spec of the key's resource, marking the generation
+    /// as the store's own ([`writeback`]). A failure is logged, not returned: the record is
+    /// written, and a user who kept changing the spec meanwhile made the newer declaration.
+    async fn write_back(&self, namespace: &str, resource: &str, record: &KeyRecord) {
+        let api = Api::<KmsKey>::namespaced(self.client.clone(), namespace);
+        let change = |current: &KmsKey| Ok(mapping::spec_mirror(namespace, record, &current.spec));
+        match writeback::write_back(&api, resource, change).await {
+            Ok(Some(written)) => {
+                self.keys.put(written);
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(error = %crate::redact::chain(&err), "could not write an API change back into its KmsKey's spec");
+            }
+        }
     }
 
     async fn delete_key(&self, key: &RecordKey, expected: &Revision) -> Result<(), StoreError> {
