@@ -17,16 +17,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+#[path = "support/unix_channel.rs"]
+mod unix_channel;
+
 use coffer::crypto::SecretBytes;
 use coffer::csi::proto::identity_client::IdentityClient;
 use coffer::csi::proto::node_client::NodeClient;
 use coffer::csi::proto::{self, node_service_capability, volume_capability};
 use coffer::csi::{CsiConfig, CsiError, Notice};
 use coffer::delivery::{ContentError, ContentSource, PodInfo, PodToken, VolumeFile, Watched};
-use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const NAMESPACE: &str = "shop";
 
@@ -150,7 +152,7 @@ impl Plugin {
         let task = tokio::spawn(coffer::csi::run(config, source, Box::pin(feed), async {
             let _ = stopped.await;
         }));
-        let channel = connect(&socket).await;
+        let channel = unix_channel::connect(&socket).await;
         Self {
             identity: IdentityClient::new(channel.clone()),
             node: NodeClient::new(channel),
@@ -166,30 +168,6 @@ impl Plugin {
         }
         (&mut self.task).await.unwrap().unwrap();
     }
-}
-
-async fn connect(socket: &Path) -> Channel {
-    for _ in 0..200 {
-        if socket.exists() {
-            let socket = socket.to_owned();
-            let channel = Endpoint::try_from("http://[::]:50051")
-                .unwrap()
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let socket = socket.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(
-                            tokio::net::UnixStream::connect(socket).await?,
-                        ))
-                    }
-                }))
-                .await;
-            if let Ok(channel) = channel {
-                return channel;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the plugin never listened on {}", socket.display());
 }
 
 /// A temporary directory whose mounts are taken down even when a test fails.

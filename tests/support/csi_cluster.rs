@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+#[path = "unix_channel.rs"]
+mod unix_channel;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,13 +15,12 @@ use std::time::{Duration, Instant};
 
 use coffer::csi::proto::node_client::NodeClient;
 use coffer::csi::proto::{self, volume_capability};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How long a change may take to reach a file before the test fails. The figure that matters
 /// (p99 within 1 s) is measured by the benchmark, not asserted here.
@@ -274,27 +276,7 @@ impl Plugin {
     }
 
     pub async fn node(&self) -> NodeClient<Channel> {
-        for _ in 0..400 {
-            if self.socket.exists() {
-                let socket = self.socket.clone();
-                let channel = Endpoint::try_from("http://[::]:50051")
-                    .unwrap()
-                    .connect_with_connector(tower::service_fn(move |_| {
-                        let socket = socket.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(
-                                tokio::net::UnixStream::connect(socket).await?,
-                            ))
-                        }
-                    }))
-                    .await;
-                if let Ok(channel) = channel {
-                    return NodeClient::new(channel);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("coffer csi never listened on {}", self.socket.display());
+        NodeClient::new(unix_channel::connect(&self.socket).await)
     }
 
     /// Stops the process at once, as a crash would.
