@@ -36,6 +36,7 @@ pub mod leader;
 pub mod metrics;
 pub mod redact;
 pub mod resources;
+pub mod rotation;
 pub mod serve;
 pub mod server;
 pub mod store;

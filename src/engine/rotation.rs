@@ -9,20 +9,34 @@
 //! The engine persists which step comes next before running it, so a rotation interrupted at any
 //! instant resumes with the same token, and only `finishSecret` moves AWSCURRENT. Strategies
 //! (generate, PostgreSQL, MySQL, a Kubernetes Job, a webhook) implement [`RotationStrategy`]
-//! where their I/O lives; the engine knows none of them by name.
+//! where their I/O lives (`crate::rotation`); the engine knows them only through
+//! [`StrategyRegistry`].
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::crypto::SecretBytes;
 
+/// ServiceAccounts whose names start so are rotation Jobs': the engine lets them read the
+/// secret and write only its pending version (never moves a label, never deletes). The rule
+/// only narrows what RBAC grants, so a user who names an account so gains nothing.
+pub const JOB_SERVICE_ACCOUNT_PREFIX: &str = "coffer-rotation-";
+
 /// One of the four steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Step {
+    #[serde(rename = "createSecret")]
     CreateSecret,
+    #[serde(rename = "setSecret")]
     SetSecret,
+    #[serde(rename = "testSecret")]
     TestSecret,
+    #[serde(rename = "finishSecret")]
     FinishSecret,
 }
 
@@ -67,12 +81,25 @@ pub struct StepRequest<'a> {
     pub step: Step,
     /// The secret's ARN.
     pub secret_id: &'a str,
+    /// The namespace (the account) the secret lives in.
+    pub namespace: &'a str,
+    /// The secret's name.
+    pub name: &'a str,
     /// The rotation's ClientRequestToken: the pending version's id.
     pub token: &'a str,
+    /// The strategy's settings, as recorded with the secret's rotation (see
+    /// [`RotationStrategy::check_settings`]).
+    pub settings: &'a serde_json::Value,
     /// The AWSCURRENT value, when there is one.
     pub current: Option<&'a SecretBytes>,
     /// The AWSPENDING value, from `setSecret` on.
     pub pending: Option<&'a SecretBytes>,
+    /// The AWSCURRENT value of the other secret that [`RotationStrategy::referenced_secret`]
+    /// named (a database's master credentials, a webhook's signing key), read by the engine
+    /// from the same namespace.
+    pub referenced: Option<&'a SecretBytes>,
+    /// How many times this step has failed before in this rotation (0 on the first run).
+    pub attempt: u32,
 }
 
 /// What a step produced.
@@ -81,6 +108,9 @@ pub enum StepOutcome {
     Done,
     /// `createSecret`'s new value, to be stored as the pending version.
     Pending(SecretBytes),
+    /// The step was started elsewhere (a Job) and is not finished: run it again after this
+    /// long, or sooner when the strategy wakes the engine ([`StrategyRegistry::waker`]).
+    Waiting(Duration),
 }
 
 /// Why a step failed: shown in status, conditions, Events and DescribeSecret, so never a value.
@@ -90,9 +120,35 @@ pub struct StepError {
     pub step: Step,
     pub reason: String,
     /// Whether trying again later may succeed (a database that is down) rather than not (a
-    /// strategy that is misconfigured).
+    /// strategy that is misconfigured). Both are retried with backoff; a permanent failure
+    /// waits longer.
     pub retryable: bool,
 }
+
+impl StepError {
+    /// A failure that may pass (a server down, a timeout).
+    pub fn transient(step: Step, reason: impl Into<String>) -> Self {
+        Self {
+            step,
+            reason: reason.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure that will not pass by itself (bad settings, a value that is not JSON).
+    pub fn permanent(step: Step, reason: impl Into<String>) -> Self {
+        Self {
+            step,
+            reason: reason.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// Settings a strategy refuses, with why (never a value).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
 
 /// A way of rotating a secret.
 #[async_trait]
@@ -100,8 +156,59 @@ pub trait RotationStrategy: Send + Sync + 'static {
     /// Its name, as a Secret's `spec.rotation.strategy` gives it.
     fn name(&self) -> &'static str;
 
+    /// Checks settings before they are recorded (RotateSecret, a Secret's `spec.rotation`).
+    fn check_settings(&self, settings: &serde_json::Value) -> Result<(), SettingsError> {
+        let _ = settings;
+        Ok(())
+    }
+
+    /// The other secret of the same namespace whose current value each step needs, by name or
+    /// ARN, read from the settings or from the current value (AWS's `masterarn`).
+    fn referenced_secret(
+        &self,
+        settings: &serde_json::Value,
+        current: Option<&SecretBytes>,
+    ) -> Option<String> {
+        let _ = (settings, current);
+        None
+    }
+
     /// Carries out one step. Must be idempotent: a resumed rotation may run a step again.
     async fn run(&self, request: StepRequest<'_>) -> Result<StepOutcome, StepError>;
+}
+
+/// The strategies a process offers, by name.
+#[derive(Clone, Default)]
+pub struct StrategyRegistry {
+    strategies: BTreeMap<&'static str, Arc<dyn RotationStrategy>>,
+    waker: Arc<tokio::sync::Notify>,
+}
+
+impl StrategyRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a strategy under its own name.
+    pub fn with(mut self, strategy: Arc<dyn RotationStrategy>) -> Self {
+        self.strategies.insert(strategy.name(), strategy);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn RotationStrategy>> {
+        self.strategies.get(name)
+    }
+
+    /// Names of the strategies offered.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.strategies.keys().copied().collect()
+    }
+
+    /// Notified by a strategy when a step it left [`StepOutcome::Waiting`] may be done (a
+    /// Job finished), so the engine runs it again without waiting out the delay.
+    pub fn waker(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.waker)
+    }
 }
 
 #[cfg(test)]
@@ -138,9 +245,14 @@ mod tests {
                 .run(StepRequest {
                     step: current,
                     secret_id: "arn:aws:secretsmanager:r:1:secret:s-abcdef",
+                    namespace: "default",
+                    name: "s",
                     token: "token",
+                    settings: &serde_json::Value::Null,
                     current: None,
                     pending: pending.as_ref(),
+                    referenced: None,
+                    attempt: 0,
                 })
                 .await
                 .unwrap();
