@@ -81,6 +81,9 @@ enum Command {
 
         #[command(flatten)]
         front_door: FrontDoorArgs,
+
+        #[command(flatten)]
+        rotation: RotationArgs,
     },
     /// Run in Kubernetes mode: reconcile KmsKey resources and serve the AWS APIs and the
     /// container-credentials endpoint, with ServiceAccount identities and RBAC. Uses the current
@@ -131,6 +134,28 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+/// How rotations run, in either mode.
+#[derive(clap::Args, Debug, Clone)]
+struct RotationArgs {
+    /// Secret rotations under way at once; rotations that fall due beyond it wait for a slot,
+    /// so that many secrets on one schedule do not rotate in one burst.
+    #[arg(long, env = "COFFER_MAX_CONCURRENT_ROTATIONS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_concurrent_rotations: u16,
+
+    /// Crash tests only: stretch every rotation step by this many milliseconds.
+    #[arg(long, env = "COFFER_ROTATION_STEP_PAUSE_MS", default_value_t = 0, hide = true)]
+    rotation_step_pause_ms: u64,
+}
+
+impl RotationArgs {
+    fn settings(&self) -> coffer::rotation::RotationSettings {
+        coffer::rotation::RotationSettings {
+            max_concurrent: usize::from(self.max_concurrent_rotations),
+            step_pause: std::time::Duration::from_millis(self.rotation_step_pause_ms),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -232,6 +257,9 @@ struct ControllerArgs {
 
     #[command(flatten)]
     front_door: FrontDoorArgs,
+
+    #[command(flatten)]
+    rotation: RotationArgs,
 }
 
 #[derive(clap::Args)]
@@ -415,6 +443,7 @@ fn main() -> ExitCode {
             parameter_webhook,
             parameter_webhook_secret_file,
             front_door,
+            rotation,
         } => run_server(ServerConfig {
             data_dir: data_dir.unwrap_or_else(server::default_data_dir),
             listen,
@@ -426,6 +455,7 @@ fn main() -> ExitCode {
             front_door: front_door.front_door(),
             parameter_webhook,
             parameter_webhook_secret_file,
+            rotation: rotation.settings(),
         }),
         Command::Controller(args) => controller_config(*args).and_then(run_controller),
         Command::CredentialsProxy {
@@ -523,6 +553,7 @@ fn controller_config(args: ControllerArgs) -> Result<ControllerConfig, String> {
         parameter_webhook: args.parameter_webhook,
         parameter_webhook_secret_file: args.parameter_webhook_secret_file,
         front_door: args.front_door.front_door(),
+        rotation: args.rotation.settings(),
     })
 }
 

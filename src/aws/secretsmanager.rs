@@ -12,8 +12,9 @@ use crate::engine::Caller;
 use crate::engine::secrets::{
     BatchError, ListFilter, ListSecretsRequest, NewSecret, PasswordOptions, SecretDescription,
     SecretUpdate, SecretValue, Secrets, SecretsError, VersionEntry, VersionValue, WriteOutcome,
-    random_password,
+    RotateOutcome, RotateRequest, random_password,
 };
+use crate::engine::secrets::rotation_rules::RotationRules;
 
 impl From<SecretsError> for AwsError {
     fn from(err: SecretsError) -> Self {
@@ -33,6 +34,7 @@ impl JsonService for Secrets {
 /// Every Secrets Manager operation Coffer serves, sorted by target.
 static OPERATIONS: &[Operation<Secrets>] = &[
     aws_operation!("secretsmanager.BatchGetSecretValue", batch_get_secret_value),
+    aws_operation!("secretsmanager.CancelRotateSecret", cancel_rotate_secret),
     aws_operation!("secretsmanager.CreateSecret", create_secret),
     aws_operation!(
         "secretsmanager.DeleteResourcePolicy",
@@ -51,6 +53,7 @@ static OPERATIONS: &[Operation<Secrets>] = &[
     aws_operation!("secretsmanager.PutResourcePolicy", put_resource_policy),
     aws_operation!("secretsmanager.PutSecretValue", put_secret_value),
     aws_operation!("secretsmanager.RestoreSecret", restore_secret),
+    aws_operation!("secretsmanager.RotateSecret", rotate_secret),
     aws_operation!("secretsmanager.TagResource", tag_resource),
     aws_operation!("secretsmanager.UntagResource", untag_resource),
     aws_operation!("secretsmanager.UpdateSecret", update_secret),
@@ -245,6 +248,18 @@ struct SecretShape {
     #[serde(skip_serializing_if = "Option::is_none")]
     kms_key_id: Option<String>,
     rotation_enabled: bool,
+    #[serde(rename = "RotationLambdaARN", skip_serializing_if = "Option::is_none")]
+    rotation_lambda_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_rules: Option<RotationRulesShape>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_rotated_date: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_rotation_date: Option<f64>,
+    /// Not in AWS's shape (SDKs ignore it): the rotation under way and why its last attempt
+    /// failed, which AWS shows only in its logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coffer_rotation_status: Option<RotationStatusShape>,
     created_date: f64,
     last_changed_date: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -254,6 +269,48 @@ struct SecretShape {
     /// `VersionIdsToStages` in DescribeSecret, `SecretVersionsToStages` in ListSecrets.
     #[serde(flatten)]
     versions: VersionsToStages,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RotationRulesShape {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    automatically_after_days: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule_expression: Option<String>,
+}
+
+impl From<RotationRules> for RotationRulesShape {
+    fn from(rules: RotationRules) -> Self {
+        Self {
+            automatically_after_days: rules.automatically_after_days,
+            duration: rules.duration,
+            schedule_expression: rules.schedule_expression,
+        }
+    }
+}
+
+impl From<RotationRulesShape> for RotationRules {
+    fn from(rules: RotationRulesShape) -> Self {
+        Self {
+            automatically_after_days: rules.automatically_after_days,
+            duration: rules.duration,
+            schedule_expression: rules.schedule_expression,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RotationStatusShape {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -271,7 +328,25 @@ fn secret_shape(description: SecretDescription, listed: bool) -> SecretShape {
         name: description.name,
         description: description.description,
         kms_key_id: description.kms_key_id,
-        rotation_enabled: false,
+        rotation_enabled: description.rotation.enabled,
+        rotation_lambda_arn: description.rotation.function_arn.clone(),
+        rotation_rules: description.rotation.rules.clone().map(Into::into),
+        last_rotated_date: description.rotation.last_rotated.map(seconds),
+        next_rotation_date: description.rotation.next_rotation.map(seconds),
+        coffer_rotation_status: (description.rotation.in_progress.is_some()
+            || description.rotation.last_error.is_some())
+        .then(|| {
+            let (step, version_id) = description
+                .rotation
+                .in_progress
+                .clone()
+                .map_or((None, None), |(step, token)| (Some(step.as_str()), Some(token)));
+            RotationStatusShape {
+                step,
+                version_id,
+                last_error: description.rotation.last_error.clone(),
+            }
+        }),
         created_date: seconds(description.created),
         last_changed_date: seconds(description.last_changed),
         deleted_date: description.deleted.map(seconds),
@@ -483,6 +558,74 @@ async fn describe_secret(
     let description = secrets.describe_secret(caller, &input.secret_id).await?;
     facts.done_with(&description.arn);
     Ok(secret_shape(description, false))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RotateSecretInput {
+    secret_id: String,
+    client_request_token: Option<String>,
+    #[serde(rename = "RotationLambdaARN")]
+    rotation_lambda_arn: Option<String>,
+    rotation_rules: Option<RotationRulesShape>,
+    rotate_immediately: Option<bool>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RotateSecretOutput {
+    #[serde(rename = "ARN")]
+    arn: String,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_id: Option<String>,
+}
+
+impl From<RotateOutcome> for RotateSecretOutput {
+    fn from(outcome: RotateOutcome) -> Self {
+        Self {
+            arn: outcome.arn,
+            name: outcome.name,
+            version_id: outcome.version_id,
+        }
+    }
+}
+
+async fn rotate_secret(
+    secrets: &Secrets,
+    caller: &Caller,
+    input: RotateSecretInput,
+    facts: &mut CallFacts,
+) -> Result<RotateSecretOutput, AwsError> {
+    facts.asked_for(&input.secret_id);
+    let outcome = secrets
+        .rotate_secret(
+            caller,
+            &input.secret_id,
+            RotateRequest {
+                client_request_token: input.client_request_token,
+                function_arn: input.rotation_lambda_arn,
+                rules: input.rotation_rules.map(Into::into),
+                rotate_immediately: input.rotate_immediately,
+            },
+        )
+        .await?;
+    facts.done_with(&outcome.arn);
+    Ok(outcome.into())
+}
+
+async fn cancel_rotate_secret(
+    secrets: &Secrets,
+    caller: &Caller,
+    input: SecretIdInput,
+    facts: &mut CallFacts,
+) -> Result<RotateSecretOutput, AwsError> {
+    facts.asked_for(&input.secret_id);
+    let outcome = secrets
+        .cancel_rotate_secret(caller, &input.secret_id)
+        .await?;
+    facts.done_with(&outcome.arn);
+    Ok(outcome.into())
 }
 
 #[derive(Deserialize)]

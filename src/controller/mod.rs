@@ -96,6 +96,8 @@ pub struct ControllerConfig {
     pub parameter_webhook_secret_file: Option<PathBuf>,
     /// Timeouts and limits of the listeners and the API.
     pub front_door: FrontDoor,
+    /// How secret rotations run.
+    pub rotation: crate::rotation::RotationSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,7 +245,12 @@ pub async fn run_with_client_and_metrics(
             authority,
             Arc::new(SystemClock),
         )
-        .with_directory(Arc::clone(&secret_records) as _),
+        .with_directory(Arc::clone(&secret_records) as _)
+        .with_rotation(
+            crate::rotation::cluster_registry(&client),
+            config.rotation.max_concurrent,
+            config.rotation.step_pause,
+        ),
     );
 
     let audit = AuditSink::from_setting(&config.audit_log, config.front_door.audit_rotation)
@@ -483,6 +490,10 @@ fn leader_tasks(work: &LeaderWork) -> Vec<(&'static str, LeaderTask)> {
         (
             "secret purge",
             Box::pin(Arc::clone(&secrets.secrets).run_scheduler()),
+        ),
+        (
+            "secret rotation",
+            Box::pin(Arc::clone(&secrets.secrets).run_rotation_scheduler()),
         ),
         (
             "recovery windows of deleted Secrets",

@@ -23,19 +23,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::{Resource as _, ResourceExt as _};
-use zeroize::Zeroize as _;
 
 use super::conditions::{self, time};
 use super::sources;
-use crate::crypto::SecretBytes;
 use crate::engine::Clock;
 use crate::engine::kms::Kms;
 use crate::engine::secrets::{
-    CURRENT, DeclaredSecret, DeclaredValue, PasswordOptions, SecretEvent, SecretRecord,
-    SecretValue, Secrets, SecretsError, random_password,
+    CURRENT, DeclaredSecret, DeclaredValue, SecretEvent, SecretRecord,
+    SecretValue, Secrets, SecretsError,
 };
 use crate::resources::secret::{
-    GenerateSettings, MAX_RECOVERY_WINDOW_DAYS, Secret, SecretStatus,
+    MAX_RECOVERY_WINDOW_DAYS, Secret, SecretStatus,
     SecretVersion as StatusVersion,
 };
 use crate::store::StoreError;
@@ -220,12 +218,17 @@ async fn declared_value(
         if has_value {
             return Ok(None);
         }
-        let value = generated_value(settings).map_err(|err| Problem {
-            reason: "SpecRefused",
-            message: err.to_string(),
+        let bytes = crate::rotation::generate::generated_value(settings, None).map_err(|err| {
+            Problem {
+                reason: "SpecRefused",
+                message: err.to_string(),
+            }
         })?;
         return Ok(Some(DeclaredValue {
-            value,
+            value: SecretValue {
+                bytes,
+                binary: false,
+            },
             source: None,
         }));
     }
@@ -286,43 +289,6 @@ async fn declared_value(
         }));
     }
     Ok(None)
-}
-
-/// A value made as `generate` says: a password, alone or put into the template.
-fn generated_value(settings: &GenerateSettings) -> Result<SecretValue, SecretsError> {
-    let password = random_password(&PasswordOptions {
-        length: Some(i64::from(settings.length)),
-        exclude_characters: settings.exclude_characters.clone(),
-        exclude_numbers: settings.exclude_numbers,
-        exclude_punctuation: settings.exclude_punctuation,
-        exclude_uppercase: settings.exclude_uppercase,
-        exclude_lowercase: settings.exclude_lowercase,
-        include_space: settings.include_space,
-        require_each_included_type: Some(settings.require_each_included_type),
-    })?;
-    let (Some(template), Some(key)) = (&settings.template, &settings.generate_string_key) else {
-        return Ok(SecretValue {
-            bytes: password,
-            binary: false,
-        });
-    };
-    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(template)
-        .map_err(|_| {
-            SecretsError::InvalidParameter("generate.template must be a JSON object.".into())
-        })?;
-    let text = String::from_utf8(password.expose().to_vec())
-        .map_err(|_| SecretsError::fault("generating a value", "the password is not text"))?;
-    object.insert(key.clone(), serde_json::Value::String(text));
-    let bytes = serde_json::to_vec(&object)
-        .map(SecretBytes::new)
-        .map_err(|err| SecretsError::fault("generating a value", err));
-    if let Some(serde_json::Value::String(mut text)) = object.remove(key) {
-        text.zeroize();
-    }
-    Ok(SecretValue {
-        bytes: bytes?,
-        binary: false,
-    })
 }
 
 /// Schedules the deletion of every secret whose Secret resource is gone, each time the store

@@ -790,6 +790,7 @@ mod whole {
             audit_log: "off".into(),
             parameter_webhook: None,
             parameter_webhook_secret_file: None,
+            rotation: Default::default(),
             front_door: Default::default(),
         }
     }

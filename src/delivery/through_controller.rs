@@ -37,6 +37,7 @@ fn config(listen: SocketAddr, probe_listen: SocketAddr) -> ControllerConfig {
         audit_log: "off".into(),
         parameter_webhook: None,
         parameter_webhook_secret_file: None,
+        rotation: Default::default(),
         front_door: Default::default(),
     }
 }

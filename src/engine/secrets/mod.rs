@@ -14,7 +14,11 @@ mod error;
 pub mod model;
 mod operations;
 pub mod password;
+mod rotation;
+pub mod rotation_rules;
 mod schedule;
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +44,10 @@ pub use operations::{
     SecretUpdate, VersionEntry, VersionValue, WriteOutcome,
 };
 pub use password::{PasswordOptions, random_password};
+pub use rotation::{
+    DEFAULT_MAX_CONCURRENT_ROTATIONS, DEFAULT_STRATEGY, DeclaredRotation, RotateOutcome,
+    RotateRequest, RotationView,
+};
 
 /// The service's name in ARNs, SigV4 scopes and its managed key's alias.
 pub const SERVICE: &str = "secretsmanager";
@@ -102,6 +110,8 @@ pub struct Secrets {
     /// Finds the namespace of another account's secret named by ARN; without it only the
     /// caller's own account is reached.
     directory: Option<Arc<dyn AccountDirectory>>,
+    /// Strategies, the cap and the rotations this process is carrying.
+    rotations: Arc<rotation::Rotations>,
 }
 
 /// Operations a caller may do on another namespace's secret, when its resource policy allows.
@@ -132,6 +142,7 @@ impl Secrets {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             directory: None,
+            rotations: Arc::new(rotation::Rotations::default()),
         }
     }
 
@@ -277,6 +288,12 @@ impl Secrets {
         record: &SecretRecord,
         action: &str,
     ) -> Result<(), SecretsError> {
+        if rotation::is_rotation_job(caller) && !rotation::ROTATION_JOB_ACTIONS.contains(&action) {
+            return Err(SecretsError::AccessDenied(format!(
+                "User: {} is not authorized to perform: {action} on resource: {}: a rotation Job may only read the secret and write its pending version",
+                caller.principal.arn, record.arn
+            )));
+        }
         let foreign = Arn::parse(&record.arn)
             .is_none_or(|arn| arn.account_id != account_id(&caller.namespace));
         if foreign && !CROSS_ACCOUNT_ACTIONS.contains(&action) {

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::rotation_rules::RotationRules;
+use crate::engine::rotation::Step;
 use crate::store::RecordKind;
 use crate::store::typed::RecordMeta;
 
@@ -57,6 +59,58 @@ pub struct SecretRecord {
     /// source is not imported twice. Never of plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared_source: Option<String>,
+    /// How and when the secret rotates, and the rotation in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationRecord>,
+}
+
+/// A secret's rotation: its configuration, its schedule, and the rotation in progress. The
+/// progress is written before each step runs, so a process that dies anywhere resumes the same
+/// rotation, with the same token, at the step it was in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationRecord {
+    /// Whether rotation is on (CancelRotateSecret turns it off, keeping the configuration).
+    pub enabled: bool,
+    /// When to rotate; `None` rotates only on demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RotationRules>,
+    /// The strategy's name (`generate`, `postgres`, `mysql`, `job`, `webhook`).
+    pub strategy: String,
+    /// The strategy's settings; never a value.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub settings: serde_json::Value,
+    /// The RotationLambdaARN the caller named, echoed by DescribeSecret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_arn: Option<String>,
+    /// When the last rotation finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotated: Option<i64>,
+    /// When the next scheduled rotation starts (an instant picked in the schedule's window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<RotationProgress>,
+    /// Why the last attempt of a step failed, until a rotation finishes. Never a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A rotation under way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationProgress {
+    /// The ClientRequestToken: the id of the version the rotation makes.
+    pub token: String,
+    /// The step to run (again, if it was interrupted).
+    pub step: Step,
+    pub started: i64,
+    /// Failed attempts of this step in a row.
+    #[serde(default)]
+    pub failures: u32,
+    /// The step is not run again before this instant (backoff, or a step waiting on a Job).
+    #[serde(default)]
+    pub not_before: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +165,7 @@ impl SecretRecord {
             policy: None,
             recovery_window_days: None,
             declared_source: None,
+            rotation: None,
         }
     }
 

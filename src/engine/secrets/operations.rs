@@ -84,6 +84,7 @@ pub struct SecretDescription {
     pub deleted: Option<i64>,
     pub tags: Vec<(String, String)>,
     pub versions_to_stages: BTreeMap<String, Vec<String>>,
+    pub rotation: super::RotationView,
 }
 
 /// A ListSecretVersionIds entry.
@@ -162,6 +163,7 @@ fn describe(record: &SecretRecord) -> SecretDescription {
             .filter(|(_, version)| !version.stages.is_empty())
             .map(|(id, version)| (id.clone(), stages_of(version)))
             .collect(),
+        rotation: super::RotationView::of(record),
     }
 }
 
@@ -174,7 +176,7 @@ pub(super) fn validate_value(value: &SecretValue) -> Result<(), SecretsError> {
     Ok(())
 }
 
-fn validate_token(token: &str) -> Result<(), SecretsError> {
+pub(super) fn validate_token(token: &str) -> Result<(), SecretsError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     if !(32..=64).contains(&token.len()) || !token.chars().all(allowed) {
         return Err(SecretsError::InvalidParameter(
@@ -209,7 +211,7 @@ fn validate_tags(tags: &[(String, String)]) -> Result<(), SecretsError> {
     Ok(())
 }
 
-fn refuse_planned_deletion(record: &SecretRecord) -> Result<(), SecretsError> {
+pub(super) fn refuse_planned_deletion(record: &SecretRecord) -> Result<(), SecretsError> {
     if record.deleted.is_some() {
         return Err(SecretsError::InvalidRequest(
             "You can't perform this operation on the secret because it was marked for deletion."
@@ -271,7 +273,7 @@ fn matches_filters(record: &SecretRecord, filters: &[ListFilter]) -> Result<bool
 
 impl Secrets {
     /// The secret `secret_id` names, once `caller` may do `action` on it.
-    async fn authorized(
+    pub(super) async fn authorized(
         &self,
         caller: &Caller,
         secret_id: &str,
@@ -497,6 +499,13 @@ impl Secrets {
             }
         }
         let found = self.live(caller, secret_id, action).await?;
+        if super::rotation::is_rotation_job(caller) {
+            super::rotation::check_rotation_job_write(
+                &found.meta,
+                client_request_token.as_deref(),
+                &stages,
+            )?;
+        }
         let namespace = caller.namespace.clone();
         let version_id = client_request_token.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         if let Some(existing) = found.meta.versions.get(&version_id) {
