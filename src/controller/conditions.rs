@@ -65,15 +65,34 @@ pub fn ready_condition(
     now: i64,
 ) -> Condition {
     let status = if ready { "True" } else { "False" };
-    let previous = previous
-        .iter()
-        .find(|condition| condition.type_ == CONDITION_READY);
+    condition(
+        previous,
+        CONDITION_READY,
+        generation,
+        status,
+        reason,
+        message,
+        now,
+    )
+}
+
+/// A condition of `type_`, keeping the previous transition time when its status is unchanged.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    generation: Option<i64>,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: i64,
+) -> Condition {
+    let previous = previous.iter().find(|condition| condition.type_ == type_);
     let last_transition_time = match previous {
         Some(previous) if previous.status == status => previous.last_transition_time.clone(),
         _ => time(now).unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
     };
     Condition {
-        type_: CONDITION_READY.to_owned(),
+        type_: type_.to_owned(),
         status: status.to_owned(),
         reason: reason.to_owned(),
         message,

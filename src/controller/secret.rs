@@ -29,11 +29,12 @@ use super::sources;
 use crate::engine::Clock;
 use crate::engine::kms::Kms;
 use crate::engine::secrets::{
-    CURRENT, DeclaredSecret, DeclaredValue, SecretEvent, SecretRecord,
+    CURRENT, DeclaredSecret, RotationDeclared, DeclaredValue, SecretEvent, SecretRecord,
     SecretValue, Secrets, SecretsError,
 };
+use crate::engine::rotation::Step;
 use crate::resources::secret::{
-    MAX_RECOVERY_WINDOW_DAYS, Secret, SecretStatus,
+    MAX_RECOVERY_WINDOW_DAYS, RotationState, RotationStatus, Secret, SecretStatus,
     SecretVersion as StatusVersion,
 };
 use crate::store::StoreError;
@@ -140,6 +141,7 @@ async fn apply(
             recovery_window_days: record
                 .recovery_window_days
                 .unwrap_or(i64::from(MAX_RECOVERY_WINDOW_DAYS)),
+            rotation: RotationDeclared::Unchanged,
         },
         _ => secret_mapping::declared_secret(&resource.spec),
     };
@@ -188,6 +190,7 @@ async fn apply(
     if let Some(problem) = &source_problem {
         warn_once(ctx, resource, problem).await;
     }
+    announce_rotation(ctx, resource, &record).await;
     let status = secret_status(resource, &record, source_problem, ctx.clock.now());
     write_status(ctx, resource, status).await?;
     Ok(Action::requeue(if resource.spec.from_secret.is_some() {
@@ -496,13 +499,122 @@ pub fn secret_status(
             })
             .collect(),
         current_version: record.version_with(CURRENT).map(str::to_owned),
-        rotation: resource
-            .status
-            .as_ref()
-            .and_then(|status| status.rotation.clone()),
+        rotation: rotation_status(record),
         deletion_date: record.deleted.and(record.purge_after).and_then(time),
-        conditions: vec![ready],
+        conditions: std::iter::once(ready)
+            .chain(rotation_condition(resource, record, now))
+            .collect(),
         observed_generation: resource.metadata.generation,
+    }
+}
+
+/// Type of the condition that tells how rotation goes, for a secret that rotates.
+const CONDITION_ROTATION: &str = "Rotation";
+
+/// The rotation's part of status, from the record.
+fn rotation_status(record: &SecretRecord) -> Option<RotationStatus> {
+    let rotation = record.rotation.as_ref()?;
+    let state = match &rotation.in_progress {
+        None => RotationState::Idle,
+        Some(progress) if progress.failures > 0 => RotationState::Failed,
+        Some(progress) => match progress.step {
+            Step::CreateSecret => RotationState::CreatingSecret,
+            Step::SetSecret => RotationState::SettingSecret,
+            Step::TestSecret => RotationState::TestingSecret,
+            Step::FinishSecret => RotationState::FinishingSecret,
+        },
+    };
+    Some(RotationStatus {
+        state,
+        pending_version_id: rotation
+            .in_progress
+            .as_ref()
+            .map(|progress| progress.token.clone()),
+        last_rotated_date: rotation.last_rotated.and_then(time),
+        next_rotation_date: rotation
+            .next_rotation
+            .filter(|_| rotation.enabled)
+            .and_then(time),
+        last_error: rotation.last_error.clone(),
+    })
+}
+
+/// The Rotation condition: False while a step fails (and is retried), True otherwise.
+fn rotation_condition(resource: &Secret, record: &SecretRecord, now: i64) -> Option<Condition> {
+    let rotation = record.rotation.as_ref()?;
+    let (status, reason, message) = match (&rotation.in_progress, &rotation.last_error) {
+        (Some(progress), Some(error)) if progress.failures > 0 => (
+            "False",
+            "RotationFailed",
+            format!(
+                "{error}. AWSCURRENT is unchanged; the step is retried with backoff (attempt {}).",
+                progress.failures
+            ),
+        ),
+        (Some(progress), _) => (
+            "True",
+            "Rotating",
+            format!(
+                "Rotation to version {} is at {}.",
+                progress.token, progress.step
+            ),
+        ),
+        (None, _) if !rotation.enabled => (
+            "True",
+            "RotationOff",
+            "Scheduled rotation is off.".to_owned(),
+        ),
+        (None, _) => (
+            "True",
+            "Scheduled",
+            "The last rotation, if any, finished; the next is scheduled.".to_owned(),
+        ),
+    };
+    let previous = resource
+        .status
+        .as_ref()
+        .map_or(&[][..], |status| &status.conditions[..]);
+    Some(conditions::condition(
+        previous,
+        CONDITION_ROTATION,
+        resource.metadata.generation,
+        status,
+        reason,
+        message,
+        now,
+    ))
+}
+
+/// Events for what rotation did since the status was written: a finished rotation, a failed
+/// step (once per distinct error).
+async fn announce_rotation(ctx: &Context, resource: &Secret, record: &SecretRecord) {
+    let Some(now) = rotation_status(record) else {
+        return;
+    };
+    let before = resource
+        .status
+        .as_ref()
+        .and_then(|status| status.rotation.clone())
+        .unwrap_or_default();
+    if now.last_rotated_date.is_some() && now.last_rotated_date != before.last_rotated_date {
+        let note = match record.version_with(CURRENT) {
+            Some(version) => format!("Rotation finished: version {version} is now AWSCURRENT."),
+            None => "Rotation finished.".to_owned(),
+        };
+        publish(ctx, &resource.object_ref(&()), EventType::Normal, "Rotated", &note).await;
+    }
+    if let Some(error) = &now.last_error
+        && before.last_error.as_ref() != Some(error)
+    {
+        let note = format!("{error}. AWSCURRENT is unchanged; the step will be retried.");
+        publish(
+            ctx,
+            &resource.object_ref(&()),
+            EventType::Warning,
+            "RotationFailed",
+            &note,
+        )
+        .await;
     }
 }
 

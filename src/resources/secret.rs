@@ -293,7 +293,7 @@ impl Default for GenerateSettings {
 
 /// Scheduled rotation of a Secret, through the four steps create, set, test and finish. The
 /// version labelled AWSCURRENT changes only when a rotation finishes; a failed rotation leaves
-/// it alone.
+/// it alone and is retried with backoff. Removing this block turns scheduled rotation off.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("(self.strategy == 'postgres') == has(self.postgres)").message("postgres settings are required with strategy postgres, and allowed only with it"))]
 #[x_kube(validation = Rule::new("(self.strategy == 'mysql') == has(self.mysql)").message("mysql settings are required with strategy mysql, and allowed only with it"))]
@@ -302,17 +302,26 @@ impl Default for GenerateSettings {
 #[serde(rename_all = "camelCase")]
 pub struct SecretRotation {
     /// When to rotate: `rate(N days)`, `rate(N hours)`, or `cron(MINUTES HOURS DAY MONTH
-    /// WEEKDAY YEAR)` in the six-field syntax of AWS schedules, in UTC.
+    /// WEEKDAY YEAR)` in the six-field syntax of AWS schedules (with `?`, `L`, `W` and `#`),
+    /// in UTC.
     #[schemars(length(max = 256), regex(pattern = SCHEDULE_PATTERN))]
     pub schedule: String,
+    /// Length of the rotation window, `Nh` (1 to 24 hours): each rotation starts at a random
+    /// instant in it, so that secrets on one schedule spread out. Defaults to the rest of the
+    /// UTC day (one hour for `rate(N hours)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([1-9]|1[0-9]|2[0-4])h$"))]
+    pub duration: Option<String>,
     /// How a new value is made and put in place: generate (the default), postgres, mysql, job
-    /// or webhook. Each strategy but generate needs its settings block of the same name.
+    /// or webhook. Each strategy but generate needs its settings block of the same name. The
+    /// generate strategy (and the password the database strategies set) follows the `generate`
+    /// block of the spec, or its defaults.
     #[serde(default)]
     pub strategy: RotationStrategy,
     /// Settings of the postgres strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<DatabaseRotation>,
-    /// Settings of the mysql strategy.
+    /// Settings of the mysql strategy (MySQL and MariaDB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mysql: Option<DatabaseRotation>,
     /// Settings of the job strategy.
@@ -340,27 +349,69 @@ pub enum RotationStrategy {
     Webhook,
 }
 
-/// Rotation of a database user's password.
-///
-/// The new password is generated with the secret's generate settings (or the defaults); if
-/// the secret's value is a JSON object, the password replaces its `password` property.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+impl RotationStrategy {
+    /// The strategy's name, as the engine knows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RotationStrategy::Generate => "generate",
+            RotationStrategy::Postgres => "postgres",
+            RotationStrategy::Mysql => "mysql",
+            RotationStrategy::Job => "job",
+            RotationStrategy::Webhook => "webhook",
+        }
+    }
+}
+
+/// Rotation of a database user's password. The secret's value is a JSON object as AWS's
+/// rotation functions read it: `engine`, `host`, `port`, `username`, `password`, `dbname`
+/// (and `masterarn` for alternating users).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseRotation {
-    /// A Coffer Secret in the same namespace whose value is a JSON object with the properties
-    /// `host`, `port`, `username`, `password` and optionally `dbname`: the administrator that
-    /// Coffer connects as to change the password.
-    pub master_secret_ref: CofferSecretReference,
-    /// Name of the database user (role) whose password is rotated.
-    #[schemars(length(min = 1, max = 128))]
-    pub username: String,
+    /// singleUser: the user changes its own password, logging in with the current one.
+    /// alternatingUsers: the master secret's credentials set the password of the inactive one
+    /// of two users (`NAME` and `NAME_clone`), so that one of them always works.
+    #[serde(default)]
+    pub variant: DatabaseRotationVariant,
+    /// A Coffer Secret in the same namespace holding the master (administrator) credentials,
+    /// for alternatingUsers; without it the value's `masterarn` names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_secret_ref: Option<CofferSecretReference>,
+    /// TLS to the database: disable, require (encrypt without verifying), or verifyFull
+    /// (verify the certificate and the host name against caBundle or the system's roots).
+    #[serde(default)]
+    pub tls: DatabaseTls,
+    /// PEM certificates, in base64, that the database's certificate must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536), regex(pattern = BASE64_PATTERN))]
+    pub ca_bundle: Option<String>,
+}
+
+/// The two ways AWS rotates database credentials.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DatabaseRotationVariant {
+    #[default]
+    SingleUser,
+    AlternatingUsers,
+}
+
+/// TLS to a database.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DatabaseTls {
+    Disable,
+    #[default]
+    Require,
+    VerifyFull,
 }
 
 /// Rotation by a Kubernetes Job.
 ///
 /// Coffer runs one Job per rotation step, giving it the secret's ARN, the step and the pending
 /// version id in the environment variables `COFFER_SECRET_ID`, `COFFER_ROTATION_STEP` and
-/// `COFFER_CLIENT_REQUEST_TOKEN`.
+/// `COFFER_CLIENT_REQUEST_TOKEN`, under a ServiceAccount that may read the secret and put its
+/// pending version only. In createSecret the Job puts the pending value itself.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobRotation {
@@ -372,7 +423,8 @@ pub struct JobRotation {
 /// Rotation by an HTTPS endpoint.
 ///
 /// Coffer POSTs each rotation step as JSON (`SecretId`, `ClientRequestToken`, `Step`), as
-/// AWS passes them to a rotation Lambda, and takes a 2xx answer as success.
+/// AWS passes them to a rotation Lambda, signed with HMAC-SHA256, and takes a 2xx answer as
+/// success. In createSecret the endpoint puts the pending value itself.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookRotation {
@@ -384,6 +436,8 @@ pub struct WebhookRotation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536), regex(pattern = BASE64_PATTERN))]
     pub ca_bundle: Option<String>,
+    /// A Coffer Secret in the same namespace whose value is the key that signs each request.
+    pub signing_secret_ref: CofferSecretReference,
 }
 
 /// Who outside the Secret's namespace may read it (GetSecretValue and DescribeSecret).

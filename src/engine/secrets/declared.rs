@@ -25,6 +25,17 @@ pub struct DeclaredSecret {
     pub policy: Option<String>,
     /// Days between the declaration's deletion and the purge.
     pub recovery_window_days: i64,
+    pub rotation: RotationDeclared,
+}
+
+/// What a declaration says of rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotationDeclared {
+    /// Nothing new: the rotation stays as it is (a spec already applied).
+    Unchanged,
+    /// No rotation: one the declaration made before is turned off; one the API made stays.
+    Absent,
+    Declared(super::DeclaredRotation),
 }
 
 /// A value a declaration brings, with the fingerprint of its source when it has one.
@@ -121,6 +132,9 @@ impl Secrets {
         if let Some(value) = &value {
             super::operations::validate_value(&value.value)?;
         }
+        if let RotationDeclared::Declared(rotation) = &declared.rotation {
+            self.check_declared_rotation(rotation)?;
+        }
         let _turn = self.write_turn(namespace, name).await;
         for _ in 0..APPLY_ATTEMPTS {
             let stored =
@@ -167,6 +181,7 @@ impl Secrets {
         record.kms_key_id.clone_from(&declared.kms_key_id);
         record.policy.clone_from(&declared.policy);
         record.recovery_window_days = Some(declared.recovery_window_days);
+        Secrets::apply_declared_rotation(&mut record, &declared.rotation, now);
         if let Some(value) = value {
             let version_id = uuid::Uuid::new_v4().to_string();
             let binding = Secrets::value_binding(namespace, &record, &version_id);
@@ -224,6 +239,9 @@ impl Secrets {
         }
         if events.contains(&SecretEvent::Restored) {
             self.schedule_changed.notify_one();
+        }
+        if record.rotation != before.rotation {
+            self.rotation_changed().notify_one();
         }
         Ok(Some((record, events)))
     }

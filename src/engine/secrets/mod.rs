@@ -36,7 +36,7 @@ use crate::engine::{AccountAuthority, AccountDirectory, Caller, Clock};
 use crate::store::Store;
 use crate::store::typed::{self, Typed};
 
-pub use declared::{DeclaredSecret, DeclaredValue, SecretEvent};
+pub use declared::{DeclaredSecret, DeclaredValue, RotationDeclared, SecretEvent};
 pub use error::SecretsError;
 pub use model::{CURRENT, PENDING, PREVIOUS, SecretRecord, SecretVersion};
 pub use operations::{

@@ -72,6 +72,10 @@ pub struct SecretRecord {
 pub struct RotationRecord {
     /// Whether rotation is on (CancelRotateSecret turns it off, keeping the configuration).
     pub enabled: bool,
+    /// Whether a declaration (a Secret's `spec.rotation`) set it, so that removing it from
+    /// the declaration turns rotation off; RotateSecret's settings stay until changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub declared: bool,
     /// When to rotate; `None` rotates only on demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<RotationRules>,

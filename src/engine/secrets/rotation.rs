@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::model::{RotationProgress, RotationRecord, SecretRecord, SecretVersion};
+use super::declared::RotationDeclared;
 use super::rotation_rules::{RotationRules, Schedule};
 use super::{CURRENT, PENDING, SERVICE, SecretValue, Secrets, SecretsError};
 use crate::crypto::SecretBytes;
@@ -343,6 +344,7 @@ impl Secrets {
             let last_rotated = previous.as_ref().and_then(|previous| previous.last_rotated);
             meta.rotation = Some(RotationRecord {
                 enabled: true,
+                declared: false,
                 next_rotation: match (&rules, immediately) {
                     (Some(rules), false) => next_rotation(rules, now, last_rotated),
                     _ => None,
@@ -1034,15 +1036,26 @@ impl Secrets {
         Ok(StepRun::Stopped)
     }
 
-    /// Brings the rotation of a declared secret to `declared` (`None`: the declaration says
-    /// nothing of rotation, and what the API set stays). Progress is kept.
+    /// Brings the rotation of a declared secret to `declared`. Progress is kept: a rotation
+    /// under way finishes whatever the declaration now says.
     pub(super) fn apply_declared_rotation(
         meta: &mut SecretRecord,
-        declared: Option<&DeclaredRotation>,
+        declared: &RotationDeclared,
         now: i64,
     ) {
-        let Some(declared) = declared else {
-            return;
+        let declared = match declared {
+            RotationDeclared::Unchanged => return,
+            RotationDeclared::Absent => {
+                if let Some(rotation) = meta.rotation.as_mut()
+                    && rotation.declared
+                {
+                    rotation.enabled = false;
+                    rotation.declared = false;
+                    rotation.next_rotation = None;
+                }
+                return;
+            }
+            RotationDeclared::Declared(declared) => declared,
         };
         let previous = meta.rotation.take();
         let same = previous.as_ref().is_some_and(|previous| {
@@ -1052,11 +1065,15 @@ impl Secrets {
                 && previous.settings == declared.settings
         });
         meta.rotation = Some(match previous {
-            Some(previous) if same => previous,
+            Some(mut previous) if same => {
+                previous.declared = true;
+                previous
+            }
             previous => {
                 let last_rotated = previous.as_ref().and_then(|previous| previous.last_rotated);
                 RotationRecord {
                     enabled: true,
+                    declared: true,
                     next_rotation: next_rotation(&declared.rules, now, last_rotated),
                     rules: Some(declared.rules.clone()),
                     strategy: declared.strategy.clone(),

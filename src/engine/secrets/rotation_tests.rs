@@ -195,6 +195,7 @@ async fn use_scripted(f: &Fixture, name: &str, rules: Option<RotationRules>) {
         let mut meta = current.meta.clone();
         meta.rotation = Some(model::RotationRecord {
             enabled: true,
+            declared: false,
             rules: rules.clone(),
             strategy: "scripted".into(),
             settings: serde_json::Value::Null,

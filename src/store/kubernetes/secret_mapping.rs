@@ -8,9 +8,13 @@
 use serde_json::{Map, Value, json};
 
 use crate::engine::account::account_id;
-use crate::engine::secrets::{DeclaredSecret, SecretRecord};
+use crate::engine::secrets::rotation_rules::RotationRules;
+use crate::engine::secrets::{DeclaredRotation, DeclaredSecret, RotationDeclared, SecretRecord};
 use crate::resources::common::KeyReference;
-use crate::resources::secret::{MAX_RECOVERY_WINDOW_DAYS, ResourcePolicy, SecretSpec};
+use crate::resources::secret::{
+    DatabaseRotation, MAX_RECOVERY_WINDOW_DAYS, ResourcePolicy, RotationStrategy, SecretRotation,
+    SecretSpec,
+};
 
 /// What a Secret resource may let other namespaces do: read the value and its metadata.
 const SHARED_ACTIONS: [&str; 2] = [
@@ -25,6 +29,64 @@ pub fn declared_secret(spec: &SecretSpec) -> DeclaredSecret {
         kms_key_id: spec.kms_key_ref.as_ref().map(|key| key.name.clone()),
         policy: declared_policy(spec),
         recovery_window_days: i64::from(spec.recovery_window_days),
+        rotation: match &spec.rotation {
+            Some(rotation) => RotationDeclared::Declared(declared_rotation(spec, rotation)),
+            None => RotationDeclared::Absent,
+        },
+    }
+}
+
+/// A spec's rotation as the engine records it: the schedule as RotationRules, and the
+/// strategy's settings in the shapes of `crate::rotation`.
+pub fn declared_rotation(spec: &SecretSpec, rotation: &SecretRotation) -> DeclaredRotation {
+    let generate = || {
+        spec.generate
+            .as_ref()
+            .and_then(|generate| serde_json::to_value(generate).ok())
+            .unwrap_or(Value::Null)
+    };
+    let database = |settings: &DatabaseRotation| {
+        let mut object = Map::new();
+        object.insert("variant".into(), json!(settings.variant));
+        object.insert("tls".into(), json!(settings.tls));
+        if let Some(master) = &settings.master_secret_ref {
+            object.insert("masterSecret".into(), json!(master.name));
+        }
+        if let Some(bundle) = &settings.ca_bundle {
+            object.insert("caBundle".into(), json!(bundle));
+        }
+        let password = generate();
+        if !password.is_null() {
+            object.insert("password".into(), password);
+        }
+        Value::Object(object)
+    };
+    let settings = match rotation.strategy {
+        RotationStrategy::Generate => generate(),
+        RotationStrategy::Postgres => rotation.postgres.as_ref().map_or(Value::Null, database),
+        RotationStrategy::Mysql => rotation.mysql.as_ref().map_or(Value::Null, database),
+        RotationStrategy::Job => rotation
+            .job
+            .as_ref()
+            .map_or(Value::Null, |job| json!({ "template": job.template })),
+        RotationStrategy::Webhook => rotation.webhook.as_ref().map_or(Value::Null, |webhook| {
+            let mut object = Map::new();
+            object.insert("url".into(), json!(webhook.url));
+            object.insert("signingSecret".into(), json!(webhook.signing_secret_ref.name));
+            if let Some(bundle) = &webhook.ca_bundle {
+                object.insert("caBundle".into(), json!(bundle));
+            }
+            Value::Object(object)
+        }),
+    };
+    DeclaredRotation {
+        rules: RotationRules {
+            automatically_after_days: None,
+            schedule_expression: Some(rotation.schedule.clone()),
+            duration: rotation.duration.clone(),
+        },
+        strategy: rotation.strategy.name().to_owned(),
+        settings,
     }
 }
 
