@@ -170,6 +170,83 @@ async fn a_mixed_volume_is_served_as_the_pod_and_follows_changes_while_pins_stay
     plugin.kill();
 }
 
+#[tokio::test]
+async fn a_rotation_reaches_the_files_and_previous_keeps_the_old_value() {
+    let cluster = cluster_or_skip!();
+    let work = Work::new();
+    let plugin = Plugin::start(&cluster, work.path(), "csi-rotation.log");
+    let mut node = plugin.node().await;
+
+    let name = unique("rotated");
+    let first = cluster.plaintext("rotated-1");
+    cluster.create_secret(&name, &first).await;
+    let second = cluster.plaintext("rotated-2");
+    cluster.put_secret(&name, &second).await;
+    let objects = json!([
+        {"kind": "secret", "name": name, "file": "current"},
+        {"kind": "secret", "name": name, "stage": "AWSPREVIOUS", "file": "previous"},
+    ])
+    .to_string();
+    let pod = cluster.pod_token("web-rotation", "csi-app").await;
+    let target = work.target("web-rotation");
+    node.node_publish_volume(publish_request(
+        "csi-rotation",
+        &target,
+        pod.context(Some(&pod.token), &[("objects", &objects)]),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(read(&target.join("current")), second);
+    assert_eq!(read(&target.join("previous")), first);
+
+    for rotation in 1..=2 {
+        let before = read(&target.join("current"));
+        let started = std::time::Instant::now();
+        let token = cluster
+            .call(
+                "secretsmanager.RotateSecret",
+                json!({"SecretId": name}),
+                "csi-admin",
+            )
+            .await["VersionId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // The generated value is not known in advance: wait for the version to become current,
+        // then for the file to hold it.
+        let rotated = loop {
+            let value = cluster
+                .call(
+                    "secretsmanager.GetSecretValue",
+                    json!({"SecretId": name}),
+                    "csi-admin",
+                )
+                .await;
+            if value["VersionId"] == token.as_str() {
+                break value["SecretString"].as_str().unwrap().to_owned();
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "rotation {rotation} did not finish"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let finished = started.elapsed();
+        cluster.remember_plaintext(&rotated);
+        let to_file = until_file_is(&target.join("current"), &rotated).await;
+        // AWSPREVIOUS follows: it is the value that was current before this rotation.
+        until_file_is(&target.join("previous"), &before).await;
+        println!(
+            "[figure] rotation {rotation}: RotateSecret to CURRENT moved {finished:?}; to the file {:?} more",
+            to_file
+        );
+    }
+    node.node_unpublish_volume(unpublish_request("csi-rotation", &target))
+        .await
+        .unwrap();
+    plugin.kill();
+}
+
 /// Publishes a volume that must be refused; checks that nothing stays mounted.
 async fn refused(
     node: &mut NodeClient<Channel>,

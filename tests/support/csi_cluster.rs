@@ -74,13 +74,18 @@ impl Cluster {
     /// A fresh value, registered for the suite's scans.
     pub fn plaintext(&self, what: &str) -> String {
         let value = format!("e2e-plain-{what}-{}", uuid::Uuid::new_v4().simple());
+        self.remember_plaintext(&value);
+        value
+    }
+
+    /// Registers a value made elsewhere (a rotation's) for the suite's scans.
+    pub fn remember_plaintext(&self, value: &str) {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.plaintexts)
             .unwrap();
         writeln!(file, "{value}").unwrap();
-        value
     }
 
     /// A pod of `service_account` (it never runs: there is no kubelet) and a token bound to
