@@ -57,7 +57,12 @@ fn harness() -> Harness {
             Arc::new(AllowAll),
             clock.clone(),
         )
-        .with_directory(Arc::clone(&store) as _),
+        .with_directory(Arc::clone(&store) as _)
+        .with_rotation(
+            crate::rotation::standalone_registry(),
+            4,
+            std::time::Duration::ZERO,
+        ),
     );
     let recorder = Recorder::new(
         client.clone(),
@@ -834,4 +839,59 @@ async fn a_resource_made_for_an_api_record_waits_for_it_and_then_stands_on_its_o
             .unwrap()
             .is_some()
     );
+}
+
+#[tokio::test]
+async fn a_declared_rotation_is_scheduled_and_a_rotation_shows_in_status_and_events() {
+    let h = harness();
+    h.apply(
+        "db",
+        json!({"generate": {"length": 24}, "rotation": {"schedule": "rate(1 days)", "duration": "2h"}}),
+    );
+    let resource = h.settle("db").await;
+    let status = resource.status.clone().unwrap();
+    let rotation = status.rotation.clone().expect("rotation in status");
+    assert_eq!(rotation.state, crate::resources::secret::RotationState::Idle);
+    assert!(rotation.next_rotation_date.is_some());
+    let condition = status
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == "Rotation")
+        .expect("a Rotation condition");
+    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "Scheduled"));
+    let described = h.secrets.describe_secret(&caller(), "db").await.unwrap();
+    assert!(described.rotation.enabled);
+    assert_eq!(
+        described.rotation.rules.and_then(|rules| rules.schedule_expression).as_deref(),
+        Some("rate(1 days)")
+    );
+
+    let before = h.value("db").await.unwrap();
+    let token = h
+        .secrets
+        .rotate_secret(&caller(), "db", Default::default())
+        .await
+        .unwrap()
+        .version_id
+        .unwrap();
+    h.secrets.rotate_due().await.unwrap();
+    for _ in 0..500 {
+        let described = h.secrets.describe_secret(&caller(), "db").await.unwrap();
+        if described.rotation.in_progress.is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let resource = h.settle("db").await;
+    let status = resource.status.clone().unwrap();
+    assert_eq!(status.current_version.as_deref(), Some(token.as_str()));
+    let rotation = status.rotation.unwrap();
+    assert!(rotation.last_rotated_date.is_some());
+    assert_eq!(rotation.pending_version_id, None);
+    let after = h.value("db").await.unwrap();
+    assert_ne!(after, before);
+    assert_eq!(after.chars().count(), 24, "the spec's generate settings rule the rotation");
+    assert!(h.fake.event_reasons().contains(&"Rotated".to_owned()));
+    h.assert_nowhere(&after);
+    h.assert_nowhere(&before);
 }

@@ -686,3 +686,129 @@ async fn a_rotation_job_may_put_only_the_pending_version_of_the_rotation_under_w
     other.principal.arn = other.principal.arn.replace("coffer-rotation-db", "app");
     open.delete_secret(&other, "db", Some(7), false).await.unwrap();
 }
+
+/// Counts the steps in flight at once, and the most there ever were.
+#[derive(Default)]
+struct Counting {
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl RotationStrategy for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    async fn run(&self, request: StepRequest<'_>) -> Result<StepOutcome, StepError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        Ok(match request.step {
+            Step::CreateSecret => StepOutcome::Pending(SecretBytes::from_slice(b"rotated")),
+            _ => StepOutcome::Done,
+        })
+    }
+}
+
+#[tokio::test]
+async fn many_secrets_on_one_schedule_spread_over_the_window_and_never_exceed_the_cap() {
+    const SECRETS: usize = 200;
+    const CAP: usize = 4;
+    let f = fixture_with(Scripted::default(), CAP);
+    let counting = Arc::new(Counting::default());
+    let secrets = Arc::new(
+        Secrets::new(
+            Arc::clone(&f.store),
+            Arc::clone(&f.kms),
+            Arc::new(NameAuthority),
+            f.clock.clone(),
+        )
+        .with_rotation(
+            StrategyRegistry::new().with(Arc::clone(&counting) as Arc<dyn RotationStrategy>),
+            CAP,
+            std::time::Duration::ZERO,
+        ),
+    );
+    let rules = RotationRules {
+        automatically_after_days: None,
+        schedule_expression: Some("cron(0 2 * * ? *)".into()),
+        duration: Some("4h".into()),
+    };
+    for i in 0..SECRETS {
+        let name = format!("s{i:03}");
+        create(&f, &name, "v1").await;
+        let key = typed::key::<SecretRecord>("default", &name);
+        typed::modify::<SecretRecord, _, _, SecretsError>(f.store.as_ref(), &key, |current| {
+            let current = current.unwrap();
+            let mut meta = current.meta.clone();
+            meta.rotation = Some(model::RotationRecord {
+                enabled: true,
+                declared: false,
+                rules: Some(rules.clone()),
+                strategy: "counting".into(),
+                settings: serde_json::Value::Null,
+                function_arn: None,
+                last_rotated: None,
+                next_rotation: None,
+                in_progress: None,
+                last_error: None,
+            });
+            Ok(typed::TypedChange::Put {
+                meta,
+                sealed: current.sealed.clone(),
+            })
+        })
+        .await
+        .unwrap();
+    }
+    // The first pass plans each secret's next rotation: an instant in tomorrow's 02:00-06:00
+    // window (or today's, if it is still ahead).
+    secrets.rotate_due().await.unwrap();
+    let window = rotation_rules::Schedule::parse(&rules)
+        .unwrap()
+        .next_window(START, None)
+        .unwrap();
+    let mut planned = Vec::new();
+    for i in 0..SECRETS {
+        let at = describe(&f, &format!("s{i:03}")).await.next_rotation.unwrap();
+        assert!((window.start..window.end).contains(&at), "{at} outside {window:?}");
+        planned.push(at);
+    }
+    planned.sort_unstable();
+    let quarter = (window.end - window.start) / 4;
+    // Spread: every quarter of the window gets some of them.
+    for q in 0..4 {
+        let (from, to) = (window.start + q * quarter, window.start + (q + 1) * quarter);
+        let count = planned.iter().filter(|at| (from..to).contains(*at)).count();
+        assert!(count >= SECRETS / 10, "quarter {q} has {count} of {SECRETS}");
+    }
+    // At the window's end all are due at once; the cap holds while they all rotate.
+    f.clock.set(window.end);
+    for _ in 0..(SECRETS * 2) {
+        secrets.rotate_due().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let running = secrets.rotations.running.lock().unwrap().len();
+        assert!(running <= CAP, "{running} rotations under way");
+        let mut done = 0;
+        for (_, stored) in typed::list::<SecretRecord, _>(f.store.as_ref(), None).await.unwrap() {
+            if stored.meta.rotation.as_ref().is_some_and(|rotation| rotation.last_rotated.is_some()) {
+                done += 1;
+            }
+        }
+        if done == SECRETS {
+            break;
+        }
+    }
+    settle(&secrets).await;
+    let most = counting.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= CAP && most >= 2, "at most {most} steps ran at once");
+    for i in 0..SECRETS {
+        assert_eq!(
+            value_at(&f, &format!("s{i:03}"), CURRENT).await.as_deref(),
+            Some("rotated")
+        );
+    }
+}
