@@ -428,6 +428,22 @@ async fn forward_changes(
     }
 }
 
+/// Wakes `schedule` for every change of a record: RotateSecret served by another replica, or a
+/// Job that finished, may have moved a due time. Wakes coalesce, so a burst is one pass.
+async fn wake_on_changes<T: Clone>(
+    mut changes: tokio::sync::broadcast::Receiver<T>,
+    schedule: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        match changes.recv().await {
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                schedule.notify_one();
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 /// One piece of the leader's work. It runs until leadership ends, when it is dropped.
 type LeaderTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -494,6 +510,13 @@ fn leader_tasks(work: &LeaderWork) -> Vec<(&'static str, LeaderTask)> {
         (
             "secret rotation",
             Box::pin(Arc::clone(&secrets.secrets).run_rotation_scheduler()),
+        ),
+        (
+            "secret writes of other replicas waking the rotation schedule",
+            Box::pin(wake_on_changes(
+                secrets.store.changes(),
+                secrets.secrets.rotation_changed(),
+            )),
         ),
         (
             "recovery windows of deleted Secrets",
