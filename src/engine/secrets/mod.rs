@@ -14,6 +14,7 @@ mod error;
 pub mod model;
 mod operations;
 pub mod password;
+pub mod rotation_rules;
 mod schedule;
 #[cfg(test)]
 mod tests;
