@@ -516,6 +516,7 @@ async fn scheduled_rotations_start_in_their_window_and_survive_a_restart() {
     assert_eq!(run_due(&restarted).await, Some(at));
     assert_eq!(value_at(&f, "db", CURRENT).await.as_deref(), Some("v1"));
     f.clock.set(at);
+    run_due(&restarted).await;
     let next = run_due(&restarted).await.unwrap();
     assert_ne!(value_at(&f, "db", CURRENT).await.as_deref(), Some("v1"));
     assert_eq!(value_at(&f, "db", PREVIOUS).await.as_deref(), Some("v1"));
