@@ -729,6 +729,45 @@ async fn a_dead_port_is_a_transient_error() {
     }
 }
 
+/// A server that takes the connection and never answers: a transient failure after the
+/// connect timeout, not a step that hangs. Needs no server.
+#[tokio::test]
+async fn a_silent_server_times_out() {
+    // Never accepted: the kernel completes the handshake, and nothing is ever said.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let value = json_secret(&json!({
+        "host": "127.0.0.1", "port": port, "username": "nobody", "password": "Silent-7",
+    }));
+    let settings = json!({"tls": "require"});
+    let (postgres, mysql) = (PostgresStrategy::new(), MysqlStrategy::new());
+    let started = Instant::now();
+    let (postgres, mysql) = tokio::join!(
+        step(
+            &postgres,
+            Step::TestSecret,
+            &settings,
+            &value,
+            Some(&value),
+            None
+        ),
+        step(
+            &mysql,
+            Step::TestSecret,
+            &settings,
+            &value,
+            Some(&value),
+            None
+        ),
+    );
+    for error in [postgres.err().unwrap(), mysql.err().unwrap()] {
+        assert!(error.retryable, "{error}");
+        assert!(error.reason.contains("did not answer"), "{error}");
+    }
+    assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    drop(listener);
+}
+
 /// Values and settings that cannot work fail permanently, before any connection.
 #[tokio::test]
 async fn bad_values_are_permanent_errors() {

@@ -555,6 +555,18 @@ async fn step_work<D: Dialect>(
                         )
                     })?;
                     let master = master_login(master, &pending)?;
+                    // Already done by an earlier run (setting the same password again could
+                    // break a password-reuse policy). The clone can log in only once it has the
+                    // original's privileges, so nothing is left half made.
+                    if bounded(
+                        &pending.target(),
+                        dialect.check_login(&pending, &settings.tls),
+                    )
+                    .await
+                    .is_ok()
+                    {
+                        return Ok(StepOutcome::Done);
+                    }
                     let original = original_username(&pending.username).to_owned();
                     let target = master.target();
                     bounded(

@@ -1,4 +1,4 @@
-//! The `mysql` strategy: MySQL (5.7 or later) and MariaDB (10.2 or later) credentials, single or
+//! The `mysql` strategy: MySQL (5.7 or later) and MariaDB (10.4 or later) credentials, single or
 //! alternating users ([`super::database`] has the steps and settings).
 //!
 //! `ALTER USER ... IDENTIFIED BY` takes no bind parameter, so a new password goes in a string
@@ -117,7 +117,8 @@ async fn set_own(conn: &mut Conn, target: &str, literal: &str) -> Result<(), Dat
 
 /// Sets `username`'s password on every host `original` is defined for, creating the clone and
 /// copying the grants when `username` is not `original`. Each statement is idempotent, so a run
-/// after a crash completes what the first began.
+/// after a crash completes what the first began (copying the grants again also brings a clone
+/// made earlier up to date).
 async fn set_user(
     conn: &mut Conn,
     target: &str,
@@ -136,19 +137,21 @@ async fn set_user(
     }
     for host in &hosts {
         let account = format!("{}@{}", quote_literal(username)?, quote_literal(host)?);
-        if username != original {
-            let mut create = format!("CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {literal}");
-            let result = conn.query_drop(&create).await;
-            create.zeroize();
-            result.map_err(|e| classify(e, target, "CREATE USER", false))?;
-        }
-        let mut alter = format!("ALTER USER {account} IDENTIFIED BY {literal}");
+        // A clone is made locked and without a password, gets its grants, and only then a
+        // password: it cannot log in half made, and a run after a crash finishes the job.
+        let unlock = if username == original {
+            ""
+        } else {
+            conn.query_drop(format!("CREATE USER IF NOT EXISTS {account} ACCOUNT LOCK"))
+                .await
+                .map_err(|e| classify(e, target, "CREATE USER", true))?;
+            copy_grants(conn, target, original, username, host).await?;
+            " ACCOUNT UNLOCK"
+        };
+        let mut alter = format!("ALTER USER {account} IDENTIFIED BY {literal}{unlock}");
         let result = conn.query_drop(&alter).await;
         alter.zeroize();
         result.map_err(|e| classify(e, target, "ALTER USER", false))?;
-        if username != original {
-            copy_grants(conn, target, original, username, host).await?;
-        }
     }
     Ok(())
 }
