@@ -48,7 +48,10 @@ impl Default for RotationSettings {
 
 /// The strategies every process offers: those that need no Kubernetes.
 pub fn standalone_registry() -> StrategyRegistry {
-    StrategyRegistry::new().with(Arc::new(generate::GenerateStrategy))
+    StrategyRegistry::new()
+        .with(Arc::new(generate::GenerateStrategy))
+        .with(Arc::new(postgres::PostgresStrategy::new()))
+        .with(Arc::new(mysql::MysqlStrategy::new()))
 }
 
 /// The strategies of the controller: all of them, the `job` strategy on `client`.

@@ -55,9 +55,21 @@ pub fn declared_rotation(spec: &SecretSpec, rotation: &SecretRotation) -> Declar
         if let Some(bundle) = &settings.ca_bundle {
             object.insert("caBundle".into(), json!(bundle));
         }
-        let password = generate();
-        if !password.is_null() {
-            object.insert("password".into(), password);
+        // The password follows the spec's generate rules; a template has no say here.
+        if let Some(generate) = &spec.generate {
+            object.insert(
+                "password".into(),
+                json!({
+                    "passwordLength": generate.length,
+                    "excludeCharacters": generate.exclude_characters,
+                    "excludeNumbers": generate.exclude_numbers,
+                    "excludePunctuation": generate.exclude_punctuation,
+                    "excludeUppercase": generate.exclude_uppercase,
+                    "excludeLowercase": generate.exclude_lowercase,
+                    "includeSpace": generate.include_space,
+                    "requireEachIncludedType": generate.require_each_included_type,
+                }),
+            );
         }
         Value::Object(object)
     };
