@@ -54,8 +54,11 @@ pub fn standalone_registry() -> StrategyRegistry {
         .with(Arc::new(mysql::MysqlStrategy::new()))
 }
 
-/// The strategies of the controller: all of them, the `job` strategy on `client`.
+/// The strategies of the controller: those and the two that only a Secret resource's
+/// `spec.rotation` can configure, `webhook` and `job` (on `client`, its watch of finished Jobs
+/// waking the registry's schedule). Call inside the Tokio runtime.
 pub fn cluster_registry(client: &kube::Client) -> StrategyRegistry {
-    let _ = client;
-    standalone_registry()
+    let registry = standalone_registry().with(Arc::new(webhook::WebhookStrategy::new()));
+    let waker = registry.waker();
+    registry.with(Arc::new(job::JobStrategy::new(client.clone(), waker)))
 }
