@@ -145,7 +145,12 @@ struct RotationArgs {
     max_concurrent_rotations: u16,
 
     /// Crash tests only: stretch every rotation step by this many milliseconds.
-    #[arg(long, env = "COFFER_ROTATION_STEP_PAUSE_MS", default_value_t = 0, hide = true)]
+    #[arg(
+        long,
+        env = "COFFER_ROTATION_STEP_PAUSE_MS",
+        default_value_t = 0,
+        hide = true
+    )]
     rotation_step_pause_ms: u64,
 }
 

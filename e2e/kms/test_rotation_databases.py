@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pymysql
 import psycopg
+from psycopg import sql
 import pytest
 
 from conftest import start_coffer, unique
@@ -88,10 +89,18 @@ class Engine:
         with self.connect(self.admin_user, self.admin_password) as connection:
             with connection.cursor() as cursor:
                 if self.kind == "postgres":
-                    cursor.execute(f'CREATE ROLE "{user}" LOGIN PASSWORD %s', (password,))
-                    cursor.execute(f'GRANT CONNECT ON DATABASE "{self.database}" TO "{user}"')
+                    # DDL takes no bind parameters: quoted by the driver instead.
+                    cursor.execute(
+                        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password))
+                    )
+                    cursor.execute(
+                        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                            sql.Identifier(self.database), sql.Identifier(user)
+                        )
+                    )
                 else:
-                    cursor.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY %s", (password,))
+                    # '%%': the host wildcard, escaped from the driver's own formatting.
+                    cursor.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))
                     cursor.execute(f"GRANT SELECT ON `{self.database}`.* TO '{user}'@'%'")
             connection.commit()
 
@@ -99,7 +108,7 @@ class Engine:
         return json.dumps({
             "engine": "postgres" if self.kind == "postgres" else "mysql",
             "host": self.host, "port": self.port, "username": user, "password": password,
-            "dbname": self.database, **extra,
+            "dbname": self.database, "tls": "require", **extra,
         })
 
     def master_credentials(self) -> str:

@@ -9,12 +9,12 @@ use super::{AwsError, CallFacts};
 use crate::aws_operation;
 use crate::crypto::SecretBytes;
 use crate::engine::Caller;
-use crate::engine::secrets::{
-    BatchError, ListFilter, ListSecretsRequest, NewSecret, PasswordOptions, SecretDescription,
-    SecretUpdate, SecretValue, Secrets, SecretsError, VersionEntry, VersionValue, WriteOutcome,
-    RotateOutcome, RotateRequest, random_password,
-};
 use crate::engine::secrets::rotation_rules::RotationRules;
+use crate::engine::secrets::{
+    BatchError, ListFilter, ListSecretsRequest, NewSecret, PasswordOptions, RotateOutcome,
+    RotateRequest, SecretDescription, SecretUpdate, SecretValue, Secrets, SecretsError,
+    VersionEntry, VersionValue, WriteOutcome, random_password,
+};
 
 impl From<SecretsError> for AwsError {
     fn from(err: SecretsError) -> Self {
@@ -340,7 +340,9 @@ fn secret_shape(description: SecretDescription, listed: bool) -> SecretShape {
                 .rotation
                 .in_progress
                 .clone()
-                .map_or((None, None), |(step, token)| (Some(step.as_str()), Some(token)));
+                .map_or((None, None), |(step, token)| {
+                    (Some(step.as_str()), Some(token))
+                });
             RotationStatusShape {
                 step,
                 version_id,

@@ -28,11 +28,11 @@ use super::conditions::{self, time};
 use super::sources;
 use crate::engine::Clock;
 use crate::engine::kms::Kms;
+use crate::engine::rotation::Step;
 use crate::engine::secrets::{
-    CURRENT, DeclaredSecret, RotationDeclared, DeclaredValue, SecretEvent, SecretRecord,
+    CURRENT, DeclaredSecret, DeclaredValue, RotationDeclared, SecretEvent, SecretRecord,
     SecretValue, Secrets, SecretsError,
 };
-use crate::engine::rotation::Step;
 use crate::resources::secret::{
     MAX_RECOVERY_WINDOW_DAYS, RotationState, RotationStatus, Secret, SecretStatus,
     SecretVersion as StatusVersion,
@@ -221,12 +221,11 @@ async fn declared_value(
         if has_value {
             return Ok(None);
         }
-        let bytes = crate::rotation::generate::generated_value(settings, None).map_err(|err| {
-            Problem {
+        let bytes =
+            crate::rotation::generate::generated_value(settings, None).map_err(|err| Problem {
                 reason: "SpecRefused",
                 message: err.to_string(),
-            }
-        })?;
+            })?;
         return Ok(Some(DeclaredValue {
             value: SecretValue {
                 bytes,
@@ -601,7 +600,14 @@ async fn announce_rotation(ctx: &Context, resource: &Secret, record: &SecretReco
             Some(version) => format!("Rotation finished: version {version} is now AWSCURRENT."),
             None => "Rotation finished.".to_owned(),
         };
-        publish(ctx, &resource.object_ref(&()), EventType::Normal, "Rotated", &note).await;
+        publish(
+            ctx,
+            &resource.object_ref(&()),
+            EventType::Normal,
+            "Rotated",
+            &note,
+        )
+        .await;
     }
     if let Some(error) = &now.last_error
         && before.last_error.as_ref() != Some(error)

@@ -851,18 +851,28 @@ async fn a_declared_rotation_is_scheduled_and_a_rotation_shows_in_status_and_eve
     let resource = h.settle("db").await;
     let status = resource.status.clone().unwrap();
     let rotation = status.rotation.clone().expect("rotation in status");
-    assert_eq!(rotation.state, crate::resources::secret::RotationState::Idle);
+    assert_eq!(
+        rotation.state,
+        crate::resources::secret::RotationState::Idle
+    );
     assert!(rotation.next_rotation_date.is_some());
     let condition = status
         .conditions
         .iter()
         .find(|condition| condition.type_ == "Rotation")
         .expect("a Rotation condition");
-    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "Scheduled"));
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("True", "Scheduled")
+    );
     let described = h.secrets.describe_secret(&caller(), "db").await.unwrap();
     assert!(described.rotation.enabled);
     assert_eq!(
-        described.rotation.rules.and_then(|rules| rules.schedule_expression).as_deref(),
+        described
+            .rotation
+            .rules
+            .and_then(|rules| rules.schedule_expression)
+            .as_deref(),
         Some("rate(1 days)")
     );
 
@@ -890,7 +900,11 @@ async fn a_declared_rotation_is_scheduled_and_a_rotation_shows_in_status_and_eve
     assert_eq!(rotation.pending_version_id, None);
     let after = h.value("db").await.unwrap();
     assert_ne!(after, before);
-    assert_eq!(after.chars().count(), 24, "the spec's generate settings rule the rotation");
+    assert_eq!(
+        after.chars().count(),
+        24,
+        "the spec's generate settings rule the rotation"
+    );
     assert!(h.fake.event_reasons().contains(&"Rotated".to_owned()));
     h.assert_nowhere(&after);
     h.assert_nowhere(&before);

@@ -136,6 +136,9 @@ pub struct Settings {
     pub variant: Variant,
     pub master_secret: Option<String>,
     pub tls: Tls,
+    /// Whether the settings named the TLS mode; if not, the value's `tls` property may (a
+    /// rotation set through RotateSecret has no settings of its own).
+    pub tls_named: bool,
     pub password: PasswordOptions,
 }
 
@@ -162,6 +165,7 @@ impl Settings {
         } else {
             RawSettings::deserialize(value).map_err(|e| DatabaseError::Settings(e.to_string()))?
         };
+        let tls_named = raw.tls.is_some();
         let mode = raw.tls.unwrap_or(TlsMode::VerifyFull);
         let ca = match raw.ca_bundle.as_deref() {
             None => Vec::new(),
@@ -192,6 +196,7 @@ impl Settings {
             variant: raw.variant.unwrap_or(Variant::SingleUser),
             master_secret,
             tls: Tls { mode, ca },
+            tls_named,
             password: options,
         })
     }
@@ -514,7 +519,18 @@ async fn step_work<D: Dialect>(
     dialect: &D,
     request: &StepRequest<'_>,
 ) -> Result<StepOutcome, DatabaseError> {
-    let settings = Settings::parse(request.settings)?;
+    let mut settings = Settings::parse(request.settings)?;
+    if !settings.tls_named
+        && let Some(current) = request.current
+        && let Some(mode) = Document::parse(current)?.string("tls")?
+    {
+        settings.tls.mode =
+            serde_json::from_value(Value::String(mode.to_string())).map_err(|_| {
+                DatabaseError::Value(
+                    "the value's `tls` must be disable, require or verifyFull".into(),
+                )
+            })?;
+    }
     let current = || {
         request.current.ok_or_else(|| {
             DatabaseError::Value("the secret has no current value to rotate from".into())

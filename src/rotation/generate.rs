@@ -45,7 +45,8 @@ pub fn generated_value(
     let (Some(template), Some(key)) = (&settings.template, &settings.generate_string_key) else {
         return Ok(password);
     };
-    let from_base = base.and_then(|base| serde_json::from_slice::<Map<String, Value>>(base.expose()).ok());
+    let from_base =
+        base.and_then(|base| serde_json::from_slice::<Map<String, Value>>(base.expose()).ok());
     let mut object = match from_base {
         Some(object) => object,
         None => serde_json::from_str(template).map_err(|_| GenerateError::Template)?,
@@ -148,7 +149,10 @@ mod tests {
         assert!(value.expose().iter().all(u8::is_ascii_alphanumeric));
         for step in [Step::SetSecret, Step::TestSecret, Step::FinishSecret] {
             assert!(matches!(
-                GenerateStrategy.run(request(step, &settings, None)).await.unwrap(),
+                GenerateStrategy
+                    .run(request(step, &settings, None))
+                    .await
+                    .unwrap(),
                 StepOutcome::Done
             ));
         }
@@ -156,8 +160,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_json_value_keeps_its_other_properties_and_only_the_key_changes() {
-        let settings = json!({"template": "{\"username\":\"app\"}", "generateStringKey": "password"});
-        let current = SecretBytes::new(br#"{"username":"app","password":"old","host":"db"}"#.to_vec());
+        let settings =
+            json!({"template": "{\"username\":\"app\"}", "generateStringKey": "password"});
+        let current =
+            SecretBytes::new(br#"{"username":"app","password":"old","host":"db"}"#.to_vec());
         let StepOutcome::Pending(value) = GenerateStrategy
             .run(request(Step::CreateSecret, &settings, Some(&current)))
             .await

@@ -16,9 +16,9 @@ mod operations;
 pub mod password;
 mod rotation;
 pub mod rotation_rules;
-mod schedule;
 #[cfg(test)]
 mod rotation_tests;
+mod schedule;
 #[cfg(test)]
 mod tests;
 

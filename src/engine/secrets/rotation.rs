@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::model::{RotationProgress, RotationRecord, SecretRecord, SecretVersion};
 use super::declared::RotationDeclared;
+use super::model::{RotationProgress, RotationRecord, SecretRecord, SecretVersion};
 use super::rotation_rules::{RotationRules, Schedule};
 use super::{CURRENT, PENDING, SERVICE, SecretValue, Secrets, SecretsError};
 use crate::crypto::SecretBytes;
@@ -230,7 +230,9 @@ fn backoff(failures: u32, retryable: bool) -> i64 {
 /// When the next scheduled rotation starts: an instant in the next window, so that secrets on
 /// one schedule spread over it.
 fn next_rotation(rules: &RotationRules, now: i64, last_rotated: Option<i64>) -> Option<i64> {
-    let window = Schedule::parse(rules).ok()?.next_window(now, last_rotated)?;
+    let window = Schedule::parse(rules)
+        .ok()?
+        .next_window(now, last_rotated)?;
     Some(window.pick(&mut rand::rng()))
 }
 
@@ -328,8 +330,7 @@ impl Secrets {
                 .is_some_and(|previous| previous.in_progress.is_some())
             {
                 return Err(SecretsError::InvalidRequest(
-                    "A previous rotation isn't complete. That rotation will be reattempted."
-                        .into(),
+                    "A previous rotation isn't complete. That rotation will be reattempted.".into(),
                 ));
             }
             if immediately && meta.versions.contains_key(&token) {
@@ -337,10 +338,11 @@ impl Secrets {
                     "A version with this ClientRequestToken already exists.".into(),
                 ));
             }
-            let rules = request
-                .rules
-                .clone()
-                .or_else(|| previous.as_ref().and_then(|previous| previous.rules.clone()));
+            let rules = request.rules.clone().or_else(|| {
+                previous
+                    .as_ref()
+                    .and_then(|previous| previous.rules.clone())
+            });
             let last_rotated = previous.as_ref().and_then(|previous| previous.last_rotated);
             meta.rotation = Some(RotationRecord {
                 enabled: true,
@@ -458,7 +460,11 @@ impl Secrets {
             if record.deleted.is_some() || self.is_rotating(&key.namespace, &record.name) {
                 continue;
             }
-            let due = match (&rotation.in_progress, rotation.enabled, rotation.next_rotation) {
+            let due = match (
+                &rotation.in_progress,
+                rotation.enabled,
+                rotation.next_rotation,
+            ) {
                 (Some(progress), _, _) => progress.not_before,
                 (None, true, Some(at)) => at,
                 (None, true, None) => {
@@ -582,7 +588,12 @@ impl Secrets {
         Ok(started)
     }
 
-    fn spawn_rotation(self: &Arc<Self>, namespace: String, name: String, permit: OwnedSemaphorePermit) {
+    fn spawn_rotation(
+        self: &Arc<Self>,
+        namespace: String,
+        name: String,
+        permit: OwnedSemaphorePermit,
+    ) {
         if let Ok(mut running) = self.rotations.running.lock() {
             running.insert((namespace.clone(), name.clone()));
         }
@@ -615,7 +626,8 @@ impl Secrets {
 
     /// Runs the step under way of secret `name`, if its time has come, and records its outcome.
     async fn run_step(&self, namespace: &str, name: &str) -> Result<StepRun, SecretsError> {
-        let Some(stored) = typed::get::<SecretRecord, _>(self.store.as_ref(), namespace, name).await?
+        let Some(stored) =
+            typed::get::<SecretRecord, _>(self.store.as_ref(), namespace, name).await?
         else {
             return Ok(StepRun::Stopped);
         };

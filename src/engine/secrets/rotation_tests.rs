@@ -318,7 +318,10 @@ async fn a_failed_step_leaves_current_records_why_and_is_retried_with_backoff() 
     let next = run_due(&f.secrets).await;
     assert_eq!(next, None, "the failed step is not due before its backoff");
     let view = describe(&f, "db").await;
-    assert_eq!(view.in_progress.as_ref().map(|(step, _)| *step), Some(Step::TestSecret));
+    assert_eq!(
+        view.in_progress.as_ref().map(|(step, _)| *step),
+        Some(Step::TestSecret)
+    );
     assert_eq!(
         view.last_error.as_deref(),
         Some("testSecret failed: the database said no")
@@ -386,7 +389,10 @@ async fn a_new_process_resumes_the_rotation_with_the_same_token_at_its_step() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert_eq!(f.strategy.steps_of("db"), [Step::CreateSecret, Step::SetSecret]);
+    assert_eq!(
+        f.strategy.steps_of("db"),
+        [Step::CreateSecret, Step::SetSecret]
+    );
     assert_eq!(
         describe(&f, "db").await.in_progress,
         Some((Step::TestSecret, token.clone()))
@@ -580,7 +586,10 @@ async fn rotate_secret_checks_what_it_is_given() {
         ..RotateRequest::default()
     })
     .await;
-    assert!(matches!(refused, Err(SecretsError::InvalidParameter(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(SecretsError::InvalidParameter(_))),
+        "{refused:?}"
+    );
     let refused = rotate(RotateRequest {
         rules: Some(RotationRules {
             automatically_after_days: Some(0),
@@ -590,7 +599,10 @@ async fn rotate_secret_checks_what_it_is_given() {
         ..RotateRequest::default()
     })
     .await;
-    assert!(matches!(refused, Err(SecretsError::InvalidParameter(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(SecretsError::InvalidParameter(_))),
+        "{refused:?}"
+    );
     // postgres is not offered by this engine's registry.
     let refused = rotate(RotateRequest {
         function_arn: Some(
@@ -599,12 +611,18 @@ async fn rotate_secret_checks_what_it_is_given() {
         ..RotateRequest::default()
     })
     .await;
-    assert!(matches!(refused, Err(SecretsError::InvalidParameter(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(SecretsError::InvalidParameter(_))),
+        "{refused:?}"
+    );
     let refused = f
         .secrets
         .rotate_secret(&caller("app"), "db", RotateRequest::default())
         .await;
-    assert!(matches!(refused, Err(SecretsError::AccessDenied(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(SecretsError::AccessDenied(_))),
+        "{refused:?}"
+    );
     let ok = rotate(RotateRequest {
         function_arn: Some("arn:aws:lambda:us-east-1:111122223333:function:coffer-generate".into()),
         ..RotateRequest::default()
@@ -655,7 +673,10 @@ async fn a_rotation_job_may_put_only_the_pending_version_of_the_rotation_under_w
     };
     let token = "11111111-1111-4111-8111-111111111111";
     let refused = put(token, PENDING).await;
-    assert!(matches!(refused, Err(SecretsError::AccessDenied(_))), "no rotation: {refused:?}");
+    assert!(
+        matches!(refused, Err(SecretsError::AccessDenied(_))),
+        "no rotation: {refused:?}"
+    );
     open.rotate_secret(
         &caller("admin"),
         "db",
@@ -667,9 +688,15 @@ async fn a_rotation_job_may_put_only_the_pending_version_of_the_rotation_under_w
     .await
     .unwrap();
     let refused = put("22222222-2222-4222-8222-222222222222", PENDING).await;
-    assert!(matches!(refused, Err(SecretsError::AccessDenied(_))), "other token: {refused:?}");
+    assert!(
+        matches!(refused, Err(SecretsError::AccessDenied(_))),
+        "other token: {refused:?}"
+    );
     let refused = put(token, CURRENT).await;
-    assert!(matches!(refused, Err(SecretsError::AccessDenied(_))), "CURRENT: {refused:?}");
+    assert!(
+        matches!(refused, Err(SecretsError::AccessDenied(_))),
+        "CURRENT: {refused:?}"
+    );
     put(token, PENDING).await.unwrap();
     assert_eq!(value_at(&f, "db", PENDING).await.as_deref(), Some("new"));
     assert_eq!(value_at(&f, "db", CURRENT).await.as_deref(), Some("v1"));
@@ -681,11 +708,16 @@ async fn a_rotation_job_may_put_only_the_pending_version_of_the_rotation_under_w
     let refused = open
         .update_secret_version_stage(&job, "db", CURRENT, Some(token), None)
         .await;
-    assert!(matches!(refused, Err(SecretsError::AccessDenied(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(SecretsError::AccessDenied(_))),
+        "{refused:?}"
+    );
     // Any other role of the account is not held to the rule.
     let mut other = job.clone();
     other.principal.arn = other.principal.arn.replace("coffer-rotation-db", "app");
-    open.delete_secret(&other, "db", Some(7), false).await.unwrap();
+    open.delete_secret(&other, "db", Some(7), false)
+        .await
+        .unwrap();
 }
 
 /// Counts the steps in flight at once, and the most there ever were.
@@ -774,8 +806,14 @@ async fn many_secrets_on_one_schedule_spread_over_the_window_and_never_exceed_th
         .unwrap();
     let mut planned = Vec::new();
     for i in 0..SECRETS {
-        let at = describe(&f, &format!("s{i:03}")).await.next_rotation.unwrap();
-        assert!((window.start..window.end).contains(&at), "{at} outside {window:?}");
+        let at = describe(&f, &format!("s{i:03}"))
+            .await
+            .next_rotation
+            .unwrap();
+        assert!(
+            (window.start..window.end).contains(&at),
+            "{at} outside {window:?}"
+        );
         planned.push(at);
     }
     planned.sort_unstable();
@@ -784,7 +822,10 @@ async fn many_secrets_on_one_schedule_spread_over_the_window_and_never_exceed_th
     for q in 0..4 {
         let (from, to) = (window.start + q * quarter, window.start + (q + 1) * quarter);
         let count = planned.iter().filter(|at| (from..to).contains(*at)).count();
-        assert!(count >= SECRETS / 10, "quarter {q} has {count} of {SECRETS}");
+        assert!(
+            count >= SECRETS / 10,
+            "quarter {q} has {count} of {SECRETS}"
+        );
     }
     // At the window's end all are due at once; the cap holds while they all rotate.
     f.clock.set(window.end);
@@ -794,8 +835,16 @@ async fn many_secrets_on_one_schedule_spread_over_the_window_and_never_exceed_th
         let running = secrets.rotations.running.lock().unwrap().len();
         assert!(running <= CAP, "{running} rotations under way");
         let mut done = 0;
-        for (_, stored) in typed::list::<SecretRecord, _>(f.store.as_ref(), None).await.unwrap() {
-            if stored.meta.rotation.as_ref().is_some_and(|rotation| rotation.last_rotated.is_some()) {
+        for (_, stored) in typed::list::<SecretRecord, _>(f.store.as_ref(), None)
+            .await
+            .unwrap()
+        {
+            if stored
+                .meta
+                .rotation
+                .as_ref()
+                .is_some_and(|rotation| rotation.last_rotated.is_some())
+            {
                 done += 1;
             }
         }

@@ -84,7 +84,10 @@ pub fn declared_rotation(spec: &SecretSpec, rotation: &SecretRotation) -> Declar
         RotationStrategy::Webhook => rotation.webhook.as_ref().map_or(Value::Null, |webhook| {
             let mut object = Map::new();
             object.insert("url".into(), json!(webhook.url));
-            object.insert("signingSecret".into(), json!(webhook.signing_secret_ref.name));
+            object.insert(
+                "signingSecret".into(),
+                json!(webhook.signing_secret_ref.name),
+            );
             if let Some(bundle) = &webhook.ca_bundle {
                 object.insert("caBundle".into(), json!(bundle));
             }
