@@ -144,6 +144,12 @@ struct RotationArgs {
     #[arg(long, env = "COFFER_MAX_CONCURRENT_ROTATIONS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     max_concurrent_rotations: u16,
 
+    /// Offer the `job` rotation strategy (controller only): the controller then watches Jobs in
+    /// every namespace and makes a Job, ServiceAccount, Role and RoleBinding for each rotation
+    /// step that asks for one, which needs RBAC the chart grants only with `rotation.jobs`.
+    #[arg(long, env = "COFFER_ROTATION_JOBS")]
+    rotation_jobs: bool,
+
     /// Crash tests only: stretch every rotation step by this many milliseconds.
     #[arg(
         long,
@@ -159,6 +165,7 @@ impl RotationArgs {
         coffer::rotation::RotationSettings {
             max_concurrent: usize::from(self.max_concurrent_rotations),
             step_pause: std::time::Duration::from_millis(self.rotation_step_pause_ms),
+            jobs: self.rotation_jobs,
         }
     }
 }

@@ -450,8 +450,10 @@ def clean_environment() -> dict[str, str]:
 class Controller:
     """`coffer controller` run locally against the current kubeconfig."""
 
-    def __init__(self, binary: str, system_namespace: str, log_path: Path, kubeconfig: Path | None = None):
+    def __init__(self, binary: str, system_namespace: str, log_path: Path, kubeconfig: Path | None = None,
+                 extra_args: tuple[str, ...] = ()):
         self.binary = binary
+        self.extra_args = extra_args
         self.system_namespace = system_namespace
         self.log_path = log_path
         self.kubeconfig = kubeconfig
@@ -480,6 +482,7 @@ class Controller:
             f"127.0.0.1:{self.probe_port}",
             "--namespace",
             self.system_namespace,
+            *self.extra_args,
         ]
 
     def start(self) -> None:

@@ -173,7 +173,8 @@ def cluster(crds, tmp_path_factory) -> Iterator[Cluster]:
     namespace = f"coffer-e2e-{suffix}"
     system_namespace = f"coffer-e2e-sys-{suffix}"
     base = tmp_path_factory.mktemp("cluster")
-    controller = Controller(binary, system_namespace, base / "controller.log")
+    # The session's controller runs as the cluster's admin, so it may offer rotation Jobs.
+    controller = Controller(binary, system_namespace, base / "controller.log", extra_args=("--rotation-jobs",))
     try:
         make_namespace(system_namespace, with_service_accounts=False)
         make_namespace(namespace)

@@ -247,7 +247,7 @@ pub async fn run_with_client_and_metrics(
         )
         .with_directory(Arc::clone(&secret_records) as _)
         .with_rotation(
-            crate::rotation::cluster_registry(&client),
+            crate::rotation::cluster_registry(&client, config.rotation.jobs),
             config.rotation.max_concurrent,
             config.rotation.step_pause,
         ),

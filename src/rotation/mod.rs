@@ -35,6 +35,9 @@ pub struct RotationSettings {
     pub max_concurrent: usize,
     /// A pause stretching every step, for crash tests only (zero otherwise).
     pub step_pause: Duration,
+    /// Offer the `job` strategy (the controller then watches Jobs, and makes Jobs,
+    /// ServiceAccounts, Roles and RoleBindings: RBAC it needs only then).
+    pub jobs: bool,
 }
 
 impl Default for RotationSettings {
@@ -42,6 +45,7 @@ impl Default for RotationSettings {
         Self {
             max_concurrent: crate::engine::secrets::DEFAULT_MAX_CONCURRENT_ROTATIONS,
             step_pause: Duration::ZERO,
+            jobs: false,
         }
     }
 }
@@ -55,10 +59,13 @@ pub fn standalone_registry() -> StrategyRegistry {
 }
 
 /// The strategies of the controller: those and the two that only a Secret resource's
-/// `spec.rotation` can configure, `webhook` and `job` (on `client`, its watch of finished Jobs
-/// waking the registry's schedule). Call inside the Tokio runtime.
-pub fn cluster_registry(client: &kube::Client) -> StrategyRegistry {
+/// `spec.rotation` can configure, `webhook` and, when `jobs` is on, `job` (on `client`, its
+/// watch of finished Jobs waking the registry's schedule). Call inside the Tokio runtime.
+pub fn cluster_registry(client: &kube::Client, jobs: bool) -> StrategyRegistry {
     let registry = standalone_registry().with(Arc::new(webhook::WebhookStrategy::new()));
+    if !jobs {
+        return registry;
+    }
     let waker = registry.waker();
     registry.with(Arc::new(job::JobStrategy::new(client.clone(), waker)))
 }

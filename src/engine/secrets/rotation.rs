@@ -344,9 +344,13 @@ impl Secrets {
                     .and_then(|previous| previous.rules.clone())
             });
             let last_rotated = previous.as_ref().and_then(|previous| previous.last_rotated);
+            // A rotation asked for without new settings leaves a declared rotation declared.
+            let declared = previous.as_ref().is_some_and(|previous| previous.declared)
+                && request.rules.is_none()
+                && request.function_arn.is_none();
             meta.rotation = Some(RotationRecord {
                 enabled: true,
-                declared: false,
+                declared,
                 next_rotation: match (&rules, immediately) {
                     (Some(rules), false) => next_rotation(rules, now, last_rotated),
                     _ => None,
