@@ -438,7 +438,7 @@ pub fn original_username(username: &str) -> &str {
 
 /// Replaces every occurrence of the given secrets in a message: a last guard, should a driver
 /// or server ever quote one.
-pub fn redact(mut message: String, secrets: &[&SecretBytes]) -> String {
+pub fn redact(mut message: String, secrets: &[SecretBytes]) -> String {
     for secret in secrets {
         if let Ok(text) = std::str::from_utf8(secret.expose())
             && text.len() >= 4
@@ -501,12 +501,13 @@ pub async fn run_step<D: Dialect>(
     request: StepRequest<'_>,
 ) -> Result<StepOutcome, StepError> {
     let step = request.step;
-    let secrets: Vec<&SecretBytes> = [request.current, request.pending, request.referenced]
-        .into_iter()
-        .flatten()
-        .collect();
     step_work(dialect, &request).await.map_err(|e| {
-        let reason = redact(e.to_string(), &secrets);
+        let passwords: Vec<SecretBytes> = [request.current, request.pending, request.referenced]
+            .into_iter()
+            .flatten()
+            .filter_map(|value| Document::parse(value).ok()?.password().ok())
+            .collect();
+        let reason = redact(e.to_string(), &passwords);
         if e.is_transient() {
             StepError::transient(step, reason)
         } else {
@@ -865,11 +866,106 @@ mod tests {
         assert_eq!(login.dbname.as_deref(), Some("d"));
     }
 
+    /// A server whose logins work only with `accepted`, and whose errors quote the password
+    /// they were given (as no real one should).
+    struct Fake {
+        accepted: &'static str,
+    }
+
+    #[async_trait]
+    impl Dialect for Fake {
+        const DEFAULT_PORT: u16 = 1;
+
+        async fn check_login(&self, login: &Login, _tls: &Tls) -> Result<(), DatabaseError> {
+            if login.password.expose() == self.accepted.as_bytes() {
+                return Ok(());
+            }
+            Err(DatabaseError::Rejected {
+                target: login.target(),
+                detail: format!(
+                    "{} is wrong",
+                    String::from_utf8_lossy(login.password.expose())
+                ),
+            })
+        }
+
+        async fn set_own_password(
+            &self,
+            login: &Login,
+            _new: &SecretBytes,
+            tls: &Tls,
+        ) -> Result<(), DatabaseError> {
+            self.check_login(login, tls).await
+        }
+
+        async fn set_user_password(
+            &self,
+            master: &Login,
+            _username: &str,
+            _original: &str,
+            _new: &SecretBytes,
+            tls: &Tls,
+        ) -> Result<(), DatabaseError> {
+            self.check_login(master, tls).await
+        }
+    }
+
+    async fn set_secret(fake: &Fake, current: &str, pending: &str) -> Result<(), StepError> {
+        let value =
+            |password: &str| secret(json!({"host": "db", "username": "app", "password": password}));
+        let (current, pending) = (value(current), value(pending));
+        run_step(
+            fake,
+            StepRequest {
+                step: Step::SetSecret,
+                secret_id: "arn",
+                namespace: "default",
+                name: "db",
+                token: "t",
+                settings: &json!({"tls": "disable"}),
+                current: Some(&current),
+                pending: Some(&pending),
+                referenced: None,
+                attempt: 0,
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    #[tokio::test]
+    async fn single_user_set_secret_is_done_when_the_pending_password_works() {
+        let fake = Fake {
+            accepted: "Pending-1",
+        };
+        set_secret(&fake, "Current-1", "Pending-1").await.unwrap();
+        let fake = Fake {
+            accepted: "Current-1",
+        };
+        set_secret(&fake, "Current-1", "Pending-1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn step_errors_never_quote_a_password() {
+        let fake = Fake { accepted: "other" };
+        let error = set_secret(&fake, "Current-2", "Pending-2")
+            .await
+            .unwrap_err();
+        assert!(!error.reason.contains("Current-2"), "{}", error.reason);
+        assert!(
+            error.reason.contains("[redacted] is wrong"),
+            "{}",
+            error.reason
+        );
+        assert!(error.reason.contains("app@db:1"), "{}", error.reason);
+        assert!(!error.retryable);
+    }
+
     #[test]
     fn redaction_removes_secrets() {
         let secret = SecretBytes::from_slice(b"hunter2hunter2");
         assert_eq!(
-            redact("bad hunter2hunter2 here".into(), &[&secret]),
+            redact("bad hunter2hunter2 here".into(), &[secret]),
             "bad [redacted] here"
         );
     }

@@ -99,7 +99,7 @@ impl Dialect for Mysql {
 }
 
 /// A user's own password. MariaDB lets a user without `CREATE USER` change it only through
-/// `SET PASSWORD`; MySQL 8 has no `PASSWORD()` but lets anyone `ALTER USER CURRENT_USER()`.
+/// `SET PASSWORD`; MySQL 8 has no `PASSWORD()` but lets anyone `ALTER USER USER()`.
 async fn set_own(conn: &mut Conn, target: &str, literal: &str) -> Result<(), DatabaseError> {
     let version: Option<String> = conn
         .query_first("SELECT VERSION()")
@@ -108,7 +108,7 @@ async fn set_own(conn: &mut Conn, target: &str, literal: &str) -> Result<(), Dat
     let mut statement = if version.is_some_and(|version| version.contains("MariaDB")) {
         format!("SET PASSWORD = PASSWORD({literal})")
     } else {
-        format!("ALTER USER CURRENT_USER() IDENTIFIED BY {literal}")
+        format!("ALTER USER USER() IDENTIFIED BY {literal}")
     };
     let result = conn.query_drop(&statement).await;
     statement.zeroize();

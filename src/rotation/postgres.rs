@@ -107,20 +107,21 @@ impl Dialect for Postgres {
             .map_err(|e| classify(e, &target, "looking up the role", true))?
             .is_some();
         let user = quote_identifier(username);
-        let mut statement = if exists || username == original {
-            format!("ALTER ROLE {user} PASSWORD {}", verifier(new))
+        let (what, mut statement) = if exists || username == original {
+            (
+                "ALTER ROLE",
+                format!("ALTER ROLE {user} PASSWORD {}", verifier(new)),
+            )
         } else {
             // One transaction: a crash cannot leave a clone without the original's privileges.
-            format!(
-                "CREATE ROLE {user} WITH LOGIN PASSWORD {}; GRANT {} TO {user}",
-                verifier(new),
-                quote_identifier(original)
+            let grant = quote_identifier(original);
+            (
+                "CREATE ROLE",
+                format!(
+                    "CREATE ROLE {user} WITH LOGIN PASSWORD {}; GRANT {grant} TO {user}",
+                    verifier(new)
+                ),
             )
-        };
-        let what = if exists || username == original {
-            "ALTER ROLE"
-        } else {
-            "CREATE ROLE"
         };
         let result = async {
             let transaction = client.transaction().await?;
