@@ -854,7 +854,7 @@ async fn many_secrets_on_one_schedule_spread_over_the_window_and_never_exceed_th
     }
     settle(&secrets).await;
     let most = counting.most.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(most <= CAP && most >= 2, "at most {most} steps ran at once");
+    assert!((2..=CAP).contains(&most), "at most {most} steps ran at once");
     for i in 0..SECRETS {
         assert_eq!(
             value_at(&f, &format!("s{i:03}"), CURRENT).await.as_deref(),
