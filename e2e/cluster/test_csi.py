@@ -79,7 +79,7 @@ def test_csi_node_plugin_on_real_mounts_with_real_tokens(cluster, plaintexts, tm
     })
     try:
         result = subprocess.run(
-            ["cargo", "test", "--test", "csi_cluster", "--", "--test-threads=1"],
+            ["cargo", "test", "--test", "csi_cluster", "--", "--test-threads=1", "--nocapture"],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
         )
     finally:
@@ -88,6 +88,9 @@ def test_csi_node_plugin_on_real_mounts_with_real_tokens(cluster, plaintexts, tm
             plaintexts.add(value)
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     output = result.stdout + result.stderr
+    for line in output.splitlines():
+        if line.startswith("[figure]"):
+            print(line)
     assert result.returncode == 0, output[-20000:]
     assert "SKIPPED" not in output, output[-5000:]
     passed = [line for line in output.splitlines() if line.startswith("test result: ok.")]
