@@ -428,21 +428,34 @@ async fn forward_changes(
     }
 }
 
-/// Wakes `schedule` for every change of a record: RotateSecret served by another replica, or a
-/// Job that finished, may have moved a due time. Wakes coalesce, so a burst is one pass.
+/// Wakes `schedule` for changes of records: RotateSecret served by another replica, or a Job
+/// that finished, may have moved a due time. Changes within [`WAKE_COALESCING`] make one wake,
+/// so that a burst of writes is one pass over the records, not one per write.
 async fn wake_on_changes<T: Clone>(
     mut changes: tokio::sync::broadcast::Receiver<T>,
     schedule: Arc<tokio::sync::Notify>,
 ) {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     loop {
         match changes.recv().await {
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                schedule.notify_one();
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
         }
+        tokio::time::sleep(WAKE_COALESCING).await;
+        loop {
+            match changes.try_recv() {
+                Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return,
+            }
+        }
+        // After the burst: a pass that starts now sees every change of it.
+        schedule.notify_one();
     }
 }
+
+/// How long [`wake_on_changes`] gathers changes before one wake.
+const WAKE_COALESCING: Duration = Duration::from_millis(250);
 
 /// One piece of the leader's work. It runs until leadership ends, when it is dropped.
 type LeaderTask = Pin<Box<dyn Future<Output = ()> + Send>>;
