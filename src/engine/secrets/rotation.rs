@@ -117,6 +117,9 @@ pub(super) struct Rotations {
     pub slots: Arc<Semaphore>,
     /// Secrets (namespace, name) whose rotation a task of this process is carrying.
     pub running: std::sync::Mutex<HashSet<(String, String)>>,
+    /// The tasks carrying them: aborted when the schedule stops (leadership lost), so that a
+    /// replica that no longer leads runs no step.
+    pub tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
     /// A pause inside each step, for crash tests: half before the strategy runs, half after it
     /// and before its outcome is written.
     pub step_pause: Duration,
@@ -128,6 +131,7 @@ impl Default for Rotations {
             strategies: StrategyRegistry::new(),
             slots: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_ROTATIONS)),
             running: std::sync::Mutex::new(HashSet::new()),
+            tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
             step_pause: Duration::ZERO,
         }
     }
@@ -257,6 +261,7 @@ impl Secrets {
             strategies,
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
             running: std::sync::Mutex::new(HashSet::new()),
+            tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
             step_pause,
         });
         self
@@ -602,7 +607,7 @@ impl Secrets {
             running.insert((namespace.clone(), name.clone()));
         }
         let secrets = Arc::clone(self);
-        tokio::spawn(async move {
+        let rotation = async move {
             loop {
                 match secrets.run_step(&namespace, &name).await {
                     Ok(StepRun::Advanced) => continue,
@@ -625,7 +630,23 @@ impl Secrets {
                 running.remove(&(namespace, name));
             }
             secrets.rotation_changed().notify_one();
-        });
+        };
+        if let Ok(mut tasks) = self.rotations.tasks.lock() {
+            // Reap the finished ones, so the set holds only rotations under way.
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(rotation);
+        }
+    }
+
+    /// Stops every rotation task of this process (the schedule stopped): what they were doing
+    /// is in the records, and whoever runs the schedule next resumes it.
+    fn abort_rotations(&self) {
+        if let Ok(mut tasks) = self.rotations.tasks.lock() {
+            tasks.abort_all();
+        }
+        if let Ok(mut running) = self.rotations.running.lock() {
+            running.clear();
+        }
     }
 
     /// Runs the step under way of secret `name`, if its time has come, and records its outcome.
@@ -1114,6 +1135,14 @@ impl Secrets {
 
     /// Runs the rotation schedule ([`crate::engine::schedule::run`]) until the task is dropped.
     pub async fn run_rotation_scheduler(self: Arc<Self>) {
+        /// Aborts the rotation tasks when the schedule's future is dropped.
+        struct StopRotations(Arc<Secrets>);
+        impl Drop for StopRotations {
+            fn drop(&mut self) {
+                self.0.abort_rotations();
+            }
+        }
+        let _stop = StopRotations(Arc::clone(&self));
         schedule::run(Arc::new(RotationSchedule(self))).await;
     }
 }

@@ -854,11 +854,54 @@ async fn many_secrets_on_one_schedule_spread_over_the_window_and_never_exceed_th
     }
     settle(&secrets).await;
     let most = counting.most.load(std::sync::atomic::Ordering::SeqCst);
-    assert!((2..=CAP).contains(&most), "at most {most} steps ran at once");
+    assert!(
+        (2..=CAP).contains(&most),
+        "at most {most} steps ran at once"
+    );
     for i in 0..SECRETS {
         assert_eq!(
             value_at(&f, &format!("s{i:03}"), CURRENT).await.as_deref(),
             Some("rotated")
         );
     }
+}
+
+#[tokio::test]
+async fn a_schedule_that_stops_stops_its_rotations_and_the_record_keeps_their_place() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let f = fixture(Scripted::gated(Arc::clone(&gate)));
+    create(&f, "db", "v1").await;
+    use_scripted(&f, "db", None).await;
+    let token = f
+        .secrets
+        .rotate_secret(&caller("admin"), "db", scripted_rotation())
+        .await
+        .unwrap()
+        .version_id
+        .unwrap();
+    // Leadership: the schedule runs, a step waits at the gate, then leadership is lost.
+    let schedule = tokio::spawn(Arc::clone(&f.secrets).run_rotation_scheduler());
+    for _ in 0..500 {
+        if !f.secrets.rotations.running.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(!f.secrets.rotations.running.lock().unwrap().is_empty());
+    schedule.abort();
+    let _ = schedule.await;
+    assert!(f.secrets.rotations.running.lock().unwrap().is_empty());
+    gate.add_permits(100);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        f.strategy.steps_of("db").is_empty(),
+        "a step ran after the schedule stopped"
+    );
+    assert_eq!(
+        describe(&f, "db").await.in_progress,
+        Some((Step::CreateSecret, token))
+    );
+    // The next leader resumes it.
+    run_due(&f.secrets).await;
+    assert_eq!(value_at(&f, "db", CURRENT).await.as_deref(), Some("v1+"));
 }
