@@ -26,7 +26,9 @@ use serde_json::{Map, Value};
 use zeroize::Zeroize;
 
 use crate::crypto::SecretBytes;
-use crate::engine::rotation::{SettingsError, Step, StepError, StepOutcome, StepRequest};
+use crate::engine::rotation::{
+    RotationStrategy, SettingsError, Step, StepError, StepOutcome, StepRequest,
+};
 use crate::engine::secrets::{PasswordOptions, random_password};
 
 /// What alternating users append to the original user's name (AWS's rule).
@@ -215,6 +217,35 @@ fn parse_ca_bundle(bundle: &str) -> Result<Vec<CertificateDer<'static>>, Databas
         ));
     }
     Ok(certs)
+}
+
+/// A database strategy: the steps of [`run_step`] in one server's [`Dialect`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DatabaseStrategy<D>(D);
+
+impl<D> DatabaseStrategy<D> {
+    pub fn of(dialect: D) -> Self {
+        Self(dialect)
+    }
+}
+
+#[async_trait::async_trait]
+impl<D: Dialect + 'static> RotationStrategy for DatabaseStrategy<D> {
+    fn name(&self) -> &'static str {
+        D::NAME
+    }
+
+    fn check_settings(&self, settings: &Value) -> Result<(), SettingsError> {
+        check_settings(settings)
+    }
+
+    fn referenced_secret(&self, settings: &Value, current: Option<&SecretBytes>) -> Option<String> {
+        referenced_secret(settings, current)
+    }
+
+    async fn run(&self, request: StepRequest<'_>) -> Result<StepOutcome, StepError> {
+        run_step(&self.0, request).await
+    }
 }
 
 /// [`crate::engine::rotation::RotationStrategy::check_settings`] for both strategies.
@@ -454,6 +485,9 @@ pub fn redact(mut message: String, secrets: &[SecretBytes]) -> String {
 /// server and user but never a password.
 #[async_trait]
 pub trait Dialect: Send + Sync {
+    /// The strategy's name.
+    const NAME: &'static str;
+
     /// The port when the secret names none.
     const DEFAULT_PORT: u16;
 
@@ -874,6 +908,7 @@ mod tests {
 
     #[async_trait]
     impl Dialect for Fake {
+        const NAME: &'static str = "fake";
         const DEFAULT_PORT: u16 = 1;
 
         async fn check_login(&self, login: &Login, _tls: &Tls) -> Result<(), DatabaseError> {

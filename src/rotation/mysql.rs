@@ -14,47 +14,23 @@ use zeroize::Zeroize;
 
 use super::database::{self, CONNECT_TIMEOUT, DatabaseError, Dialect, Login, Tls, TlsMode};
 use crate::crypto::SecretBytes;
-use crate::engine::rotation::{
-    RotationStrategy, SettingsError, StepError, StepOutcome, StepRequest,
-};
 
 /// Rotates MySQL and MariaDB credentials.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MysqlStrategy;
+pub type MysqlStrategy = database::DatabaseStrategy<Mysql>;
 
 impl MysqlStrategy {
     pub fn new() -> Self {
-        Self
+        database::DatabaseStrategy::of(Mysql)
     }
 }
 
-#[async_trait]
-impl RotationStrategy for MysqlStrategy {
-    fn name(&self) -> &'static str {
-        "mysql"
-    }
-
-    fn check_settings(&self, settings: &serde_json::Value) -> Result<(), SettingsError> {
-        database::check_settings(settings)
-    }
-
-    fn referenced_secret(
-        &self,
-        settings: &serde_json::Value,
-        current: Option<&SecretBytes>,
-    ) -> Option<String> {
-        database::referenced_secret(settings, current)
-    }
-
-    async fn run(&self, request: StepRequest<'_>) -> Result<StepOutcome, StepError> {
-        database::run_step(&Mysql, request).await
-    }
-}
-
-struct Mysql;
+/// The mysql dialect of the database steps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mysql;
 
 #[async_trait]
 impl Dialect for Mysql {
+    const NAME: &'static str = "mysql";
     const DEFAULT_PORT: u16 = 3306;
 
     async fn check_login(&self, login: &Login, tls: &Tls) -> Result<(), DatabaseError> {

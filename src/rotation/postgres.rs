@@ -15,50 +15,26 @@ use zeroize::Zeroize;
 
 use super::database::{self, CONNECT_TIMEOUT, DatabaseError, Dialect, Login, Tls};
 use crate::crypto::SecretBytes;
-use crate::engine::rotation::{
-    RotationStrategy, SettingsError, StepError, StepOutcome, StepRequest,
-};
 
 /// PostgreSQL truncates longer identifiers, which would make a clone's name another role's.
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// Rotates PostgreSQL credentials.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PostgresStrategy;
+pub type PostgresStrategy = database::DatabaseStrategy<Postgres>;
 
 impl PostgresStrategy {
     pub fn new() -> Self {
-        Self
+        database::DatabaseStrategy::of(Postgres)
     }
 }
 
-#[async_trait]
-impl RotationStrategy for PostgresStrategy {
-    fn name(&self) -> &'static str {
-        "postgres"
-    }
-
-    fn check_settings(&self, settings: &serde_json::Value) -> Result<(), SettingsError> {
-        database::check_settings(settings)
-    }
-
-    fn referenced_secret(
-        &self,
-        settings: &serde_json::Value,
-        current: Option<&SecretBytes>,
-    ) -> Option<String> {
-        database::referenced_secret(settings, current)
-    }
-
-    async fn run(&self, request: StepRequest<'_>) -> Result<StepOutcome, StepError> {
-        database::run_step(&Postgres, request).await
-    }
-}
-
-struct Postgres;
+/// The postgres dialect of the database steps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Postgres;
 
 #[async_trait]
 impl Dialect for Postgres {
+    const NAME: &'static str = "postgres";
     const DEFAULT_PORT: u16 = 5432;
 
     async fn check_login(&self, login: &Login, tls: &Tls) -> Result<(), DatabaseError> {

@@ -189,15 +189,25 @@ fn scripted_rotation() -> RotateRequest {
 /// Sets `name` to rotate with the scripted strategy (through the record: the API offers only
 /// built-in functions).
 async fn use_scripted(f: &Fixture, name: &str, rules: Option<RotationRules>) {
+    use_strategy(&f.store, name, "scripted", rules).await;
+}
+
+/// Sets `name` to rotate with `strategy`, written straight into its record.
+async fn use_strategy(
+    store: &Arc<dyn Store>,
+    name: &str,
+    strategy: &str,
+    rules: Option<RotationRules>,
+) {
     let key = typed::key::<SecretRecord>("default", name);
-    typed::modify::<SecretRecord, _, _, SecretsError>(f.store.as_ref(), &key, |current| {
+    typed::modify::<SecretRecord, _, _, SecretsError>(store.as_ref(), &key, |current| {
         let current = current.unwrap();
         let mut meta = current.meta.clone();
         meta.rotation = Some(model::RotationRecord {
             enabled: true,
             declared: false,
             rules: rules.clone(),
-            strategy: "scripted".into(),
+            strategy: strategy.into(),
             settings: serde_json::Value::Null,
             function_arn: None,
             last_rotated: None,
@@ -773,29 +783,7 @@ async fn many_secrets_on_one_schedule_spread_over_the_window_and_never_exceed_th
     for i in 0..SECRETS {
         let name = format!("s{i:03}");
         create(&f, &name, "v1").await;
-        let key = typed::key::<SecretRecord>("default", &name);
-        typed::modify::<SecretRecord, _, _, SecretsError>(f.store.as_ref(), &key, |current| {
-            let current = current.unwrap();
-            let mut meta = current.meta.clone();
-            meta.rotation = Some(model::RotationRecord {
-                enabled: true,
-                declared: false,
-                rules: Some(rules.clone()),
-                strategy: "counting".into(),
-                settings: serde_json::Value::Null,
-                function_arn: None,
-                last_rotated: None,
-                next_rotation: None,
-                in_progress: None,
-                last_error: None,
-            });
-            Ok(typed::TypedChange::Put {
-                meta,
-                sealed: current.sealed.clone(),
-            })
-        })
-        .await
-        .unwrap();
+        use_strategy(&f.store, &name, "counting", Some(rules.clone())).await;
     }
     // The first pass plans each secret's next rotation: an instant in tomorrow's 02:00-06:00
     // window (or today's, if it is still ahead).
