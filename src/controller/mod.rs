@@ -15,6 +15,7 @@ pub mod secret;
 #[cfg(test)]
 mod secret_tests;
 mod sources;
+pub mod sync;
 #[cfg(test)]
 mod tests;
 

@@ -909,3 +909,105 @@ async fn a_declared_rotation_is_scheduled_and_a_rotation_shows_in_status_and_eve
     h.assert_nowhere(&after);
     h.assert_nowhere(&before);
 }
+
+fn decoded(object: &Value, key: &str) -> String {
+    let text = object["data"][key].as_str().expect("a data key");
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+const CORE_DB: &str = "/api/v1/namespaces/app/secrets/db";
+
+#[tokio::test]
+async fn a_synced_copy_follows_the_value_and_goes_when_sync_is_turned_off() {
+    let h = harness();
+    h.apply(
+        "db",
+        json!({
+            "generate": {"template": "{\"username\":\"app\"}", "generateStringKey": "password"},
+            "sync": {"type": "kubernetes.io/basic-auth", "labels": {"team": "shop"}},
+        }),
+    );
+    let resource = h.settle("db").await;
+    let status = resource.status.clone().unwrap();
+    assert_eq!(status.synced_secret.as_deref(), Some("db"));
+    let synced = status
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == "Synced")
+        .expect("a Synced condition");
+    assert_eq!(synced.status, "True");
+    let core = h.fake.object(CORE_DB).expect("the core Secret");
+    assert_eq!(core["type"], "kubernetes.io/basic-auth");
+    let value: Value = serde_json::from_str(&h.value("db").await.unwrap()).unwrap();
+    assert_eq!(decoded(&core, "username"), "app");
+    assert_eq!(decoded(&core, "password"), value["password"].as_str().unwrap());
+    assert_eq!(core["metadata"]["labels"]["team"], "shop");
+    assert_eq!(core["metadata"]["labels"]["coffer.dev/synced-from"], "db");
+    let owner = &core["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["uid"], resource.metadata.uid.clone().unwrap().as_str());
+    assert_eq!(owner["kind"], "Secret");
+    assert!(h.fake.event_reasons().contains(&"Synced".to_owned()));
+
+    // A new value through the API reaches the copy.
+    h.secrets
+        .put_secret_value(
+            &caller(),
+            "db",
+            None,
+            text(r#"{"username":"app","password":"second-password"}"#),
+            vec![],
+        )
+        .await
+        .unwrap();
+    h.settle("db").await;
+    let core = h.fake.object(CORE_DB).unwrap();
+    assert_eq!(decoded(&core, "password"), "second-password");
+
+    // Reconciling again writes nothing.
+    let before = h.fake.requests().len();
+    h.reconcile("db").await;
+    let writes: Vec<String> = h.fake.requests()[before..]
+        .iter()
+        .filter(|request| !request.starts_with("GET"))
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+
+    // Turned off: the copy goes.
+    let mut object = h.fake.object(&format!("{RESOURCES}/db")).unwrap();
+    object["spec"]["sync"]["enabled"] = json!(false);
+    object["metadata"]["generation"] = json!(2);
+    h.fake.insert_raw(&format!("{RESOURCES}/db"), object);
+    let resource = h.settle("db").await;
+    assert!(h.fake.object(CORE_DB).is_none(), "the copy stays");
+    assert_eq!(resource.status.unwrap().synced_secret, None);
+}
+
+#[tokio::test]
+async fn sync_leaves_a_core_secret_it_did_not_make_alone() {
+    let h = harness();
+    h.fake.insert(
+        "/api/v1/namespaces/app/secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "app"},
+               "type": "Opaque", "data": {"mine": "bWluZQ=="}}),
+    );
+    h.apply("db", json!({"generate": {}, "sync": {}}));
+    let resource = h.settle("db").await;
+    let synced = resource
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|condition| condition.type_ == "Synced")
+        .unwrap();
+    assert_eq!((synced.status.as_str(), synced.reason.as_str()), ("False", "SyncFailed"));
+    assert!(synced.message.contains("left alone"), "{}", synced.message);
+    let core = h.fake.object(CORE_DB).unwrap();
+    assert_eq!(core["data"], json!({"mine": "bWluZQ=="}));
+    assert!(h.fake.event_reasons().contains(&"SyncFailed".to_owned()));
+}

@@ -1,6 +1,8 @@
 //! The `Secret` custom resource (`secrets.coffer.dev`): a secret in the manner of AWS Secrets
 //! Manager, with versions, staging labels and rotation.
 
+use std::collections::BTreeMap;
+
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -463,8 +465,12 @@ pub struct ResourcePolicy {
 }
 
 /// Copy of a Secret's current value into a core Secret in the same namespace, owned by the
-/// Coffer Secret and rewritten when the value changes.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// Coffer Secret and rewritten when the value changes. This is the only way a plaintext value
+/// reaches a Kubernetes object (and etcd): leave it out unless a consumer reads only core
+/// Secrets.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("self.type != 'kubernetes.io/tls' || self.keys.size() == 0 || (self.keys.exists(k, k.key == 'tls.crt') && self.keys.exists(k, k.key == 'tls.key'))").message("a kubernetes.io/tls Secret needs the keys tls.crt and tls.key"))]
+#[x_kube(validation = Rule::new("self.type != 'kubernetes.io/dockerconfigjson' || self.keys.size() == 0 || self.keys.exists(k, k.key == '.dockerconfigjson')").message("a kubernetes.io/dockerconfigjson Secret needs the key .dockerconfigjson"))]
 #[serde(rename_all = "camelCase")]
 pub struct SyncSettings {
     /// Whether the copy is kept. Defaults to true; set false to remove the core Secret while
@@ -475,10 +481,10 @@ pub struct SyncSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub secret_name: Option<String>,
-    /// Type of the core Secret, such as `Opaque` (the default) or
-    /// `kubernetes.io/basic-auth`.
+    /// Type of the core Secret: `Opaque` (the default), `kubernetes.io/tls`,
+    /// `kubernetes.io/dockerconfigjson` or `kubernetes.io/basic-auth`.
     #[serde(default = "default_secret_type", rename = "type")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(pattern = r"^(Opaque|kubernetes\.io/tls|kubernetes\.io/dockerconfigjson|kubernetes\.io/basic-auth)$"))]
     pub type_: String,
     /// Which parts of the value go under which keys of the core Secret. When empty, a value
     /// that is a JSON object gives one key per top-level property, and any other value goes
@@ -489,6 +495,14 @@ pub struct SyncSettings {
         extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"])
     )]
     pub keys: Vec<SyncKey>,
+    /// Labels of the core Secret, besides those Coffer sets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the core Secret, besides those Coffer sets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One key of a synced core Secret.
@@ -532,6 +546,9 @@ pub struct SecretStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Name of the core Secret the value is synced into (`spec.sync`), while there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_secret: Option<String>,
 }
 
 /// One version of a Secret's value.

@@ -359,6 +359,18 @@ impl FakeApi {
             }
             Method::PUT | Method::PATCH => {
                 let Some(current) = state.objects.get(&object_path).cloned() else {
+                    // Server-side apply makes what is not there.
+                    if *method == Method::PATCH && content_type.contains("apply-patch") {
+                        let mut object: Value = serde_yaml::from_slice(body).unwrap();
+                        state.version += 1;
+                        let meta = &mut object["metadata"];
+                        meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
+                        meta["resourceVersion"] = json!(state.version.to_string());
+                        meta["generation"] = json!(1);
+                        meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+                        state.put(object_path.clone(), object.clone());
+                        return (201, serde_json::to_vec(&object).unwrap());
+                    }
                     return not_found();
                 };
                 let mut next = current.clone();
@@ -408,6 +420,11 @@ impl FakeApi {
                         return (409, status(409, "Conflict", &object_path));
                     }
                     json_patch::merge(&mut next, &patch);
+                    // One field manager applies the whole status: what it leaves out goes, as
+                    // server-side apply removes the fields a manager stops applying.
+                    if subresource && content_type.contains("apply-patch") {
+                        next["status"] = patch["status"].clone();
+                    }
                 }
                 if subresource {
                     let status_only = next["status"].clone();
