@@ -55,6 +55,10 @@ class Plugin:
             self.process.wait(timeout=30)
         self.process = None
 
+    def hangup(self) -> None:
+        assert self.process is not None and self.process.poll() is None
+        self.process.send_signal(signal.SIGHUP)
+
     def rotate_offline(self) -> str:
         result = subprocess.run(
             [coffer_binary(), "kms-plugin", "rotate-key", "--data-dir", str(self.data_dir)],
@@ -104,7 +108,14 @@ class EncryptedControlPlane:
 
 @pytest.fixture(scope="module")
 def encrypted(tmp_path_factory) -> Iterator[EncryptedControlPlane]:
-    bin_dir = Path(os.environ.get(controlplane.ASSETS_ENV) or controlplane.assets(allow_build=False))
+    try:
+        bin_dir = Path(os.environ.get(controlplane.ASSETS_ENV) or controlplane.assets(allow_build=False))
+    except (controlplane.ControlPlaneError, OSError) as error:
+        # A cluster of someone else's, and no control plane binaries here to start one with.
+        reason = f"no kube-apiserver binaries to start a control plane with ({error})"
+        sys.__stderr__.write(f"=== e2e/cluster test_kms_plugin SKIPPED: {reason} ===\n")
+        sys.__stderr__.flush()
+        pytest.skip(reason)
     # Short paths: a socket path holds at most 96 bytes here.
     base = Path(tmp_path_factory.mktemp("kmsp"))
     plugin = Plugin(base / "plugin-data", base / "kms.sock", base / "kms-plugin.log")
@@ -179,6 +190,19 @@ def test_secrets_are_sealed_in_etcd_and_survive_rotation_and_restarts(encrypted:
     encrypted.kubectl("replace", "-f", "-", input=listing)
     assert key_id_in(encrypted.stored("first")) == rotated
     assert encrypted.read_secret("first") == first_value
+
+    # A running plugin rotates on SIGHUP, without stopping.
+    encrypted.plugin.hangup()
+    third_key_id = rotated.removesuffix(":v2") + ":v3"
+    deadline = time.monotonic() + 30
+    while third_key_id not in encrypted.plugin.log_tail():
+        assert time.monotonic() < deadline, encrypted.plugin.log_tail()
+        time.sleep(0.1)
+    encrypted.restart_apiserver()
+    encrypted.create_secret("third", "third value")
+    assert key_id_in(encrypted.stored("third")) == third_key_id
+    assert encrypted.read_secret("first") == first_value
+    assert encrypted.read_secret("second") == second_value
 
 
 def test_plugin_down_keeps_reads_and_fails_new_writes_loudly(encrypted: EncryptedControlPlane) -> None:
