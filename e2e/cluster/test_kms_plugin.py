@@ -27,6 +27,9 @@ import controlplane  # noqa: E402
 
 ETCD_PREFIX = b"k8s:enc:kms:v2:coffer:"
 PLUGIN_START_SECONDS = 30
+# COFFER_E2E_KMS_LONG_OUTAGE=1 keeps the plugin down until writes fail (about 3 minutes).
+LONG_OUTAGE_ENV = "COFFER_E2E_KMS_LONG_OUTAGE"
+LONG_OUTAGE_SECONDS = 300
 
 
 class Plugin:
@@ -218,8 +221,33 @@ def test_plugin_down_keeps_reads_and_fails_new_writes_loudly(encrypted: Encrypte
                                    "--from-literal=value=x", check=False)
         print(f"write with the plugin down: exit {result.returncode} after "
               f"{time.monotonic() - started:.1f}s: {result.stderr.strip() or result.stdout.strip()}")
+        if os.environ.get(LONG_OUTAGE_ENV) == "1":
+            wait_for_writes_to_fail(encrypted)
     finally:
         encrypted.plugin.start()
-    # Back up: writes work again.
-    encrypted.create_secret("after-outage", value)
+    # Back up: writes work again (kube-apiserver notices at its next Status poll).
+    deadline = time.monotonic() + 90
+    while encrypted.kubectl("create", "secret", "generic", "after-outage",
+                            f"--from-literal=value={value}", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "writes did not resume after the plugin came back"
+        time.sleep(2)
     assert encrypted.read_secret("after-outage") == value
+    assert encrypted.read_secret("before-outage") == value
+
+
+def wait_for_writes_to_fail(encrypted: EncryptedControlPlane) -> None:
+    """With the plugin down, kube-apiserver seals writes with the seed it holds until that
+    expires (3 minutes after its last good Status call); then writes fail, reads do not."""
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        result = encrypted.kubectl("create", "secret", "generic", f"outage-{attempt}",
+                                   "--from-literal=value=x", check=False)
+        if result.returncode != 0:
+            break
+        assert time.monotonic() - started < LONG_OUTAGE_SECONDS, "writes never failed with the plugin down"
+        time.sleep(10)
+    print(f"writes failed {time.monotonic() - started:.0f}s into the outage: {result.stderr.strip()}")
+    assert "expired" in result.stderr, result.stderr
+    assert encrypted.read_secret("before-outage")

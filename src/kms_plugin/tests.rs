@@ -305,3 +305,48 @@ async fn a_named_key_must_exist() {
         Err(KmsPluginError::NoSuchKey { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_disabled_key_fails_status_and_encrypt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plugin = Running::start(&settings(dir.path()), dir.path().join("kms.sock")).await;
+    let sealed = encrypt(&mut plugin.client, b"sealed while enabled").await;
+    plugin
+        .key
+        .kms
+        .disable_key(&plugin.key.caller, &plugin.key.key_id)
+        .await
+        .unwrap();
+
+    let health = status(&mut plugin.client).await;
+    assert_eq!(health.version, "v2");
+    assert_ne!(health.healthz, "ok");
+    assert!(
+        health.healthz.contains("DisabledException"),
+        "{}",
+        health.healthz
+    );
+    assert!(health.key_id.ends_with(":v1"), "{}", health.key_id);
+    let refused = plugin
+        .client
+        .encrypt(EncryptRequest {
+            plaintext: b"a data key".to_vec(),
+            uid: "disabled".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let refused = decrypt(&mut plugin.client, &sealed.ciphertext)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+
+    plugin
+        .key
+        .kms
+        .enable_key(&plugin.key.caller, &plugin.key.key_id)
+        .await
+        .unwrap();
+    assert_eq!(status(&mut plugin.client).await.healthz, "ok");
+    plugin.stop().await;
+}
