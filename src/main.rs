@@ -410,14 +410,14 @@ struct KmsPluginKeyArgs {
     /// The plugin's data directory: its store and, by default, its root key.
     #[arg(
         long,
-        env = "COFFER_DATA_DIR",
+        env = "COFFER_KMS_PLUGIN_DATA_DIR",
         global = true,
         default_value = "/var/lib/coffer-kms-plugin"
     )]
     data_dir: PathBuf,
 
     /// The root key file [default: root-key.json in the data directory; created on first start].
-    #[arg(long, env = "COFFER_ROOT_KEY_FILE", global = true)]
+    #[arg(long, env = "COFFER_KMS_PLUGIN_ROOT_KEY_FILE", global = true)]
     root_key_file: Option<PathBuf>,
 
     /// The key: alias/NAME (created on first start), key id or key ARN.

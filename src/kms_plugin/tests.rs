@@ -350,3 +350,32 @@ async fn a_disabled_key_fails_status_and_encrypt() {
     assert_eq!(status(&mut plugin.client).await.healthz, "ok");
     plugin.stop().await;
 }
+
+#[tokio::test]
+async fn a_rotation_period_turns_on_scheduled_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduled = PluginSettings {
+        rotation_period_days: Some(90),
+        ..settings(dir.path())
+    };
+    let key = PluginKey::open(&scheduled).await.unwrap();
+    let record = key
+        .kms
+        .key_record(PLUGIN_ACCOUNT, &key.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.rotation_enabled);
+    assert_eq!(record.rotation_period_days, Some(90));
+    assert!(record.next_rotation.is_some());
+    drop(key);
+
+    let too_short = PluginSettings {
+        rotation_period_days: Some(30),
+        ..settings(dir.path())
+    };
+    assert!(matches!(
+        PluginKey::open(&too_short).await,
+        Err(KmsPluginError::Key { .. })
+    ));
+}
