@@ -98,11 +98,14 @@ bench:
 	$(CARGO) bench --bench kms
 	$(CARGO) bench --bench secretsmanager
 	$(CARGO) bench --bench ssm
+	$(CARGO) bench --bench kms_plugin
 	COFFER_BIN=$(CURDIR)/target/release/coffer e2e/python.sh benches/csi.py
 
 ## The controller on a real API server (KUBECONFIG's, else the repo's own control plane): N KmsKeys
 ## applied at once (BENCH_CLUSTER_SIZES, default 1000,5000): seconds until all Ready, peak RSS,
-## API requests per reconcile, writes once settled (BENCH_CLUSTER_QUIET_SECONDS, default 60).
+## API requests per reconcile, writes once settled (BENCH_CLUSTER_QUIET_SECONDS, default 60); then
+## 1,000 Secrets through kube-apiserver with `coffer kms-plugin` off and on.
 bench-cluster:
 	$(CARGO) build --release --bin coffer
 	COFFER_BIN=$(CURDIR)/target/release/coffer e2e/python.sh benches/cluster.py
+	COFFER_BIN=$(CURDIR)/target/release/coffer e2e/python.sh benches/kms_plugin.py

@@ -7,6 +7,7 @@ fn main() -> Result<(), BuildError> {
     // One line a service.
     compile("proto/csi.proto")?;
     compile("proto/provider.proto")?;
+    compile("proto/kms_v2.proto")?;
     Ok(())
 }
 

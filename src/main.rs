@@ -127,6 +127,10 @@ enum Command {
         #[command(flatten)]
         api: ApiClientArgs,
     },
+    /// Serve the Kubernetes KMS v2 plugin API on a Unix socket for kube-apiserver, sealing its
+    /// data keys under a key in this plugin's own data directory (not the cluster's: it runs
+    /// beside kube-apiserver and must not need it). SIGHUP rotates the key.
+    KmsPlugin(KmsPluginArgs),
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crd,
     /// Administer a standalone data directory (while its server is stopped).
@@ -389,6 +393,52 @@ impl FrontDoorArgs {
     }
 }
 
+#[derive(clap::Args)]
+struct KmsPluginArgs {
+    /// The Unix socket kube-apiserver dials (unix:///PATH or /PATH; created 0600, a stale one
+    /// replaced).
+    #[arg(long, env = "COFFER_KMS_PLUGIN_SOCKET", default_value = coffer::kms_plugin::DEFAULT_SOCKET)]
+    socket: String,
+
+    #[command(flatten)]
+    key: KmsPluginKeyArgs,
+
+    /// Rotate the key automatically every this many days (90 to 2560) [default: only on
+    /// demand].
+    #[arg(long)]
+    rotation_period_days: Option<u32>,
+
+    #[command(subcommand)]
+    command: Option<KmsPluginCommand>,
+}
+
+#[derive(clap::Args)]
+struct KmsPluginKeyArgs {
+    /// The plugin's data directory: its store and, by default, its root key.
+    #[arg(
+        long,
+        env = "COFFER_KMS_PLUGIN_DATA_DIR",
+        global = true,
+        default_value = "/var/lib/coffer-kms-plugin"
+    )]
+    data_dir: PathBuf,
+
+    /// The root key file [default: root-key.json in the data directory; created on first start].
+    #[arg(long, env = "COFFER_KMS_PLUGIN_ROOT_KEY_FILE", global = true)]
+    root_key_file: Option<PathBuf>,
+
+    /// The key: alias/NAME (created on first start), key id or key ARN.
+    #[arg(long, env = "COFFER_KMS_PLUGIN_KEY", global = true, default_value = coffer::kms_plugin::DEFAULT_KEY)]
+    key: String,
+}
+
+#[derive(Subcommand)]
+enum KmsPluginCommand {
+    /// Add a key version while the plugin is stopped, and print the new key id (a running
+    /// plugin rotates on SIGHUP instead: it holds the store's lock).
+    RotateKey,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum RootKeyProvider {
     /// A core Secret in the controller's namespace.
@@ -477,6 +527,7 @@ fn main() -> ExitCode {
         } => run_credentials_proxy(listen, &upstream, ca_file.as_deref()),
         Command::Csi(args) => run_csi(args),
         Command::CsiProvider { socket, api } => run_csi_provider(&socket, api),
+        Command::KmsPlugin(args) => run_kms_plugin(args),
         Command::Crd => print_crds(),
         Command::Admin {
             command:
@@ -638,6 +689,36 @@ fn run_csi_provider(socket: &std::path::Path, api: ApiClientArgs) -> Result<(), 
         )
         .await
         .map_err(|err| coffer::redact::chain(&err))
+    })
+}
+
+fn run_kms_plugin(args: KmsPluginArgs) -> Result<(), String> {
+    let settings = coffer::kms_plugin::PluginSettings {
+        data_dir: args.key.data_dir,
+        root_key_file: args.key.root_key_file,
+        key: args.key.key,
+        rotation_period_days: args.rotation_period_days,
+    };
+    let failed = |err: coffer::kms_plugin::KmsPluginError| coffer::redact::chain(&err);
+    runtime()?.block_on(async {
+        match args.command {
+            Some(KmsPluginCommand::RotateKey) => {
+                let key_id = coffer::kms_plugin::rotate_offline(&settings)
+                    .await
+                    .map_err(failed)?;
+                println!("{key_id}");
+                Ok(())
+            }
+            None => {
+                let socket = coffer::csi::endpoint::socket_path(&args.socket)
+                    .map_err(|err| coffer::redact::chain(&err))?;
+                let shutdown = server::shutdown_signal()
+                    .map_err(|err| format!("cannot install signal handlers: {err}"))?;
+                coffer::kms_plugin::run(&settings, &socket, shutdown)
+                    .await
+                    .map_err(failed)
+            }
+        }
     })
 }
 

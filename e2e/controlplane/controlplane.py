@@ -373,7 +373,7 @@ def up(state: Path, bin_dir: Path, extra_apiserver_args: list[str] | None = None
         ])
         wait_for("etcd", lambda: etcd_healthy(etcd_url), state, pids)
 
-        pids["kube-apiserver"] = start(state, "kube-apiserver", [
+        apiserver_argv = [
             str(bin_dir / "kube-apiserver"),
             "--etcd-servers", etcd_url,
             "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
@@ -389,7 +389,10 @@ def up(state: Path, bin_dir: Path, extra_apiserver_args: list[str] | None = None
             "--allow-privileged=true",
             "--profiling=false",
             *(extra_apiserver_args or []),
-        ])
+        ]
+        # Kept for restart_apiserver.
+        (state / "kube-apiserver.argv.json").write_text(json.dumps(apiserver_argv))
+        pids["kube-apiserver"] = start(state, "kube-apiserver", apiserver_argv)
         context = admin_context(pki)
         wait_for("kube-apiserver /readyz", lambda: ready(server, context), state, pids)
 
@@ -430,6 +433,25 @@ def up(state: Path, bin_dir: Path, extra_apiserver_args: list[str] | None = None
         git_version = "?"
     log(f"kube-apiserver {git_version} ready at {server}; KUBECONFIG={state / 'kubeconfig'}")
     return env
+
+
+def restart_apiserver(state: Path) -> None:
+    """Stops kube-apiserver and starts it again with the flags `up` gave it; etcd and the
+    controller-manager keep running. For tests of what survives an API server restart."""
+    argv = json.loads((state / "kube-apiserver.argv.json").read_text())
+    pid = read_pids(state).get("kube-apiserver")
+    if pid is not None and alive(pid):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    new_pid = start(state, "kube-apiserver", argv)
+    server = f"https://127.0.0.1:{argv[argv.index('--secure-port') + 1]}"
+    context = admin_context(state / "pki")
+    wait_for("kube-apiserver /readyz after a restart", lambda: ready(server, context), state,
+             {"kube-apiserver": new_pid})
 
 
 def etcd_healthy(url: str) -> tuple[bool, str]:
