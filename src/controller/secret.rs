@@ -25,8 +25,8 @@ use kube::runtime::events::{EventType, Recorder};
 use kube::{Resource as _, ResourceExt as _};
 
 use super::conditions::{self, time};
-use super::sync::{self, SyncProblem, Synced};
 use super::sources;
+use super::sync::{self, SyncProblem, Synced};
 use crate::engine::Clock;
 use crate::engine::kms::Kms;
 use crate::engine::rotation::Step;
@@ -586,7 +586,11 @@ async fn sync_value(
         .status
         .as_ref()
         .and_then(|status| status.synced_secret.clone());
-    let settings = resource.spec.sync.as_ref().filter(|settings| settings.enabled);
+    let settings = resource
+        .spec
+        .sync
+        .as_ref()
+        .filter(|settings| settings.enabled);
     let wanted = settings.map(|settings| sync::target_name(settings, &owner.name).to_owned());
     if let Some(previous) = previous.as_deref()
         && wanted.as_deref() != Some(previous)
@@ -610,9 +614,16 @@ async fn sync_value(
             outcome: Some(Err(SyncProblem::NoValue)),
         });
     };
-    let outcome = sync::sync(&ctx.client, namespace, &owner, settings, &version, &value.bytes)
-        .await
-        .map_err(ReconcileError::Api)?;
+    let outcome = sync::sync(
+        &ctx.client,
+        namespace,
+        &owner,
+        settings,
+        &version,
+        &value.bytes,
+    )
+    .await
+    .map_err(ReconcileError::Api)?;
     let reference = resource.object_ref(&());
     match &outcome {
         Ok(Synced::Written) => {

@@ -945,11 +945,17 @@ async fn a_synced_copy_follows_the_value_and_goes_when_sync_is_turned_off() {
     assert_eq!(core["type"], "kubernetes.io/basic-auth");
     let value: Value = serde_json::from_str(&h.value("db").await.unwrap()).unwrap();
     assert_eq!(decoded(&core, "username"), "app");
-    assert_eq!(decoded(&core, "password"), value["password"].as_str().unwrap());
+    assert_eq!(
+        decoded(&core, "password"),
+        value["password"].as_str().unwrap()
+    );
     assert_eq!(core["metadata"]["labels"]["team"], "shop");
     assert_eq!(core["metadata"]["labels"]["coffer.dev/synced-from"], "db");
     let owner = &core["metadata"]["ownerReferences"][0];
-    assert_eq!(owner["uid"], resource.metadata.uid.clone().unwrap().as_str());
+    assert_eq!(
+        owner["uid"],
+        resource.metadata.uid.clone().unwrap().as_str()
+    );
     assert_eq!(owner["kind"], "Secret");
     assert!(h.fake.event_reasons().contains(&"Synced".to_owned()));
 
@@ -1005,7 +1011,10 @@ async fn sync_leaves_a_core_secret_it_did_not_make_alone() {
         .into_iter()
         .find(|condition| condition.type_ == "Synced")
         .unwrap();
-    assert_eq!((synced.status.as_str(), synced.reason.as_str()), ("False", "SyncFailed"));
+    assert_eq!(
+        (synced.status.as_str(), synced.reason.as_str()),
+        ("False", "SyncFailed")
+    );
     assert!(synced.message.contains("left alone"), "{}", synced.message);
     let core = h.fake.object(CORE_DB).unwrap();
     assert_eq!(core["data"], json!({"mine": "bWluZQ=="}));

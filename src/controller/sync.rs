@@ -18,9 +18,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroize as _;
 
-use crate::store::kubernetes::FIELD_MANAGER;
 use crate::crypto::SecretBytes;
 use crate::resources::secret::SyncSettings;
+use crate::store::kubernetes::FIELD_MANAGER;
 
 /// Label naming the Coffer resource a core Secret is the copy of.
 pub const SYNCED_FROM_LABEL: &str = "coffer.dev/synced-from";
@@ -115,8 +115,7 @@ fn map_keys(
         let bytes = match &key.property {
             None => value.expose().to_vec(),
             Some(property) => {
-                let object =
-                    object.ok_or_else(|| SyncProblem::NotJsonObject(property.clone()))?;
+                let object = object.ok_or_else(|| SyncProblem::NotJsonObject(property.clone()))?;
                 let field = object
                     .get(property)
                     .ok_or_else(|| SyncProblem::NoProperty(property.clone()))?;
@@ -167,7 +166,8 @@ fn check_type(
 /// A digest of the settings, so that a change of them is written even for the same version.
 fn settings_digest(settings: &SyncSettings) -> String {
     let text = serde_json::to_vec(settings).unwrap_or_default();
-    hex::encode(&Sha256::digest(&text)[..12])
+    let digest = Sha256::digest(&text);
+    hex::encode(digest.get(..12).unwrap_or_default())
 }
 
 /// The name of the core Secret.
@@ -322,7 +322,11 @@ mod tests {
         let data = data_of(&settings("Opaque", &[]), &value).unwrap();
         assert_eq!(text(&data, "username"), "app");
         assert_eq!(text(&data, "port"), "5432");
-        let data = data_of(&settings("Opaque", &[]), &SecretBytes::from_slice(b"s3cret")).unwrap();
+        let data = data_of(
+            &settings("Opaque", &[]),
+            &SecretBytes::from_slice(b"s3cret"),
+        )
+        .unwrap();
         assert_eq!(text(&data, "value"), "s3cret");
         let bad = SecretBytes::from_slice(br#"{"a b":"x"}"#);
         assert!(matches!(

@@ -484,7 +484,9 @@ pub struct SyncSettings {
     /// Type of the core Secret: `Opaque` (the default), `kubernetes.io/tls`,
     /// `kubernetes.io/dockerconfigjson` or `kubernetes.io/basic-auth`.
     #[serde(default = "default_secret_type", rename = "type")]
-    #[schemars(regex(pattern = r"^(Opaque|kubernetes\.io/tls|kubernetes\.io/dockerconfigjson|kubernetes\.io/basic-auth)$"))]
+    #[schemars(regex(
+        pattern = r"^(Opaque|kubernetes\.io/tls|kubernetes\.io/dockerconfigjson|kubernetes\.io/basic-auth)$"
+    ))]
     pub type_: String,
     /// Which parts of the value go under which keys of the core Secret. When empty, a value
     /// that is a JSON object gives one key per top-level property, and any other value goes
