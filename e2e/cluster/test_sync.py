@@ -10,7 +10,14 @@ import json
 import time
 import uuid
 
-from cluster_helpers import kubectl, secret_manifest, wait_for_coffer_secret, wait_until
+from cluster_helpers import (
+    delete_namespace,
+    kubectl,
+    make_namespace,
+    secret_manifest,
+    wait_for_coffer_secret,
+    wait_until,
+)
 from test_secrets import apply, wait_for_secret_event
 
 
@@ -85,3 +92,32 @@ def test_sync_never_takes_over_a_core_secret_it_did_not_make(secrets_ns):
     assert decoded(core, "mine") == "kept" and list(core["data"]) == ["mine"]
     assert not core["metadata"].get("ownerReferences")
     wait_for_secret_event(secrets_ns.name, name, "SyncFailed")
+
+
+def test_a_synced_parameter_copy_follows_put_parameter(cluster):
+    """The same for a Parameter: the latest value in a core Secret, following PutParameter."""
+    namespace = f"coffer-e2e-sync-{uuid.uuid4().hex[:8]}"
+    make_namespace(namespace)
+    try:
+        name = unique("url")
+        parameter = f"/sync/{name}"
+        apply({
+            "apiVersion": "coffer.dev/v1alpha1", "kind": "Parameter",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"name": parameter, "value": "postgres://db-1/shop",
+                     "sync": {"secretName": f"{name}-env", "keys": [{"key": "DATABASE_URL"}]}},
+        })
+        wait_until(
+            f"the core Secret {name}-env holds the parameter",
+            lambda: core_secret(namespace, f"{name}-env"),
+            lambda core: core is not None and decoded(core, "DATABASE_URL") == "postgres://db-1/shop",
+        )
+        kubectl("patch", "parameter.coffer.dev", name, "-n", namespace, "--type=merge",
+                "-p", json.dumps({"spec": {"value": "postgres://db-2/shop"}}))
+        wait_until(
+            f"the core Secret {name}-env follows the new version",
+            lambda: core_secret(namespace, f"{name}-env"),
+            lambda core: core is not None and decoded(core, "DATABASE_URL") == "postgres://db-2/shop",
+        )
+    finally:
+        delete_namespace(namespace, wait=False)

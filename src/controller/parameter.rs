@@ -23,6 +23,7 @@ use kube::{Resource as _, ResourceExt as _};
 
 use super::conditions::{self, Problem, time};
 use super::sources;
+use super::sync;
 use crate::crypto::SecretBytes;
 use crate::engine::Clock;
 use crate::engine::kms::Kms;
@@ -144,6 +145,7 @@ async fn apply(
                 || spec.type_ != crate::resources::parameter::ParameterType::SecureString
             {
                 let status = parameter_status(resource, record, None, ctx.clock.now());
+                let status = with_sync(ctx, resource, namespace, &name, status).await?;
                 write_status(ctx, resource, status).await?;
                 return Ok(requeue_for(resource));
             }
@@ -195,8 +197,56 @@ async fn apply(
         .await;
     }
     let status = parameter_status(resource, &record, None, ctx.clock.now());
+    let status = with_sync(ctx, resource, namespace, &name, status).await?;
     write_status(ctx, resource, status).await?;
     Ok(requeue_for(resource))
+}
+
+/// `status` with what `spec.sync` came to ([`sync::keep`]): the copy of the latest value in a
+/// core Secret, or its removal.
+async fn with_sync(
+    ctx: &Context,
+    resource: &Parameter,
+    namespace: &str,
+    name: &str,
+    mut status: ParameterStatus,
+) -> Result<ParameterStatus, ReconcileError> {
+    let settings = resource
+        .spec
+        .sync
+        .as_ref()
+        .filter(|settings| settings.enabled);
+    let current = match settings {
+        Some(_) => ctx
+            .parameters
+            .declared_current_value(namespace, name)
+            .await?
+            .map(|(version, value)| (version.to_string(), value)),
+        None => None,
+    };
+    let previous = resource.status.as_ref();
+    let conditions = previous.map_or(&[][..], |status| &status.conditions[..]);
+    let synced = sync::keep(
+        &sync::Copy {
+            client: &ctx.client,
+            recorder: &ctx.recorder,
+            resource,
+            namespace,
+            previous: previous.and_then(|status| status.synced_secret.as_deref()),
+            conditions,
+        },
+        settings,
+        current,
+    )
+    .await
+    .map_err(ReconcileError::Api)?;
+    status.synced_secret.clone_from(&synced.secret);
+    status.conditions.extend(synced.condition(
+        conditions,
+        resource.metadata.generation,
+        ctx.clock.now(),
+    ));
+    Ok(status)
 }
 
 /// Whether this generation of the spec is applied already ([`conditions::spec_applied`]).
@@ -406,7 +456,14 @@ async fn refuse(
     }
     let now = ctx.clock.now();
     let status = match record {
-        Some(record) => parameter_status(resource, record, Some(problem), now),
+        Some(record) => {
+            let mut status = parameter_status(resource, record, Some(problem), now);
+            status.synced_secret = resource
+                .status
+                .as_ref()
+                .and_then(|status| status.synced_secret.clone());
+            status
+        }
         None => ParameterStatus {
             conditions: vec![ready_condition(
                 resource,
@@ -553,6 +610,7 @@ pub fn parameter_status(
             .collect(),
         conditions,
         observed_generation: resource.metadata.generation,
+        synced_secret: None,
     }
 }
 

@@ -352,3 +352,36 @@ async fn a_sealed_secure_string_opens_here_only_and_refuses_api_values() {
         .collect();
     assert_eq!(values.len(), 1);
 }
+
+#[tokio::test]
+async fn a_synced_parameter_copy_follows_put_parameter() {
+    let h = harness();
+    h.apply(
+        "db-url",
+        json!({"name": "/app/db/url", "value": "postgres://db-1", "sync": {"secretName": "db-env", "keys": [{"key": "DATABASE_URL"}]}}),
+    );
+    let resource = h.settle("db-url").await;
+    assert_eq!(
+        resource.status.unwrap().synced_secret.as_deref(),
+        Some("db-env")
+    );
+    let core = |h: &Harness| {
+        let object = h
+            .fake
+            .object("/api/v1/namespaces/app/secrets/db-env")
+            .expect("the copy");
+        let text = object["data"]["DATABASE_URL"].as_str().unwrap().to_owned();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(core(&h), "postgres://db-1");
+    h.put("/app/db/url", "postgres://db-2", "String")
+        .await
+        .unwrap();
+    h.settle("db-url").await;
+    assert_eq!(core(&h), "postgres://db-2");
+}

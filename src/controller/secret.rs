@@ -26,7 +26,7 @@ use kube::{Resource as _, ResourceExt as _};
 
 use super::conditions::{self, time};
 use super::sources;
-use super::sync::{self, SyncProblem, Synced};
+use super::sync::{self, SyncState};
 use crate::engine::Clock;
 use crate::engine::kms::Kms;
 use crate::engine::rotation::Step;
@@ -194,7 +194,16 @@ async fn apply(
     announce_rotation(ctx, resource, &record).await;
     let synced = sync_value(ctx, resource, namespace, &name, &record).await?;
     let mut status = secret_status(resource, &record, source_problem, ctx.clock.now());
-    synced.show_in(resource, &mut status, ctx.clock.now());
+    status.synced_secret.clone_from(&synced.secret);
+    let previous = resource
+        .status
+        .as_ref()
+        .map_or(&[][..], |status| &status.conditions[..]);
+    status.conditions.extend(synced.condition(
+        previous,
+        resource.metadata.generation,
+        ctx.clock.now(),
+    ));
     write_status(ctx, resource, status).await?;
     Ok(Action::requeue(if resource.spec.from_secret.is_some() {
         SOURCE_RECHECK
@@ -518,53 +527,7 @@ pub fn secret_status(
     }
 }
 
-/// Type of the condition that tells how the copy into a core Secret goes.
-const CONDITION_SYNCED: &str = "Synced";
-
-/// What `spec.sync` came to in this reconcile.
-struct SyncState {
-    /// The core Secret holding the copy, if any.
-    secret: Option<String>,
-    /// `None` when no sync is asked for.
-    outcome: Option<Result<(), SyncProblem>>,
-}
-
-impl SyncState {
-    fn show_in(&self, resource: &Secret, status: &mut SecretStatus, now: i64) {
-        status.synced_secret.clone_from(&self.secret);
-        let Some(outcome) = &self.outcome else {
-            return;
-        };
-        let (state, reason, message) = match outcome {
-            Ok(()) => (
-                "True",
-                "Synced",
-                format!(
-                    "The current value is copied into the core Secret {}.",
-                    self.secret.as_deref().unwrap_or_default()
-                ),
-            ),
-            Err(SyncProblem::NoValue) => ("False", "NoValue", SyncProblem::NoValue.to_string()),
-            Err(problem) => ("False", "SyncFailed", problem.to_string()),
-        };
-        let previous = resource
-            .status
-            .as_ref()
-            .map_or(&[][..], |status| &status.conditions[..]);
-        status.conditions.push(conditions::condition(
-            previous,
-            CONDITION_SYNCED,
-            resource.metadata.generation,
-            state,
-            reason,
-            message,
-            now,
-        ));
-    }
-}
-
-/// Keeps the core Secret of `spec.sync` holding the current value, or removes the copy when
-/// sync is off or its name changed.
+/// Keeps the core Secret of `spec.sync` holding the current value ([`sync::keep`]).
 async fn sync_value(
     ctx: &Context,
     resource: &Secret,
@@ -572,95 +535,34 @@ async fn sync_value(
     name: &str,
     record: &SecretRecord,
 ) -> Result<SyncState, ReconcileError> {
-    let Some(owner) = resource.controller_owner_ref(&()).map(|mut owner| {
-        // Deleting the resource must not wait on its copy.
-        owner.block_owner_deletion = Some(false);
-        owner
-    }) else {
-        return Ok(SyncState {
-            secret: None,
-            outcome: None,
-        });
-    };
-    let previous = resource
-        .status
-        .as_ref()
-        .and_then(|status| status.synced_secret.clone());
     let settings = resource
         .spec
         .sync
         .as_ref()
         .filter(|settings| settings.enabled);
-    let wanted = settings.map(|settings| sync::target_name(settings, &owner.name).to_owned());
-    if let Some(previous) = previous.as_deref()
-        && wanted.as_deref() != Some(previous)
-    {
-        sync::unsync(&ctx.client, namespace, &owner, previous)
-            .await
-            .map_err(ReconcileError::Api)?;
-    }
-    let Some(settings) = settings else {
-        return Ok(SyncState {
-            secret: None,
-            outcome: None,
-        });
+    let current = match (settings, record.version_with(CURRENT)) {
+        (Some(_), Some(version)) => ctx
+            .secrets
+            .declared_current_value(namespace, name)
+            .await?
+            .map(|value| (version.to_owned(), value.bytes)),
+        _ => None,
     };
-    let (Some(version), Some(value)) = (
-        record.version_with(CURRENT).map(str::to_owned),
-        ctx.secrets.declared_current_value(namespace, name).await?,
-    ) else {
-        return Ok(SyncState {
-            secret: None,
-            outcome: Some(Err(SyncProblem::NoValue)),
-        });
-    };
-    let outcome = sync::sync(
-        &ctx.client,
-        namespace,
-        &owner,
+    let status = resource.status.as_ref();
+    sync::keep(
+        &sync::Copy {
+            client: &ctx.client,
+            recorder: &ctx.recorder,
+            resource,
+            namespace,
+            previous: status.and_then(|status| status.synced_secret.as_deref()),
+            conditions: status.map_or(&[][..], |status| &status.conditions[..]),
+        },
         settings,
-        &version,
-        &value.bytes,
+        current,
     )
     .await
-    .map_err(ReconcileError::Api)?;
-    let reference = resource.object_ref(&());
-    match &outcome {
-        Ok(Synced::Written) => {
-            let note = format!(
-                "Version {version} is copied into the core Secret {}.",
-                sync::target_name(settings, &owner.name)
-            );
-            publish(ctx, &reference, EventType::Normal, "Synced", &note).await;
-        }
-        Ok(Synced::Unchanged) => {}
-        Err(problem) => {
-            let shown = resource.status.as_ref().and_then(|status| {
-                status
-                    .conditions
-                    .iter()
-                    .find(|condition| condition.type_ == CONDITION_SYNCED)
-            });
-            if shown.is_none_or(|condition| condition.message != problem.to_string()) {
-                publish(
-                    ctx,
-                    &reference,
-                    EventType::Warning,
-                    "SyncFailed",
-                    &problem.to_string(),
-                )
-                .await;
-            }
-        }
-    }
-    Ok(SyncState {
-        // After a problem, a copy made before stays named, so that turning sync off removes it.
-        secret: match &outcome {
-            Ok(_) => wanted,
-            Err(_) => previous.filter(|previous| wanted.as_ref() == Some(previous)),
-        },
-        outcome: Some(outcome.map(|_| ())),
-    })
+    .map_err(ReconcileError::Api)
 }
 
 /// Type of the condition that tells how rotation goes, for a secret that rotates.

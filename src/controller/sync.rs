@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as CoreSecret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{EventType, Recorder};
+use kube::{Api, Resource};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroize as _;
@@ -288,6 +289,154 @@ async fn delete_owned(api: &Api<CoreSecret>, existing: &CoreSecret) -> Result<()
         Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
         Err(other) => Err(other),
     }
+}
+
+/// Type of the condition that tells how the copy goes.
+const CONDITION_SYNCED: &str = "Synced";
+
+/// What `spec.sync` came to in one reconcile.
+pub struct SyncState {
+    /// The core Secret holding the copy, if any.
+    pub secret: Option<String>,
+    /// `None` when no copy is asked for.
+    pub outcome: Option<Result<(), SyncProblem>>,
+}
+
+impl SyncState {
+    /// The Synced condition, when a copy is asked for.
+    pub fn condition(
+        &self,
+        previous: &[Condition],
+        generation: Option<i64>,
+        now: i64,
+    ) -> Option<Condition> {
+        let outcome = self.outcome.as_ref()?;
+        let (state, reason, message) = match outcome {
+            Ok(()) => (
+                "True",
+                "Synced",
+                format!(
+                    "The current value is copied into the core Secret {}.",
+                    self.secret.as_deref().unwrap_or_default()
+                ),
+            ),
+            Err(SyncProblem::NoValue) => ("False", "NoValue", SyncProblem::NoValue.to_string()),
+            Err(problem) => ("False", "SyncFailed", problem.to_string()),
+        };
+        Some(super::conditions::condition(
+            previous,
+            CONDITION_SYNCED,
+            generation,
+            state,
+            reason,
+            message,
+            now,
+        ))
+    }
+}
+
+/// The resource a copy belongs to, and what its status says of the copy so far.
+pub struct Copy<'a, R> {
+    pub client: &'a kube::Client,
+    pub recorder: &'a Recorder,
+    pub resource: &'a R,
+    pub namespace: &'a str,
+    /// The core Secret the status names as the copy.
+    pub previous: Option<&'a str>,
+    pub conditions: &'a [Condition],
+}
+
+/// Keeps the copy `settings` ask for holding `current` (version, value), or removes the copy
+/// when sync is off or its name changed; says what came of it, with Events for a write and
+/// for a new problem.
+pub async fn keep<R>(
+    copy: &Copy<'_, R>,
+    settings: Option<&SyncSettings>,
+    current: Option<(String, SecretBytes)>,
+) -> Result<SyncState, kube::Error>
+where
+    R: Resource<DynamicType = ()>,
+{
+    let none = SyncState {
+        secret: None,
+        outcome: None,
+    };
+    let Some(owner) = copy.resource.controller_owner_ref(&()).map(|mut owner| {
+        // Deleting the resource must not wait on its copy.
+        owner.block_owner_deletion = Some(false);
+        owner
+    }) else {
+        return Ok(none);
+    };
+    let wanted = settings.map(|settings| target_name(settings, &owner.name).to_owned());
+    if let Some(previous) = copy.previous
+        && wanted.as_deref() != Some(previous)
+    {
+        unsync(copy.client, copy.namespace, &owner, previous).await?;
+    }
+    let Some(settings) = settings else {
+        return Ok(none);
+    };
+    let Some((version, value)) = current else {
+        return Ok(SyncState {
+            secret: None,
+            outcome: Some(Err(SyncProblem::NoValue)),
+        });
+    };
+    let outcome = sync(
+        copy.client,
+        copy.namespace,
+        &owner,
+        settings,
+        &version,
+        &value,
+    )
+    .await?;
+    let reference = copy.resource.object_ref(&());
+    match &outcome {
+        Ok(Synced::Written) => {
+            let note = format!(
+                "Version {version} is copied into the core Secret {}.",
+                target_name(settings, &owner.name)
+            );
+            super::conditions::publish(
+                copy.recorder,
+                &reference,
+                EventType::Normal,
+                "Synced",
+                &note,
+            )
+            .await;
+        }
+        Ok(Synced::Unchanged) => {}
+        Err(problem) => {
+            let shown = copy
+                .conditions
+                .iter()
+                .find(|condition| condition.type_ == CONDITION_SYNCED);
+            if shown.is_none_or(|condition| condition.message != problem.to_string()) {
+                super::conditions::publish(
+                    copy.recorder,
+                    &reference,
+                    EventType::Warning,
+                    "SyncFailed",
+                    &problem.to_string(),
+                )
+                .await;
+            }
+        }
+    }
+    Ok(SyncState {
+        // After a problem, a copy made before stays named, so that turning sync off removes it.
+        secret: match &outcome {
+            Ok(_) => wanted,
+            Err(_) => copy
+                .previous
+                .filter(|previous| wanted.as_deref() == Some(*previous))
+                .map(str::to_owned),
+        },
+        outcome: Some(outcome.map(|_| ())),
+    })
 }
 
 #[cfg(test)]

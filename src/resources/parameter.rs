@@ -182,6 +182,11 @@ pub struct ParameterSpec {
     )]
     #[x_kube(validation = Rule::new("!self.exists(p, p.type == 'ExpirationNotification') || self.exists(p, p.type == 'Expiration')").message("an ExpirationNotification policy needs an Expiration policy"))]
     pub policies: Vec<ParameterPolicy>,
+    /// Opt-in copy of the current value into a core Secret, for consumers that read only core
+    /// Secrets. The plaintext then sits in that core Secret (and etcd), so leave this out
+    /// unless needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<super::secret::SyncSettings>,
 }
 
 /// Type of a parameter.
@@ -301,6 +306,9 @@ pub struct ParameterStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Name of the core Secret the value is synced into (`spec.sync`), while there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_secret: Option<String>,
 }
 
 /// One version of a parameter.

@@ -42,6 +42,26 @@ impl Parameters {
         )
     }
 
+    /// The latest version of parameter `name` of `namespace` and its value (a SecureString
+    /// opened for the namespace), if there is one.
+    pub async fn declared_current_value(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<(u64, SecretBytes)>, ParametersError> {
+        let Some(found) =
+            typed::get::<ParameterRecord, _>(self.store.as_ref(), namespace, name).await?
+        else {
+            return Ok(None);
+        };
+        let account = Caller::account_of(namespace);
+        let version = found.meta.version;
+        let value = self
+            .value_of(&account, namespace, &found, version, true)
+            .await?;
+        Ok(Some((version, value)))
+    }
+
     /// Brings parameter `name` of `namespace` to `declared`: a new version (made as
     /// PutParameter with Overwrite makes one) when anything differs from the latest version.
     /// Returns the record and the new version's number, if one was made.

@@ -188,6 +188,7 @@ pub fn spec_for_record(
             .iter()
             .filter_map(|policy| spec_policy(&policy.text))
             .collect(),
+        sync: None,
     }
 }
 
