@@ -11,6 +11,7 @@
 //! - [`resources`]: the custom resource types and their CRDs.
 //! - [`delivery`]: what a CSI volume holds, read with the pod's own identity.
 //! - [`csi`]: `coffer csi`, the CSI node plugin that mounts and refreshes those volumes.
+//! - [`injection`]: the admission webhook that adds that volume to pods asking by annotation.
 //! - [`csi_provider`]: `coffer csi-provider`, a Secrets Store CSI Driver provider over the same.
 //! - [`kms_plugin`]: `coffer kms-plugin`, a KMS v2 provider that seals kube-apiserver's data keys.
 //! - [`server`]: the standalone `coffer server`.
@@ -33,6 +34,7 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod https_client;
+pub mod injection;
 pub mod kms_plugin;
 pub mod leader;
 pub mod metrics;

@@ -276,6 +276,16 @@ struct ControllerArgs {
 
     #[command(flatten)]
     rotation: RotationArgs,
+
+    /// Seconds to gather changes before rolling a workload annotated
+    /// `coffer.dev/restart-on-change`: a burst of changes within it makes one rollout.
+    #[arg(long, env = "COFFER_RESTART_DEBOUNCE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    restart_debounce_seconds: u64,
+
+    /// Do not watch Deployments, StatefulSets and DaemonSets for `coffer.dev/restart-on-change`
+    /// (the controller then needs no RBAC on them).
+    #[arg(long, env = "COFFER_NO_RESTART_ON_CHANGE")]
+    no_restart_on_change: bool,
 }
 
 #[derive(clap::Args)]
@@ -617,6 +627,8 @@ fn controller_config(args: ControllerArgs) -> Result<ControllerConfig, String> {
         parameter_webhook_secret_file: args.parameter_webhook_secret_file,
         front_door: args.front_door.front_door(),
         rotation: args.rotation.settings(),
+        restart_debounce: (!args.no_restart_on_change)
+            .then(|| std::time::Duration::from_secs(args.restart_debounce_seconds)),
     })
 }
 

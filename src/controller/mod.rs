@@ -11,6 +11,7 @@ pub mod kmskey;
 pub mod parameter;
 #[cfg(test)]
 mod parameter_tests;
+pub mod restart;
 pub mod secret;
 #[cfg(test)]
 mod secret_tests;
@@ -99,6 +100,9 @@ pub struct ControllerConfig {
     pub front_door: FrontDoor,
     /// How secret rotations run.
     pub rotation: crate::rotation::RotationSettings,
+    /// How long changes gather before a workload annotated `coffer.dev/restart-on-change`
+    /// rolls; `None` turns restarts off.
+    pub restart_debounce: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,9 +288,11 @@ pub async fn run_with_client_and_metrics(
         audit: audit.clone(),
         metrics: metrics.api(),
     });
-    let api_routes = aws::router(api).merge(credentials_endpoint::router(Arc::new(
-        CredentialsEndpoint::new(reviewer, temporary),
-    )));
+    let api_routes = aws::router(api)
+        .merge(credentials_endpoint::router(Arc::new(
+            CredentialsEndpoint::new(reviewer, temporary),
+        )))
+        .merge(crate::injection::router());
     let (ready_tx, ready_rx) = watch::channel(false);
     let probe_routes: Router =
         serve::health_router(ready_rx).merge(aws::metrics_router(metrics.api()));
@@ -373,6 +379,15 @@ pub async fn run_with_client_and_metrics(
             recorder: recorder.clone(),
             clock: Arc::new(SystemClock),
             metrics: Some(metrics.reconcile()),
+        }),
+        restarts: config.restart_debounce.map(|debounce| {
+            Arc::new(restart::Context {
+                client: client.clone(),
+                secrets: Arc::clone(&secrets),
+                parameters: Arc::clone(&parameters),
+                recorder: recorder.clone(),
+                debounce,
+            })
         }),
         recorder,
     };
@@ -466,6 +481,7 @@ struct LeaderWork {
     keys: Arc<Context>,
     secrets: Arc<secret::Context>,
     parameters: Arc<parameter::Context>,
+    restarts: Option<Arc<restart::Context>>,
     recorder: Recorder,
 }
 
@@ -475,7 +491,7 @@ fn leader_tasks(work: &LeaderWork) -> Vec<(&'static str, LeaderTask)> {
     let keys = &work.keys;
     let secrets = &work.secrets;
     let parameters = &work.parameters;
-    vec![
+    let mut tasks: Vec<(&'static str, LeaderTask)> = vec![
         (
             "KmsKey reconciler",
             Box::pin(run_reconciler(
@@ -565,7 +581,18 @@ fn leader_tasks(work: &LeaderWork) -> Vec<(&'static str, LeaderTask)> {
             "Events for parameter notifications",
             Box::pin(parameter::announce_notifications(Arc::clone(parameters))),
         ),
-    ]
+    ];
+    if let Some(restarts) = &work.restarts {
+        tasks.push((
+            "workload restarts on change",
+            Box::pin(restart::run(
+                Arc::clone(restarts),
+                secrets.store.changes(),
+                parameters.store.changes(),
+            )),
+        ));
+    }
+    tasks
 }
 
 /// While this replica leads, runs the [`leader_tasks`]; stops them all when leadership is lost,

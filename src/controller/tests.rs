@@ -791,6 +791,7 @@ mod whole {
             parameter_webhook: None,
             parameter_webhook_secret_file: None,
             rotation: Default::default(),
+            restart_debounce: None,
             front_door: Default::default(),
         }
     }

@@ -18,6 +18,7 @@ mod attributes;
 mod aws_provider;
 mod content;
 pub mod names;
+pub mod reference;
 pub mod template;
 #[cfg(test)]
 pub(crate) mod test_api;
@@ -26,6 +27,7 @@ mod through_controller;
 pub mod volume;
 
 pub use api::{ApiClient, ApiError};
+pub use attributes::{AttributeError, parse as parse_volume_attributes};
 pub use aws_provider::{DEFAULT_AUDIENCE, ProviderError, ProviderMount};
 pub use content::ApiContent;
 

@@ -38,6 +38,7 @@ fn config(listen: SocketAddr, probe_listen: SocketAddr) -> ControllerConfig {
         parameter_webhook: None,
         parameter_webhook_secret_file: None,
         rotation: Default::default(),
+        restart_debounce: None,
         front_door: Default::default(),
     }
 }
