@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run run-controller build test lint deny crds fuzz bench bench-cluster e2e-cluster cluster-up cluster-down
+.PHONY: run run-controller build image test lint deny crds fuzz bench bench-cluster e2e-cluster cluster-up cluster-down
 
 ## Run the standalone server on its embedded default (data in ~/.local/share/coffer).
 run:
@@ -20,6 +20,22 @@ run-controller:
 
 build:
 	$(CARGO) build --release
+
+## The container image (Dockerfile): IMAGE:IMAGE_TAG, the tag being Cargo.toml's version, which is
+## also the chart's appVersion and so its default image. Built with CONTAINER_ENGINE, by default the
+## first of docker, podman and buildah on PATH.
+IMAGE ?= ghcr.io/coffer-dev/coffer
+IMAGE_TAG ?= $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
+CONTAINER_ENGINE ?= $(shell for e in docker podman buildah; do command -v $$e >/dev/null 2>&1 && { echo $$e; break; }; done)
+image:
+	@if [ -z "$(CONTAINER_ENGINE)" ]; then \
+		echo "make image: no container engine found: install docker, podman or buildah, or set CONTAINER_ENGINE" >&2; \
+		exit 1; \
+	fi
+	@$(CONTAINER_ENGINE) info >/dev/null 2>&1 || { \
+		echo "make image: $(CONTAINER_ENGINE) is installed but does not answer \`$(CONTAINER_ENGINE) info\` (is its daemon running?)" >&2; \
+		exit 1; }
+	$(CONTAINER_ENGINE) build --file Dockerfile --tag $(IMAGE):$(IMAGE_TAG) .
 
 ## Format check, clippy with warnings as errors, every Rust test, then the end-to-end suites:
 ## the AWS CLI and boto3 against a real `coffer server`, csi-sanity against `coffer csi` (csi-sanity
