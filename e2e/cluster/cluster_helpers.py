@@ -451,9 +451,12 @@ class Controller:
     """`coffer controller` run locally against the current kubeconfig."""
 
     def __init__(self, binary: str, system_namespace: str, log_path: Path, kubeconfig: Path | None = None,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), tls: tuple[Path, Path] | None = None):
         self.binary = binary
         self.extra_args = extra_args
+        # (certificate, key) PEM files: HTTPS on the API's port, as kube-apiserver needs to call
+        # the admission webhook; plain HTTP otherwise.
+        self.tls = tls
         self.system_namespace = system_namespace
         self.log_path = log_path
         self.kubeconfig = kubeconfig
@@ -463,7 +466,8 @@ class Controller:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.api_port}"
 
     @property
     def probe_endpoint(self) -> str:
@@ -475,7 +479,7 @@ class Controller:
             "--log-format",
             "json",
             "controller",
-            "--insecure-http",
+            *(("--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])) if self.tls else ("--insecure-http",)),
             "--listen",
             f"127.0.0.1:{self.api_port}",
             "--probe-listen",

@@ -84,6 +84,10 @@ def _in_this_suite(item) -> bool:
 RUN_FIRST = ("test_helm.py",)
 
 
+# Seconds the session's controller gathers changes before rolling a workload.
+RESTART_DEBOUNCE_SECONDS = 3
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: (Path(item.path).name not in RUN_FIRST,
                                  item.get_closest_marker("run_last") is not None))
@@ -173,8 +177,10 @@ def cluster(crds, tmp_path_factory) -> Iterator[Cluster]:
     namespace = f"coffer-e2e-{suffix}"
     system_namespace = f"coffer-e2e-sys-{suffix}"
     base = tmp_path_factory.mktemp("cluster")
-    # The session's controller runs as the cluster's admin, so it may offer rotation Jobs.
-    controller = Controller(binary, system_namespace, base / "controller.log", extra_args=("--rotation-jobs",))
+    # The session's controller runs as the cluster's admin, so it may offer rotation Jobs. Its
+    # restart debounce is short, for test_restart_on_change.
+    controller = Controller(binary, system_namespace, base / "controller.log",
+                            extra_args=("--rotation-jobs", "--restart-debounce-seconds", str(RESTART_DEBOUNCE_SECONDS)))
     try:
         make_namespace(system_namespace, with_service_accounts=False)
         make_namespace(namespace)
