@@ -89,13 +89,13 @@ pub fn plan(pod: &Pod) -> Result<Option<Patch>, InjectionError> {
             .collect()
     });
     let init = spec.init_containers.clone().unwrap_or_default();
-    if let Some(chosen) = &chosen {
-        if let Some(missing) = chosen.iter().find(|name| {
+    if let Some(chosen) = &chosen
+        && let Some(missing) = chosen.iter().find(|name| {
             !spec.containers.iter().any(|c| &c.name == *name)
                 && !init.iter().any(|c| &c.name == *name)
-        }) {
-            return Err(InjectionError::UnknownContainer(missing.clone()));
-        }
+        })
+    {
+        return Err(InjectionError::UnknownContainer(missing.clone()));
     }
     if spec
         .volumes
@@ -170,7 +170,7 @@ fn volume_attributes(
             continue;
         };
         // Each entry alone first, so that a refusal names its annotation.
-        let alone = BTreeMap::from([(attribute.to_owned(), render(&[entry.clone()])?)]);
+        let alone = BTreeMap::from([(attribute.to_owned(), render(std::slice::from_ref(&entry))?)]);
         parse_volume_attributes(&alone).map_err(|source| InjectionError::Volume {
             annotation: key.clone(),
             source,

@@ -319,7 +319,8 @@ pub fn digest(versions: &[(String, String)]) -> String {
         hasher.update(version.as_bytes());
         hasher.update([0]);
     }
-    hex::encode(&hasher.finalize()[..16])
+    let full = hasher.finalize();
+    hex::encode(full.get(..16).unwrap_or_default())
 }
 
 /// What the leader's task needs.
@@ -418,10 +419,10 @@ pub async fn run(
                     continue;
                 }
             };
-            if let Action::Record(digest) = tracker.observe(&key, &current, Instant::now()) {
-                if let Err(err) = record(&ctx.client, &key, &digest).await {
-                    tracing::warn!(error = %err, "could not record the versions a workload follows");
-                }
+            if let Action::Record(digest) = tracker.observe(&key, &current, Instant::now())
+                && let Err(err) = record(&ctx.client, &key, &digest).await
+            {
+                tracing::warn!(error = %err, "could not record the versions a workload follows");
             }
         }
         for key in tracker.due(Instant::now()) {
@@ -551,26 +552,21 @@ fn seen<K>(kind: WorkloadKind, meta: &PartialObjectMeta<K>) -> Seen {
 /// The event as [`Seen`]s; a workload without the annotation is gone as far as restarts go
 /// (and, left out of a listing, is forgotten at its end).
 fn annotated_only<K>(kind: WorkloadKind, event: Event<PartialObjectMeta<K>>) -> Event<Seen> {
-    let annotated = |meta: PartialObjectMeta<K>| {
+    // A workload without the annotation is a deletion.
+    let annotated = |meta: PartialObjectMeta<K>, apply: fn(Seen) -> Event<Seen>| {
         let seen = seen(kind, &meta);
         if seen.annotation.trim().is_empty() {
-            Err(seen)
+            Event::Delete(seen)
         } else {
-            Ok(seen)
+            apply(seen)
         }
     };
     match event {
         Event::Init => Event::Init,
         Event::InitDone => Event::InitDone,
         Event::Delete(meta) => Event::Delete(seen(kind, &meta)),
-        Event::Apply(meta) => match annotated(meta) {
-            Ok(seen) => Event::Apply(seen),
-            Err(seen) => Event::Delete(seen),
-        },
-        Event::InitApply(meta) => match annotated(meta) {
-            Ok(seen) => Event::InitApply(seen),
-            Err(seen) => Event::Delete(seen),
-        },
+        Event::Apply(meta) => annotated(meta, Event::Apply),
+        Event::InitApply(meta) => annotated(meta, Event::InitApply),
     }
 }
 
