@@ -13,6 +13,7 @@
 //! - [`csi`]: `coffer csi`, the CSI node plugin that mounts and refreshes those volumes.
 //! - [`csi_provider`]: `coffer csi-provider`, a Secrets Store CSI Driver provider over the same.
 //! - [`kms_plugin`]: `coffer kms-plugin`, a KMS v2 provider that seals kube-apiserver's data keys.
+//! - [`kubectl_plugin`]: the `kubectl-coffer` binary (`kubectl coffer seal`, `get`, `status`, ...).
 //! - [`server`]: the standalone `coffer server`.
 //! - [`serve`]: HTTP and HTTPS serving (certificates reloaded on change) and health routes.
 //! - [`metrics`]: one Prometheus registry for the API's, the controller's and the Kubernetes
@@ -34,6 +35,7 @@ pub mod fsutil;
 pub mod fuzzing;
 pub mod https_client;
 pub mod kms_plugin;
+pub mod kubectl_plugin;
 pub mod leader;
 pub mod metrics;
 pub mod redact;
