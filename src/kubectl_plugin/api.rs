@@ -304,6 +304,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{
         LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceSpec, ServiceStatus,
     };
+    use serde_json::json;
 
     use super::*;
 
@@ -372,6 +373,151 @@ mod tests {
             service_endpoint(&service, "coffer-system", "coffer"),
             "https://203.0.113.7:443"
         );
+    }
+
+    /// A stand-in for the Coffer API on loopback: it answers GetSecretValue for the token
+    /// `good.token.x` and AccessDenied otherwise, and records what it was sent.
+    async fn fake_api() -> (
+        String,
+        std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    ) {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse as _;
+
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let recorded = recorded.clone();
+                async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    recorded
+                        .lock()
+                        .unwrap()
+                        .push((header("authorization"), header("x-amz-target")));
+                    assert_eq!(header("content-type"), "application/x-amz-json-1.1");
+                    let input: Value = serde_json::from_str(&body).unwrap();
+                    if header("authorization") == "Bearer good.token.x" {
+                        let answer = json!({"Name": input["SecretId"], "SecretString": "v"});
+                        (StatusCode::OK, answer.to_string()).into_response()
+                    } else {
+                        let error = json!({
+                            "__type": "AccessDeniedException",
+                            "message": "not allowed",
+                        });
+                        (
+                            StatusCode::BAD_REQUEST,
+                            [("x-amzn-ErrorType", "AccessDeniedException")],
+                            error.to_string(),
+                        )
+                            .into_response()
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{address}"), seen)
+    }
+
+    fn api_args() -> ApiArgs {
+        ApiArgs {
+            endpoint: None,
+            coffer_namespace: "coffer-system".to_owned(),
+            coffer_service: "coffer".to_owned(),
+            ca_file: None,
+            service_account: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_carry_the_token_and_exceptions_come_back_by_name() {
+        let (endpoint, seen) = fake_api().await;
+        let good = CofferApi::new(
+            &endpoint,
+            &api_args(),
+            Some(Zeroizing::new("good.token.x".to_owned())),
+        )
+        .unwrap();
+        let answer = good
+            .call_ok("secretsmanager.GetSecretValue", &json!({"SecretId": "db"}))
+            .await
+            .unwrap();
+        assert_eq!(answer.get("SecretString"), Some(&json!("v")));
+
+        let other = CofferApi::new(
+            &endpoint,
+            &api_args(),
+            Some(Zeroizing::new("other.token.x".to_owned())),
+        )
+        .unwrap();
+        let err = other
+            .call_ok("secretsmanager.GetSecretValue", &json!({"SecretId": "db"}))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, PluginError::Api { code, message } if code == "AccessDeniedException" && message == "not allowed"),
+            "{err:?}"
+        );
+        // The token is in no message.
+        assert!(!err.to_string().contains("other.token"), "{err}");
+
+        let anonymous = CofferApi::new(&endpoint, &api_args(), None).unwrap();
+        assert!(matches!(
+            anonymous
+                .call("secretsmanager.ListSecrets", &json!({}))
+                .await
+                .unwrap(),
+            Answer::Exception { .. }
+        ));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                (
+                    "Bearer good.token.x".to_owned(),
+                    "secretsmanager.GetSecretValue".to_owned()
+                ),
+                (
+                    "Bearer other.token.x".to_owned(),
+                    "secretsmanager.GetSecretValue".to_owned()
+                ),
+                (String::new(), "secretsmanager.ListSecrets".to_owned()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_or_foreign_endpoint_is_reported() {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let api = CofferApi::new(&format!("http://{closed}"), &api_args(), None).unwrap();
+        assert!(matches!(
+            api.call("secretsmanager.ListSecrets", &json!({})).await,
+            Err(PluginError::Unreachable { .. })
+        ));
+
+        // Something else on the port: a 404 without an AWS error.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, axum::Router::new()).await });
+        let api = CofferApi::new(&format!("http://{address}"), &api_args(), None).unwrap();
+        let err = api
+            .call("secretsmanager.ListSecrets", &json!({}))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("is this the Coffer API"), "{err}");
     }
 
     #[test]
