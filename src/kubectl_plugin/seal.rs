@@ -17,7 +17,7 @@ use super::cli::{KubeArgs, PublicKeyArgs, SealArgs, SealKind};
 use super::kube_context::KubeContext;
 use crate::crypto::asymmetric::KeySpec;
 use crate::crypto::sealed::{self, MAX_PLAINTEXT_LEN, SealTarget};
-use crate::resources::kmskey::{KeyUsage, KmsKey};
+use crate::resources::kmskey::{KeyState, KeyUsage, KmsKey};
 
 /// The API version of the custom resources written.
 pub const API_VERSION: &str = "coffer.dev/v1alpha1";
@@ -61,6 +61,17 @@ impl SealingKey {
             .status
             .as_ref()
             .ok_or_else(|| unusable("it has no status yet (is the controller running?)"))?;
+        match status.key_state {
+            Some(KeyState::PendingDeletion) => {
+                return Err(unusable(
+                    "it is pending deletion: nothing sealed to it would open after the window",
+                ));
+            }
+            Some(KeyState::Disabled) => eprintln!(
+                "warning: KmsKey {namespace}/{name} is disabled: the sealed value opens only once it is enabled"
+            ),
+            _ => {}
+        }
         let key_spec = serde_json::to_value(status.key_spec.unwrap_or(obj.spec.key_spec))
             .ok()
             .and_then(|value| value.as_str().map(str::to_owned))
@@ -398,6 +409,53 @@ mod tests {
     }
 
     #[test]
+    fn only_ready_rsa_encryption_kmskeys_seal() {
+        let pair = asymmetric::generate(KeySpec::Rsa2048).unwrap();
+        let kmskey = |spec: serde_json::Value, status: serde_json::Value| -> KmsKey {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "coffer.dev/v1alpha1",
+                "kind": "KmsKey",
+                "metadata": {"name": "sealing", "namespace": "team-a"},
+                "spec": spec,
+                "status": status,
+            }))
+            .unwrap()
+        };
+        let spec = serde_json::json!({"keySpec": "RSA_2048", "keyUsage": "ENCRYPT_DECRYPT"});
+        let status = serde_json::json!({
+            "keyId": KEY_ID,
+            "keySpec": "RSA_2048",
+            "keyState": "Enabled",
+            "publicKey": STANDARD.encode(&pair.public_spki_der),
+        });
+        let key =
+            SealingKey::from_kmskey(&kmskey(spec.clone(), status.clone()), "team-a", "sealing")
+                .unwrap();
+        assert_eq!(key, sealing_key(&pair, KeySpec::Rsa2048, "team-a"));
+
+        let mut signing = spec.clone();
+        signing["keyUsage"] = "SIGN_VERIFY".into();
+        let mut deleting = status.clone();
+        deleting["keyState"] = "PendingDeletion".into();
+        let mut no_key = status.clone();
+        no_key.as_object_mut().unwrap().remove("publicKey");
+        let mut ecc = status.clone();
+        ecc["keySpec"] = "ECC_NIST_P256".into();
+        for (spec, status, why) in [
+            (signing, status.clone(), "ENCRYPT_DECRYPT"),
+            (spec.clone(), deleting, "pending deletion"),
+            (spec.clone(), no_key, "publicKey"),
+            (spec.clone(), ecc, "not RSA"),
+            (spec.clone(), serde_json::json!({}), "keyId"),
+        ] {
+            let err = SealingKey::from_kmskey(&kmskey(spec, status), "team-a", "sealing")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{err}");
+        }
+    }
+
+    #[test]
     fn key_files_round_trip_and_are_checked() {
         let spec = KeySpec::Rsa3072;
         let pair = asymmetric::generate(spec).unwrap();
@@ -487,5 +545,19 @@ mod tests {
         let parameter: Parameter = serde_yaml::from_str(&parameter).unwrap();
         assert_eq!(parameter.spec.name, "/a/b");
         assert_eq!(parameter.spec.sealed_value.as_deref(), Some("Q1NWMQ=="));
+    }
+
+    #[test]
+    fn manifests_pass_the_crds_validation_rules() {
+        use crate::resources::cel_check::assert_valid;
+        use crate::resources::parameter::Parameter;
+        use crate::resources::secret::Secret;
+        let as_json = |yaml: String| -> serde_json::Value { serde_yaml::from_str(&yaml).unwrap() };
+        assert_valid::<Secret>(&as_json(
+            render_manifest(SealKind::Secret, "ns", "db", None, "Q1NWMQ==").unwrap(),
+        ));
+        assert_valid::<Parameter>(&as_json(
+            render_manifest(SealKind::Parameter, "ns", "p", Some("/a/b"), "Q1NWMQ==").unwrap(),
+        ));
     }
 }
