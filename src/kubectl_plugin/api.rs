@@ -52,7 +52,11 @@ impl CofferApi {
         token: Option<Zeroizing<String>>,
     ) -> Result<Self, PluginError> {
         let (endpoint, schemes) = check_endpoint(endpoint)?;
-        let client = https_client::client(args.ca_file.as_deref(), schemes)?;
+        let client = https_client::client_for_name(
+            args.ca_file.as_deref(),
+            schemes,
+            args.tls_server_name.as_deref(),
+        )?;
         Ok(Self {
             endpoint,
             client,
@@ -434,6 +438,7 @@ mod tests {
             coffer_namespace: "coffer-system".to_owned(),
             coffer_service: "coffer".to_owned(),
             ca_file: None,
+            tls_server_name: None,
             service_account: None,
         }
     }
@@ -518,6 +523,78 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("is this the Coffer API"), "{err}");
+    }
+
+    /// The API over TLS with a certificate for `coffer.coffer-system.svc` only, signed by a
+    /// CA written to `dir/ca.crt`.
+    async fn tls_api(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+        use crate::serve::{ConnectionLimits, TlsFiles, serve};
+
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["coffer.coffer-system.svc".to_owned()])
+                .unwrap();
+        let cert = dir.join("ca.crt");
+        let key = dir.join("tls.key");
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(|| async { (axum::http::StatusCode::OK, "{}") }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(serve(
+            listener,
+            app,
+            Some(TlsFiles::new(&cert, &key)),
+            ConnectionLimits::DEFAULT,
+            std::future::pending(),
+        ));
+        (format!("https://127.0.0.1:{port}"), cert)
+    }
+
+    #[tokio::test]
+    async fn certificates_are_verified_for_the_endpoint_or_the_given_server_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (endpoint, ca) = tls_api(dir.path()).await;
+        let trusted = ApiArgs {
+            ca_file: Some(ca),
+            ..api_args()
+        };
+        // The certificate does not name 127.0.0.1: refused.
+        let api = CofferApi::new(&endpoint, &trusted, None).unwrap();
+        assert!(matches!(
+            api.call("secretsmanager.ListSecrets", &json!({})).await,
+            Err(PluginError::Unreachable { .. })
+        ));
+        // Verified for the Service's name, as through a port-forward.
+        let forwarded = ApiArgs {
+            tls_server_name: Some("coffer.coffer-system.svc".to_owned()),
+            ..trusted.clone()
+        };
+        let api = CofferApi::new(&endpoint, &forwarded, None).unwrap();
+        assert!(matches!(
+            api.call("secretsmanager.ListSecrets", &json!({})).await,
+            Ok(Answer::Ok(_))
+        ));
+        // The right name, but not the CA that signed it (the system's CAs): refused.
+        let untrusted = ApiArgs {
+            ca_file: None,
+            ..forwarded
+        };
+        let api = CofferApi::new(&endpoint, &untrusted, None).unwrap();
+        assert!(matches!(
+            api.call("secretsmanager.ListSecrets", &json!({})).await,
+            Err(PluginError::Unreachable { .. })
+        ));
+        let bad_name = ApiArgs {
+            tls_server_name: Some("not a name".to_owned()),
+            ..trusted
+        };
+        assert!(matches!(
+            CofferApi::new(&endpoint, &bad_name, None),
+            Err(PluginError::Tls(_))
+        ));
     }
 
     #[test]

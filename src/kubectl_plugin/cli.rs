@@ -150,6 +150,11 @@ pub struct ApiArgs {
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 
+    /// Verify the API's certificate for this name instead of the endpoint's host, e.g.
+    /// `coffer.coffer-system.svc` through `kubectl port-forward` to https://127.0.0.1:8443.
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
     /// Instead of the kubeconfig user's own token, present a token for this ServiceAccount of
     /// the namespace, requested with the kubeconfig's credentials (TokenRequest: needs `create`
     /// on `serviceaccounts/token`).
