@@ -119,12 +119,7 @@ pub async fn run_history(kube: &KubeArgs, args: HistoryArgs) -> Result<ExitCode,
             break;
         }
     }
-    // Newest first.
-    versions.sort_by(|a, b| {
-        b.created_date
-            .unwrap_or(0.0)
-            .total_cmp(&a.created_date.unwrap_or(0.0))
-    });
+    sort_newest_first(&mut versions);
     let text = match args.output {
         OutputFormat::Json => {
             let mut text = serde_json::to_string_pretty(&versions)
@@ -136,6 +131,31 @@ pub async fn run_history(kube: &KubeArgs, args: HistoryArgs) -> Result<ExitCode,
     };
     write_output(None, text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Newest first; versions made in the same second by their labels: AWSPENDING, AWSCURRENT,
+/// AWSPREVIOUS, other labels, none.
+pub fn sort_newest_first(versions: &mut [Version]) {
+    fn rank(version: &Version) -> u8 {
+        let has = |label: &str| version.version_stages.iter().any(|stage| stage == label);
+        if has("AWSPENDING") {
+            0
+        } else if has("AWSCURRENT") {
+            1
+        } else if has("AWSPREVIOUS") {
+            2
+        } else if version.version_stages.is_empty() {
+            4
+        } else {
+            3
+        }
+    }
+    versions.sort_by(|a, b| {
+        b.created_date
+            .unwrap_or(0.0)
+            .total_cmp(&a.created_date.unwrap_or(0.0))
+            .then_with(|| rank(a).cmp(&rank(b)))
+    });
 }
 
 /// The table `history` prints.
@@ -200,6 +220,32 @@ pub fn format_time(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newest_first_and_by_label_within_a_second() {
+        let version = |id: &str, stages: &[&str], created: f64| Version {
+            version_id: id.to_owned(),
+            version_stages: stages.iter().map(|s| (*s).to_owned()).collect(),
+            created_date: Some(created),
+            last_accessed_date: None,
+        };
+        let mut versions = vec![
+            version("old", &[], 10.0),
+            version("previous", &["AWSPREVIOUS"], 20.0),
+            version("current", &["AWSCURRENT"], 20.0),
+            version("pending", &["AWSPENDING"], 20.0),
+            version("labelled", &["blue"], 20.0),
+            version("newest", &[], 30.0),
+        ];
+        sort_newest_first(&mut versions);
+        let order: Vec<&str> = versions.iter().map(|v| v.version_id.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "newest", "pending", "current", "previous", "labelled", "old"
+            ]
+        );
+    }
 
     #[test]
     fn versions_render_as_a_table() {
