@@ -23,6 +23,7 @@ from cluster_helpers import (
     SECRET_RESOURCE,
     PARAMETER_RESOURCE,
     coffer_binary,
+    condition,
     create_token,
     is_parameter_ready,
     is_ready,
@@ -144,12 +145,14 @@ def test_seal_apply_and_get_as_a_service_account(cluster, secrets_ns, plaintexts
     apply_text(manifest.replace(f"name: {name}", f"name: {other}"))
     refused = wait_for_coffer_secret(namespace, other, "is Ready False with a reason and a message",
                                      is_secret_refused)
+    assert condition(refused, "Ready")["reason"] == "SealedValueRefused", refused["status"]
     assert value not in json.dumps(refused)
     moved = manifest.replace(f"namespace: {namespace}", f"namespace: {cluster.namespace}")
     apply_text(moved)
     try:
         refused = wait_for_coffer_secret(cluster.namespace, name, "is Ready False with a reason and a message",
                                          is_secret_refused)
+        assert condition(refused, "Ready")["reason"] == "SealedValueRefused", refused["status"]
         assert value not in json.dumps(refused)
     finally:
         kubectl("delete", SECRET_RESOURCE, name, "-n", cluster.namespace, "--ignore-not-found", "--wait=true")
