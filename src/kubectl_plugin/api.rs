@@ -86,7 +86,7 @@ impl CofferApi {
         }
         let request = request
             .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|_| PluginError::MalformedAnswer("the request could not be built"))?;
+            .map_err(|_| PluginError::Internal("the request could not be built"))?;
         let unreachable = |reason: String| PluginError::Unreachable {
             endpoint: self.endpoint(),
             reason,
@@ -95,7 +95,7 @@ impl CofferApi {
             .client
             .request(request)
             .await
-            .map_err(|err| unreachable(crate::redact::chain(&err).to_string()))?;
+            .map_err(|err| unreachable(crate::redact::chain(&err)))?;
         let status = response.status();
         let exception_header = response
             .headers()
@@ -107,7 +107,8 @@ impl CofferApi {
             .await
             .map_err(|err| unreachable(format!("reading the answer: {err}")))?
             .to_bytes();
-        let body = Zeroizing::new(body.to_vec());
+        // Into a Vec without a copy where the buffer is not shared, so that it is wiped.
+        let body = Zeroizing::new(Vec::from(body));
         if status.is_success() {
             return Ok(Answer::Ok(body));
         }

@@ -70,9 +70,12 @@ async fn request_token(
         )))?;
     let token = Zeroizing::new(answer.status.map(|status| status.token).unwrap_or_default());
     if token.is_empty() {
-        return Err(PluginError::MalformedAnswer(
-            "a TokenRequest without a token",
-        ));
+        return Err(PluginError::Credentials {
+            user: context.user_name.clone(),
+            reason: format!(
+                "got no token for ServiceAccount {name} (TokenRequest answered without one)"
+            ),
+        });
     }
     Ok(token)
 }

@@ -174,6 +174,10 @@ pub enum PluginError {
         reason: String,
     },
 
+    /// Something that cannot fail did (a bug, not bad input).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+
     /// A `--property` is absent, or the secret is not a JSON object.
     #[error("{0}")]
     Property(String),

@@ -123,7 +123,7 @@ pub async fn run_history(kube: &KubeArgs, args: HistoryArgs) -> Result<ExitCode,
     let text = match args.output {
         OutputFormat::Json => {
             let mut text = serde_json::to_string_pretty(&versions)
-                .map_err(|_| PluginError::MalformedAnswer("versions could not be rendered"))?;
+                .map_err(|_| PluginError::Internal("versions could not be rendered"))?;
             text.push('\n');
             text
         }

@@ -218,7 +218,7 @@ pub fn render_manifest(
             },
         }),
     };
-    rendered.map_err(|_| PluginError::MalformedAnswer("the manifest could not be rendered"))
+    rendered.map_err(|_| PluginError::Internal("the manifest could not be rendered"))
 }
 
 /// `kubectl coffer seal`.
@@ -268,7 +268,7 @@ pub async fn run_public_key(kube: &KubeArgs, args: PublicKeyArgs) -> Result<Exit
     let context = KubeContext::load(kube).await?;
     let key = fetch_key(&context, &args.key).await?;
     let mut text = serde_json::to_string_pretty(&key)
-        .map_err(|_| PluginError::MalformedAnswer("the key file could not be rendered"))?;
+        .map_err(|_| PluginError::Internal("the key file could not be rendered"))?;
     text.push('\n');
     write_output(args.output.as_deref(), text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
