@@ -47,14 +47,14 @@ image:
 test: lint
 	PATH="$$(e2e/python.sh --venv)/bin:$$PATH" $(CARGO) test --lib --bins --tests
 	$(CARGO) test --doc
-	$(CARGO) build --bin coffer
+	$(CARGO) build --bins
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-kms.sh
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/csi-sanity.sh
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-cluster.sh
 
 ## The cluster end-to-end suite alone (same choice of cluster as `make test`).
 e2e-cluster:
-	$(CARGO) build --bin coffer
+	$(CARGO) build --bins
 	COFFER_BIN=$(CURDIR)/target/debug/coffer e2e/run-cluster.sh
 
 ## The repo's own control plane (etcd, kube-apiserver, kube-controller-manager on loopback) for

@@ -2,7 +2,7 @@
 # Runs the cluster end-to-end suite (e2e/cluster): `coffer controller` on this machine against a
 # real Kubernetes API server.
 #
-#   e2e/run-cluster.sh                                # builds target/debug/coffer first
+#   e2e/run-cluster.sh                                # builds target/debug/coffer (and kubectl-coffer) first
 #   COFFER_BIN=/path/to/coffer e2e/run-cluster.sh     # use an existing binary
 #
 # Which API server:
@@ -54,7 +54,7 @@ fi
 export COFFER_E2E_CLUSTER_SKIP="$skip_reason"
 
 if [[ -z "$skip_reason" && -z "${COFFER_BIN:-}" ]]; then
-    cargo build --bin coffer
+    cargo build --bins
     COFFER_BIN="$repo_root/target/debug/coffer"
 fi
 if [[ -n "${COFFER_BIN:-}" ]]; then

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
@@ -24,6 +24,8 @@ pub enum TrustError {
     NoSystemRoots,
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("{0:?} is not a valid TLS server name")]
+    ServerName(String),
 }
 
 /// Whether plain `http://` may be used too (the caller checks where it may go).
@@ -43,6 +45,26 @@ where
     B: hyper::body::Body + Send,
     B::Data: Send,
 {
+    client_for_name(ca_file, schemes, None)
+}
+
+/// As [`client`], but with `server_name`, servers' certificates are verified for that name
+/// instead of the URL's host: for a Service reached through a port-forward or a tunnel.
+pub fn client_for_name<B>(
+    ca_file: Option<&Path>,
+    schemes: Schemes,
+    server_name: Option<&str>,
+) -> Result<Client<HttpsConnector<HttpConnector>, B>, TrustError>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let server_name = server_name
+        .map(|name| {
+            ServerName::try_from(name.to_owned())
+                .map_err(|_| TrustError::ServerName(name.to_owned()))
+        })
+        .transpose()?;
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -73,9 +95,13 @@ where
     .with_root_certificates(roots)
     .with_no_client_auth();
     let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
-    let connector = match schemes {
-        Schemes::HttpsOnly => builder.https_only().enable_http1().build(),
-        Schemes::HttpsOrHttp => builder.https_or_http().enable_http1().build(),
+    let builder = match schemes {
+        Schemes::HttpsOnly => builder.https_only(),
+        Schemes::HttpsOrHttp => builder.https_or_http(),
     };
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
+    let builder = match server_name {
+        Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+        None => builder,
+    };
+    Ok(Client::builder(TokioExecutor::new()).build(builder.enable_http1().build()))
 }

@@ -14,6 +14,7 @@
 //! - [`injection`]: the admission webhook that adds that volume to pods asking by annotation.
 //! - [`csi_provider`]: `coffer csi-provider`, a Secrets Store CSI Driver provider over the same.
 //! - [`kms_plugin`]: `coffer kms-plugin`, a KMS v2 provider that seals kube-apiserver's data keys.
+//! - [`kubectl_plugin`]: the `kubectl-coffer` binary (`kubectl coffer seal`, `get`, `status`, ...).
 //! - [`server`]: the standalone `coffer server`.
 //! - [`serve`]: HTTP and HTTPS serving (certificates reloaded on change) and health routes.
 //! - [`metrics`]: one Prometheus registry for the API's, the controller's and the Kubernetes
@@ -36,6 +37,7 @@ pub mod fuzzing;
 pub mod https_client;
 pub mod injection;
 pub mod kms_plugin;
+pub mod kubectl_plugin;
 pub mod leader;
 pub mod metrics;
 pub mod redact;
