@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use coffer::engine::rotation::{
     JOB_SERVICE_ACCOUNT_PREFIX, RotationStrategy, Step, StepError, StepOutcome, StepRequest,
+    StrategyRegistry,
 };
 use coffer::resources::secret::Secret;
 use coffer::rotation::job::{
@@ -251,8 +252,9 @@ async fn each_step_is_a_job_of_the_secret_done_when_it_completes_failed_when_it_
     let cluster = cluster_or_skip!();
     let name = unique("rotated");
     let uid = cluster.secret_resource(&name).await;
-    let waker = Arc::new(Notify::new());
-    let strategy = JobStrategy::new(cluster.client.clone(), Arc::clone(&waker));
+    let registry = StrategyRegistry::new();
+    let waker = registry.waker();
+    let strategy = JobStrategy::new(cluster.client.clone(), registry.step_waker());
     let token = token();
 
     // createSecret starts a Job and waits for it.
@@ -369,8 +371,13 @@ async fn each_step_is_a_job_of_the_secret_done_when_it_completes_failed_when_it_
     quiet(&waker).await;
 
     // The Job completes: the watcher wakes the engine, and the step is done.
+    let wakes = registry.step_wakes();
     cluster.finish(&names.job, true).await;
     assert!(woken(&waker).await, "the watcher did not wake the engine");
+    assert!(
+        registry.step_wakes() > wakes,
+        "the wake was not counted as a step's"
+    );
     assert!(matches!(
         cluster
             .run(&strategy, &name, &token, Step::CreateSecret)

@@ -182,6 +182,23 @@ pub trait RotationStrategy: Send + Sync + 'static {
 pub struct StrategyRegistry {
     strategies: BTreeMap<&'static str, Arc<dyn RotationStrategy>>,
     waker: Arc<tokio::sync::Notify>,
+    step_wakes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What a strategy calls when a step it left [`StepOutcome::Waiting`] may be done: it counts
+/// the wake (so the engine knows waiting steps may run before their delay is out) and wakes
+/// the schedule.
+#[derive(Clone)]
+pub struct StepWaker {
+    notify: Arc<tokio::sync::Notify>,
+    wakes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl StepWaker {
+    pub fn wake(&self) {
+        self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_one();
+    }
 }
 
 impl StrategyRegistry {
@@ -204,10 +221,22 @@ impl StrategyRegistry {
         self.strategies.keys().copied().collect()
     }
 
-    /// Notified by a strategy when a step it left [`StepOutcome::Waiting`] may be done (a
-    /// Job finished), so the engine runs it again without waiting out the delay.
+    /// Notified whenever rotation work may have changed: the schedule's wake.
     pub fn waker(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.waker)
+    }
+
+    /// For a strategy whose steps wait on something else (a Job): see [`StepWaker`].
+    pub fn step_waker(&self) -> StepWaker {
+        StepWaker {
+            notify: Arc::clone(&self.waker),
+            wakes: Arc::clone(&self.step_wakes),
+        }
+    }
+
+    /// How many times strategies have said a waiting step may be done.
+    pub fn step_wakes(&self) -> u64 {
+        self.step_wakes.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

@@ -8,7 +8,6 @@
 //! apply, so a step run again finds the Job it started instead of starting another.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,11 +21,10 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource as _};
 use serde_json::{Map, Value, json};
 use sha2::Digest as _;
-use tokio::sync::Notify;
 
 use crate::engine::rotation::{
     JOB_SERVICE_ACCOUNT_PREFIX, RotationStrategy, SettingsError, Step, StepError, StepOutcome,
-    StepRequest,
+    StepRequest, StepWaker,
 };
 use crate::resources::secret::{Secret, resource_name_for};
 use crate::store::kubernetes::FIELD_MANAGER;
@@ -419,11 +417,11 @@ impl Drop for WatcherGuard {
 }
 
 impl JobStrategy {
-    /// The strategy, with a watcher on rotation Jobs that notifies `waker` (the registry's,
-    /// [`crate::engine::rotation::StrategyRegistry::waker`]) when one finishes. The watcher
+    /// The strategy, with a watcher on rotation Jobs that wakes `waker` (the registry's,
+    /// [`crate::engine::rotation::StrategyRegistry::step_waker`]) when one finishes. The watcher
     /// runs on the current Tokio runtime until the strategy is dropped; outside a runtime
     /// there is none, and the engine looks again every [`POLL`].
-    pub fn new(client: Client, waker: Arc<Notify>) -> Self {
+    pub fn new(client: Client, waker: StepWaker) -> Self {
         let watcher = tokio::runtime::Handle::try_current().ok().map(|runtime| {
             let task = runtime.spawn(watch_finished_jobs(client.clone(), waker));
             WatcherGuard(task.abort_handle())
@@ -548,7 +546,7 @@ impl RotationStrategy for JobStrategy {
 
 /// Watches rotation Jobs in every namespace and notifies `waker` when one is seen finished
 /// for the first time, so the engine need not wait out [`POLL`]. Runs until dropped.
-pub async fn watch_finished_jobs(client: Client, waker: Arc<Notify>) {
+pub async fn watch_finished_jobs(client: Client, waker: StepWaker) {
     let jobs: Api<Job> = Api::all(client);
     let mut seen: HashSet<String> = HashSet::new();
     let mut listing: HashSet<String> = HashSet::new();
@@ -561,7 +559,7 @@ pub async fn watch_finished_jobs(client: Client, waker: Arc<Notify>) {
             Ok(watcher::Event::InitApply(job)) => {
                 if let Some(uid) = finished_uid(&job) {
                     if !seen.contains(&uid) {
-                        waker.notify_one();
+                        waker.wake();
                     }
                     listing.insert(uid);
                 }
@@ -572,7 +570,7 @@ pub async fn watch_finished_jobs(client: Client, waker: Arc<Notify>) {
                 if let Some(uid) = finished_uid(&job)
                     && seen.insert(uid)
                 {
-                    waker.notify_one();
+                    waker.wake();
                 }
             }
             Ok(watcher::Event::Delete(job)) => {

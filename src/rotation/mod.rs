@@ -66,6 +66,6 @@ pub fn cluster_registry(client: &kube::Client, jobs: bool) -> StrategyRegistry {
     if !jobs {
         return registry;
     }
-    let waker = registry.waker();
+    let waker = registry.step_waker();
     registry.with(Arc::new(job::JobStrategy::new(client.clone(), waker)))
 }

@@ -9,7 +9,7 @@
 //! the end of the rotation. A failed step records why (never a value), leaves AWSCURRENT alone,
 //! and is tried again with backoff.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,6 +123,44 @@ pub(super) struct Rotations {
     /// A pause inside each step, for crash tests: half before the strategy runs, half after it
     /// and before its outcome is written.
     pub step_pause: Duration,
+    /// Secrets whose step this process left waiting (on a Job), with the count of strategy
+    /// wakes when it ran: a later wake lets the step run before its delay is out.
+    pub waiting: std::sync::Mutex<HashMap<(String, String), u64>>,
+    /// Secrets whose waiting step was woken: run once before `not_before`.
+    pub woken: std::sync::Mutex<HashSet<(String, String)>>,
+}
+
+impl Rotations {
+    /// Whether a strategy has woken the engine since `namespace`/`name`'s step was left
+    /// waiting; if so, the step may run now (once).
+    fn take_waiting_if_woken(&self, namespace: &str, name: &str) -> bool {
+        let key = (namespace.to_owned(), name.to_owned());
+        let wakes = self.strategies.step_wakes();
+        let woken = self
+            .waiting
+            .lock()
+            .is_ok_and(|mut waiting| match waiting.get(&key) {
+                Some(left_at) if *left_at < wakes => waiting.remove(&key).is_some(),
+                _ => false,
+            });
+        if woken && let Ok(mut early) = self.woken.lock() {
+            early.insert(key);
+        }
+        woken
+    }
+
+    /// Whether `namespace`/`name` may run its step before `not_before` (woken), once.
+    fn take_woken(&self, namespace: &str, name: &str) -> bool {
+        self.woken
+            .lock()
+            .is_ok_and(|mut early| early.remove(&(namespace.to_owned(), name.to_owned())))
+    }
+
+    fn left_waiting(&self, namespace: &str, name: &str, wakes: u64) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert((namespace.to_owned(), name.to_owned()), wakes);
+        }
+    }
 }
 
 impl Default for Rotations {
@@ -133,6 +171,8 @@ impl Default for Rotations {
             running: std::sync::Mutex::new(HashSet::new()),
             tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
             step_pause: Duration::ZERO,
+            waiting: std::sync::Mutex::new(HashMap::new()),
+            woken: std::sync::Mutex::new(HashSet::new()),
         }
     }
 }
@@ -263,6 +303,8 @@ impl Secrets {
             running: std::sync::Mutex::new(HashSet::new()),
             tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
             step_pause,
+            waiting: std::sync::Mutex::new(HashMap::new()),
+            woken: std::sync::Mutex::new(HashSet::new()),
         });
         self
     }
@@ -474,6 +516,14 @@ impl Secrets {
                 rotation.enabled,
                 rotation.next_rotation,
             ) {
+                (Some(progress), _, _)
+                    if progress.not_before > now
+                        && self
+                            .rotations
+                            .take_waiting_if_woken(&key.namespace, &record.name) =>
+                {
+                    now
+                }
                 (Some(progress), _, _) => progress.not_before,
                 (None, true, Some(at)) => at,
                 (None, true, None) => {
@@ -662,9 +712,13 @@ impl Secrets {
         let Some(progress) = rotation.in_progress.clone() else {
             return Ok(StepRun::Stopped);
         };
-        if stored.meta.deleted.is_some() || progress.not_before > self.now() {
+        if stored.meta.deleted.is_some()
+            || (progress.not_before > self.now() && !self.rotations.take_woken(namespace, name))
+        {
             return Ok(StepRun::Stopped);
         }
+        // Counted before the step runs, so that a wake while it runs is not lost.
+        let wakes = self.rotations.strategies.step_wakes();
         let step = progress.step;
         let outcome = match self.rotations.strategies.get(&rotation.strategy) {
             None => Err(StepError::permanent(
@@ -751,6 +805,7 @@ impl Secrets {
                 self.advance(namespace, name, &progress).await
             }
             Ok(StepOutcome::Waiting(after)) => {
+                self.rotations.left_waiting(namespace, name, wakes);
                 let at = self
                     .now()
                     .saturating_add(i64::try_from(after.as_secs()).unwrap_or(MAX_BACKOFF).max(1));

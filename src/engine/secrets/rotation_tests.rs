@@ -22,6 +22,8 @@ struct Scripted {
     failures: Mutex<BTreeMap<Step, VecDeque<bool>>>,
     seen: Mutex<Vec<(String, Step, String)>>,
     gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// `step` waits (as on a Job) until the flag is set.
+    held: Option<(Step, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 impl Scripted {
@@ -75,6 +77,12 @@ impl RotationStrategy for Scripted {
             .unwrap()
             .get_mut(&request.step)
             .and_then(VecDeque::pop_front);
+        if let Some((step, released)) = &self.held
+            && *step == request.step
+            && !released.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(StepOutcome::Waiting(std::time::Duration::from_secs(30)));
+        }
         if let Some(retryable) = fail {
             return Err(StepError {
                 step: request.step,
@@ -290,6 +298,53 @@ async fn a_rotation_runs_the_four_steps_and_only_finish_moves_current() {
         .await
         .unwrap();
     assert_eq!(current.version_id, token);
+}
+
+#[tokio::test]
+async fn a_waiting_step_runs_again_when_its_strategy_wakes_the_engine_not_before() {
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = fixture(Scripted {
+        held: Some((Step::SetSecret, Arc::clone(&released))),
+        ..Scripted::default()
+    });
+    create(&f, "db", "v1").await;
+    use_scripted(&f, "db", None).await;
+    f.secrets
+        .rotate_secret(&caller("admin"), "db", scripted_rotation())
+        .await
+        .unwrap();
+    run_due(&f.secrets).await;
+    assert_eq!(
+        f.strategy.steps_of("db"),
+        [Step::CreateSecret, Step::SetSecret]
+    );
+
+    // Done elsewhere but nobody said so: nothing runs before the delay, which is when the
+    // schedule looks again.
+    released.store(true, std::sync::atomic::Ordering::SeqCst);
+    let next = run_due(&f.secrets).await;
+    assert_eq!(next, Some(START + 30));
+    assert_eq!(f.strategy.steps_of("db").len(), 2);
+    // Record changes and ends of other rotations wake the schedule too, but are no step's
+    // wake: still nothing.
+    f.secrets.rotation_changed().notify_one();
+    run_due(&f.secrets).await;
+    assert_eq!(f.strategy.steps_of("db").len(), 2);
+
+    // The strategy wakes the engine (a Job finished): the step runs at once, the clock unmoved.
+    f.secrets.rotations.strategies.step_waker().wake();
+    run_due(&f.secrets).await;
+    assert_eq!(
+        f.strategy.steps_of("db"),
+        [
+            Step::CreateSecret,
+            Step::SetSecret,
+            Step::SetSecret,
+            Step::TestSecret,
+            Step::FinishSecret
+        ]
+    );
+    assert_eq!(value_at(&f, "db", CURRENT).await.as_deref(), Some("v1+"));
 }
 
 #[tokio::test]
