@@ -16,7 +16,6 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use coffer::engine::rotation::{

@@ -263,14 +263,15 @@ fn is_dns_subdomain(text: &str) -> bool {
 }
 
 /// The claims of a JWT that are read before it is reviewed, unverified.
-struct UnverifiedClaims {
-    audiences: Vec<String>,
-    exp: Option<i64>,
+pub struct UnverifiedClaims {
+    pub audiences: Vec<String>,
+    pub exp: Option<i64>,
 }
 
-/// The audiences and `exp` of a JWT, read without checking the signature; `None` for a token
-/// that is not a JWT with a header naming its algorithm and a claims object.
-fn unverified_claims(token: &str) -> Option<UnverifiedClaims> {
+/// The audiences and `exp` of a JWT, read without checking the signature (whoever reviews the
+/// token does that); `None` for a token that is not a JWT with a header naming its algorithm
+/// and a claims object.
+pub fn unverified_claims(token: &str) -> Option<UnverifiedClaims> {
     #[derive(Deserialize)]
     struct Header {
         #[allow(dead_code)]

@@ -17,8 +17,6 @@
 use std::collections::HashMap;
 use std::process::Stdio;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
@@ -210,28 +208,7 @@ async fn exec_token(
 /// The `aud` claim of a JWT, read without checking the signature (the API server does that):
 /// only to say early, and clearly, that a token is not meant for Coffer.
 pub fn audiences(token: &str) -> Option<Vec<String>> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Audience {
-        One(String),
-        Many(Vec<String>),
-    }
-    #[derive(Deserialize)]
-    struct Claims {
-        aud: Option<Audience>,
-    }
-    let mut parts = token.split('.');
-    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?);
-    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
-    Some(match claims.aud {
-        None => Vec::new(),
-        Some(Audience::One(one)) => vec![one],
-        Some(Audience::Many(many)) => many,
-    })
+    crate::aws::kube_identity::unverified_claims(token).map(|claims| claims.audiences)
 }
 
 /// Refuses, before sending it, a token that is not a JWT for the audience `coffer`.
@@ -253,6 +230,9 @@ pub fn check_audience(token: &str, user: &str) -> Result<(), PluginError> {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn jwt(claims: serde_json::Value) -> String {
