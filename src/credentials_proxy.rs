@@ -20,12 +20,9 @@ use axum::http::{HeaderMap, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::net::TcpListener;
 
-use crate::https_client::{self, Schemes, TrustError};
+use crate::https_client::{CaFollowingClient, Schemes, TrustError};
 
 use crate::aws::credentials_endpoint::CREDENTIALS_PATH;
 
@@ -55,7 +52,7 @@ pub enum ProxyError {
 
 /// Forwards credentials requests to one controller.
 pub struct CredentialsProxy {
-    client: Client<HttpsConnector<HttpConnector>, Empty<bytes::Bytes>>,
+    client: CaFollowingClient<Empty<bytes::Bytes>>,
     target: Uri,
 }
 
@@ -81,7 +78,7 @@ impl CredentialsProxy {
             .map_err(|_| ProxyError::Upstream(upstream.to_owned()))?;
 
         Ok(Self {
-            client: https_client::client(ca_file, Schemes::HttpsOnly)?,
+            client: CaFollowingClient::new(ca_file, Schemes::HttpsOnly)?,
             target,
         })
     }
@@ -102,7 +99,7 @@ impl CredentialsProxy {
         let request = request
             .body(Empty::new())
             .map_err(|_| "the request could not be built")?;
-        let response = tokio::time::timeout(UPSTREAM_TIMEOUT, self.client.request(request))
+        let response = tokio::time::timeout(UPSTREAM_TIMEOUT, self.client.get().request(request))
             .await
             .map_err(|_| "the controller did not answer in time")?
             .map_err(|_| "the controller could not be reached")?;

@@ -1,4 +1,4 @@
-//! Files that hold secrets: written privately and atomically.
+//! Files that hold secrets: written privately and atomically; and what tells a file changed.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
@@ -38,6 +38,29 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         let _ = fs::remove_file(&temporary);
     }
     result
+}
+
+/// A file's modification time, size and inode: a rewrite changes the first, a rename into place
+/// (as Kubernetes' atomic volume writer does) the last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl FileStamp {
+    /// `None` when the file cannot be looked at (missing, mid-rotation).
+    pub fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        // Follows symlinks, so a swapped `..data` link counts as a change.
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(Self {
+            modified: metadata.modified().ok(),
+            len: metadata.len(),
+            inode: metadata.ino(),
+        })
+    }
 }
 
 #[cfg(test)]

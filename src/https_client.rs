@@ -2,7 +2,7 @@
 //! volumes' reads): certificates trusted from a CA bundle file, else the system's roots.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
@@ -10,6 +10,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::fsutil::FileStamp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
@@ -26,6 +28,60 @@ pub enum TrustError {
     Tls(#[from] rustls::Error),
     #[error("{0:?} is not a valid TLS server name")]
     ServerName(String),
+}
+
+/// The HTTPS (or HTTP) client of [`client`].
+pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
+
+/// A client whose trusted CAs follow its CA file: a CA bundle mounted from a ConfigMap or a
+/// Secret is replaced by kubelet when the CA rotates, and a long-running process (the CSI
+/// plugin, the credentials proxy) must trust the new CA without a restart.
+pub struct CaFollowingClient<B> {
+    ca_file: Option<PathBuf>,
+    schemes: Schemes,
+    current: Mutex<(Option<FileStamp>, HttpsClient<B>)>,
+}
+
+impl<B> CaFollowingClient<B>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    pub fn new(ca_file: Option<&Path>, schemes: Schemes) -> Result<Self, TrustError> {
+        let stamp = ca_file.and_then(FileStamp::of);
+        Ok(Self {
+            ca_file: ca_file.map(Path::to_path_buf),
+            schemes,
+            current: Mutex::new((stamp, client(ca_file, schemes)?)),
+        })
+    }
+
+    /// The client for the CA file as it is now: rebuilt when the file changed. A file that
+    /// changed but does not load (mid-rotation) keeps the last client, and is tried again at
+    /// its next change.
+    pub fn get(&self) -> HttpsClient<B>
+    where
+        B: Clone,
+    {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(path) = &self.ca_file {
+            let stamp = FileStamp::of(path);
+            if stamp.is_some() && stamp != current.0 {
+                current.0 = stamp;
+                match client(Some(path), self.schemes) {
+                    Ok(fresh) => {
+                        tracing::info!(ca_file = %path.display(), "the CA file changed; trusting it now");
+                        current.1 = fresh;
+                    }
+                    Err(err) => tracing::warn!(
+                        error = %err,
+                        "the CA file changed but does not load; keeping the CAs trusted before"
+                    ),
+                }
+            }
+        }
+        current.1.clone()
+    }
 }
 
 /// Whether plain `http://` may be used too (the caller checks where it may go).

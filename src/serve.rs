@@ -8,9 +8,9 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,6 +32,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tower::ServiceExt as _;
 use zeroize::Zeroizing;
+
+use crate::fsutil::FileStamp;
 
 /// How often the certificate and key files are checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
@@ -128,28 +130,6 @@ impl TlsFiles {
     /// cannot be looked at (mid-rotation, say).
     fn stamp(&self) -> Option<[FileStamp; 2]> {
         Some([FileStamp::of(&self.cert)?, FileStamp::of(&self.key)?])
-    }
-}
-
-/// A file's modification time, size and inode: a rewrite changes the first, a rename into place
-/// (as Kubernetes' atomic volume writer does) the last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-impl FileStamp {
-    fn of(path: &Path) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt as _;
-        // Follows symlinks, so a swapped `..data` link counts as a change.
-        let metadata = std::fs::metadata(path).ok()?;
-        Some(Self {
-            modified: metadata.modified().ok(),
-            len: metadata.len(),
-            inode: metadata.ino(),
-        })
     }
 }
 
@@ -466,6 +446,8 @@ async fn readyz(State(ready): State<watch::Receiver<bool>>) -> (StatusCode, &'st
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use rustls::pki_types::ServerName;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -4,21 +4,19 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::volume::{Fetched, ParameterPin, PathParameter, SecretPin, Source};
 use super::{ContentError, PodToken};
 use crate::aws::wire::{SecretBlob, SecretText, wiped_request};
-use crate::https_client::{self, Schemes, TrustError};
+use crate::https_client::{CaFollowingClient, Schemes, TrustError};
 
 /// How long one API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -65,7 +63,7 @@ impl From<ApiError> for ContentError {
 /// A client of one Coffer API endpoint.
 #[derive(Clone)]
 pub struct ApiClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<bytes::Bytes>>,
+    client: Arc<CaFollowingClient<Full<bytes::Bytes>>>,
     endpoint: Uri,
 }
 
@@ -93,7 +91,7 @@ impl ApiClient {
             .map_err(|_| bad())?;
 
         Ok(Self {
-            client: https_client::client(ca_file, Schemes::HttpsOrHttp)?,
+            client: Arc::new(CaFollowingClient::new(ca_file, Schemes::HttpsOrHttp)?),
             endpoint,
         })
     }
@@ -210,7 +208,7 @@ impl ApiClient {
             .header(AUTHORIZATION, authorization)
             .body(Full::new(bytes::Bytes::from(body)))
             .map_err(|_| unavailable("the request could not be built"))?;
-        let response = tokio::time::timeout(CALL_TIMEOUT, self.client.request(request))
+        let response = tokio::time::timeout(CALL_TIMEOUT, self.client.get().request(request))
             .await
             .map_err(|_| unavailable("the API did not answer in time"))?
             .map_err(|_| unavailable("the API could not be reached"))?;

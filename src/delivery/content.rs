@@ -338,6 +338,13 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ContentError::Unavailable(_)));
+        // The CA file rotates (renamed into place, as kubelet does): the same client trusts
+        // the new CA without a restart.
+        let temporary = dir.path().join("other.crt.tmp");
+        std::fs::write(&temporary, generated.cert.pem()).unwrap();
+        std::fs::rename(&temporary, &other_ca).unwrap();
+        let files = content.files(&attributes, &pod(), &token()).await.unwrap();
+        assert_eq!(files[0].contents.expose(), b"https://db.local");
     }
 
     #[test]
