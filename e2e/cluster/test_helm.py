@@ -375,6 +375,34 @@ def test_network_policy_service_monitor_and_budget_render_when_asked(helm):
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [namespace]}
 
 
+def test_provider_mode_and_restart_on_change_render_as_asked(helm):
+    namespace = "coffer-render"
+    defaults = render(helm, namespace)
+    assert ("DaemonSet", "coffer-csi-provider") not in defaults
+    rules = defaults[("ClusterRole", "coffer-controller")]["rules"]
+    assert {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"],
+            "verbs": ["get", "list", "watch", "patch"]} in rules
+    args = defaults[("Deployment", "coffer")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--restart-debounce-seconds") + 1] == "10"
+
+    off = render(helm, namespace, "--set", "restartOnChange.enabled=false")
+    assert not [rule for rule in off[("ClusterRole", "coffer-controller")]["rules"] if "apps" in rule["apiGroups"]]
+    assert "--no-restart-on-change" in off[("Deployment", "coffer")]["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    objects = render(helm, namespace, "--set", "csiProvider.enabled=true")
+    pod = objects[("DaemonSet", "coffer-csi-provider")]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    assert container["args"][:3] == ["csi-provider", "--socket", "/provider/coffer.sock"]
+    assert container["args"][container["args"].index("--api-ca-file") + 1] == "/etc/coffer-ca/ca.crt"
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+    assert context["readOnlyRootFilesystem"] is True and "privileged" not in context
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["providers-dir"]["hostPath"]["path"] == "/etc/kubernetes/secrets-store-csi-providers"
+    assert volumes["api-ca"]["configMap"]["name"] == "coffer-ca"
+
+
 def test_the_controller_runs_locked_down(helm):
     objects = render(helm, "coffer-render")
     pod = objects[("Deployment", "coffer")]["spec"]["template"]["spec"]
@@ -488,11 +516,15 @@ def test_tls_webhook_network_policy_upgrade_and_uninstall(helm):
         assert "inject.coffer.dev" in refused.stderr, refused.stderr
 
         # An upgrade that changes another value keeps the certificates byte for byte.
-        run_helm(helm, "upgrade", release, str(CHART), "-n", namespace, *base_args, "--set", "logFormat=text")
+        # Provider mode turned on by an upgrade: its DaemonSet is accepted, and the next upgrade
+        # without it removes it.
+        run_helm(helm, "upgrade", release, str(CHART), "-n", namespace, *base_args, "--set", "logFormat=text",
+                 "--set", "csiProvider.enabled=true")
         deployment = kubectl_json("get", "deployment", release, "-n", namespace)
         env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         assert {"name": "COFFER_LOG_FORMAT", "value": "text"} in env
         assert tls_state(namespace) == first, "helm upgrade issued new certificates without cause"
+        assert exists("apps/v1", "DaemonSet", f"{release}-csi-provider", namespace)
 
         # Near expiry (renewBeforeDays beyond the validity), the upgrade issues a new serving
         # certificate from the same CA.
@@ -525,6 +557,7 @@ def test_tls_webhook_network_policy_upgrade_and_uninstall(helm):
         # Back to the defaults: nothing is near expiry any more, so nothing changes.
         run_helm(helm, "upgrade", release, str(CHART), "-n", namespace, *base_args)
         assert tls_state(namespace) == rotated
+        assert not exists("apps/v1", "DaemonSet", f"{release}-csi-provider", namespace)
     finally:
         kubectl("delete", "namespace", apps, "--ignore-not-found", "--wait=false", check=False)
         run_helm(helm, "uninstall", release, "-n", namespace, "--wait", "--timeout", "120s")

@@ -221,3 +221,27 @@ configMap or secret (and its name), or kind "" for the system's CAs.
 {{- dict "kind" "" "name" "" | toJson }}
 {{- end }}
 {{- end }}
+
+{{/*
+The volume holding the CA of the controller's certificate (key ca.crt), for the node plugins:
+the chart's ConfigMap, or only ca.crt of the TLS Secret (cert-manager's), never its key.
+Empty when the system's CAs are trusted.
+*/}}
+{{- define "coffer.apiCAVolume" -}}
+{{- $apiCA := include "coffer.apiCA" . | fromJson }}
+{{- if eq $apiCA.kind "configMap" }}
+- name: api-ca
+  configMap:
+    name: {{ $apiCA.name }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- else if eq $apiCA.kind "secret" }}
+- name: api-ca
+  secret:
+    secretName: {{ $apiCA.name }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end }}
