@@ -306,23 +306,10 @@ mod tests {
     #[tokio::test]
     async fn reads_over_tls_checked_against_the_ca_file() {
         let dir = tempfile::tempdir().unwrap();
-        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = dir.path().join("tls.crt");
-        let key = dir.path().join("tls.key");
-        std::fs::write(&cert, generated.cert.pem()).unwrap();
-        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-        let api = test_api::sample();
-        let app = test_api::router(api);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(crate::serve::serve(
-            listener,
-            app,
-            Some(crate::serve::TlsFiles::new(&cert, &key)),
-            crate::serve::ConnectionLimits::DEFAULT,
-            std::future::pending(),
-        ));
-        let endpoint = format!("https://localhost:{port}");
+        let app = test_api::router(test_api::sample());
+        let server = crate::test_support::https::serve_https(dir.path(), &["localhost"], app).await;
+        let cert = server.cert.clone();
+        let endpoint = format!("https://localhost:{}", server.port);
         let attributes =
             attributes(&[("objects", "- {kind: parameter, name: /app/url, file: url}")]);
         let content = ApiContent::new(&endpoint, Some(&cert)).unwrap();
@@ -341,7 +328,7 @@ mod tests {
         // The CA file rotates (renamed into place, as kubelet does): the same client trusts
         // the new CA without a restart.
         let temporary = dir.path().join("other.crt.tmp");
-        std::fs::write(&temporary, generated.cert.pem()).unwrap();
+        std::fs::write(&temporary, &server.cert_pem).unwrap();
         std::fs::rename(&temporary, &other_ca).unwrap();
         let files = content.files(&attributes, &pod(), &token()).await.unwrap();
         assert_eq!(files[0].contents.expose(), b"https://db.local");

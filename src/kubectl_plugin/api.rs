@@ -529,29 +529,16 @@ mod tests {
     /// The API over TLS with a certificate for `coffer.coffer-system.svc` only, signed by a
     /// CA written to `dir/ca.crt`.
     async fn tls_api(dir: &std::path::Path) -> (String, std::path::PathBuf) {
-        use crate::serve::{ConnectionLimits, TlsFiles, serve};
-
-        let generated =
-            rcgen::generate_simple_self_signed(vec!["coffer.coffer-system.svc".to_owned()])
-                .unwrap();
-        let cert = dir.join("ca.crt");
-        let key = dir.join("tls.key");
-        std::fs::write(&cert, generated.cert.pem()).unwrap();
-        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
         let app = axum::Router::new().route(
             "/",
             axum::routing::post(|| async { (axum::http::StatusCode::OK, "{}") }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(serve(
-            listener,
-            app,
-            Some(TlsFiles::new(&cert, &key)),
-            ConnectionLimits::DEFAULT,
-            std::future::pending(),
-        ));
-        (format!("https://127.0.0.1:{port}"), cert)
+        let server =
+            crate::test_support::https::serve_https(dir, &["coffer.coffer-system.svc"], app).await;
+        // The certificate is its own CA.
+        let ca = dir.join("ca.crt");
+        std::fs::copy(&server.cert, &ca).unwrap();
+        (format!("https://127.0.0.1:{}", server.port), ca)
     }
 
     #[tokio::test]

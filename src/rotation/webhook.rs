@@ -313,7 +313,6 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::serve::{ConnectionLimits, TlsFiles, serve};
 
     const KEY: &[u8] = b"the-signing-key-of-the-receiver";
     const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app-db-AbCdEf";
@@ -367,11 +366,6 @@ mod tests {
     /// Serves a receiver over HTTPS on loopback; returns it, its URL and its certificate as
     /// a caBundle. The directory holds the certificate files while it serves.
     async fn receiver(dir: &std::path::Path) -> (Arc<Receiver>, String, String) {
-        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = dir.join("tls.crt");
-        let key = dir.join("tls.key");
-        std::fs::write(&cert, generated.cert.pem()).unwrap();
-        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
         let receiver = Arc::new(Receiver {
             calls: Mutex::new(Vec::new()),
             status: AtomicU16::new(200),
@@ -379,19 +373,11 @@ mod tests {
         let app = Router::new()
             .route("/rotate", post(receive))
             .with_state(Arc::clone(&receiver));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(serve(
-            listener,
-            app,
-            Some(TlsFiles::new(&cert, &key)),
-            ConnectionLimits::DEFAULT,
-            std::future::pending(),
-        ));
+        let server = crate::test_support::https::serve_https(dir, &["localhost"], app).await;
         (
             receiver,
-            format!("https://localhost:{port}/rotate"),
-            STANDARD.encode(generated.cert.pem()),
+            format!("https://localhost:{}/rotate", server.port),
+            STANDARD.encode(server.cert_pem),
         )
     }
 

@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod fake_api;
+pub mod https;
 pub mod mock_api;
 pub mod sigv4_client;
 pub mod tokens;
