@@ -281,11 +281,8 @@ impl Tracker {
 fn follows(annotation: &str) -> (Vec<ValueReference>, Option<String>) {
     let mut problems = Vec::new();
     let mut references = Vec::new();
-    for part in annotation
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|part| !part.is_empty())
-    {
-        match reference::ObjectReference::parse(part) {
+    for part in reference::split_list(annotation) {
+        match ValueReference::parse(part) {
             Err(err) => problems.push(err.to_string()),
             Ok(found) if found.kind == ReferenceKind::Parameters => problems.push(format!(
                 "{found}: name secrets and parameters one by one (secret/NAME, parameter/NAME)"

@@ -195,12 +195,11 @@ impl fmt::Display for ObjectReference {
     }
 }
 
-/// Parses a list of references separated by commas or whitespace (`restart-on-change`).
-pub fn parse_list(text: &str) -> Result<Vec<ObjectReference>, ReferenceError> {
+/// The references of a list separated by commas or whitespace (`restart-on-change`), as text:
+/// each is parsed on its own, so that one bad entry can be named without losing the rest.
+pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|part| !part.is_empty())
-        .map(ObjectReference::parse)
-        .collect()
 }
 
 #[cfg(test)]
@@ -299,10 +298,8 @@ mod tests {
 
     #[test]
     fn lists_split_on_commas_and_whitespace() {
-        let list = parse_list("secret/a, parameter//b\n secret/c,,").unwrap();
-        assert_eq!(list.len(), 3);
-        assert_eq!(list[1].name, "/b");
-        assert!(parse_list("secret/a, bogus").is_err());
-        assert!(parse_list("").unwrap().is_empty());
+        let list: Vec<&str> = split_list("secret/a, parameter//b\n secret/c,,").collect();
+        assert_eq!(list, ["secret/a", "parameter//b", "secret/c"]);
+        assert_eq!(split_list(" , ").count(), 0);
     }
 }
