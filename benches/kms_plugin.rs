@@ -27,6 +27,9 @@ use coffer::kms_plugin::proto::{DecryptRequest, EncryptRequest};
 use common::{client_runtime, env_number, server_binary};
 use serde_json::json;
 
+#[path = "../tests/support/unix_channel.rs"]
+mod unix_channel;
+
 type Client = KeyManagementServiceClient<tonic::transport::Channel>;
 
 /// The size of what kube-apiserver asks to seal: a 32-byte seed.
@@ -34,17 +37,7 @@ const PLAINTEXT_LEN: usize = 32;
 const BLOBS: usize = 256;
 
 async fn connect(socket: PathBuf) -> Client {
-    let channel = tonic::transport::Endpoint::from_static("http://kms-plugin.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(socket).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .expect("cannot connect to the plugin");
-    KeyManagementServiceClient::new(channel)
+    KeyManagementServiceClient::new(unix_channel::connect(&socket).await)
 }
 
 #[derive(Clone, Copy)]

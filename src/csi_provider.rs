@@ -197,17 +197,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     async fn client(socket: PathBuf) -> CsiDriverProviderClient<tonic::transport::Channel> {
-        let channel = tonic::transport::Endpoint::from_static("http://provider.invalid")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(socket).await?;
-                    Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await
-            .unwrap();
-        CsiDriverProviderClient::new(channel)
+        CsiDriverProviderClient::new(crate::test_support::unix_channel::connect(&socket).await)
     }
 
     fn attributes(objects: &str, token: &str) -> String {

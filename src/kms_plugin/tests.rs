@@ -36,16 +36,7 @@ impl Running {
         let served = tokio::spawn(serve(Arc::clone(&key), listener, async {
             stopped.await.unwrap_or(())
         }));
-        let channel = tonic::transport::Endpoint::from_static("http://kms-plugin.invalid")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(socket).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await
-            .unwrap();
+        let channel = crate::test_support::unix_channel::connect(&socket).await;
         Self {
             client: KeyManagementServiceClient::new(channel),
             key,

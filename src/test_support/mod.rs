@@ -8,3 +8,6 @@ pub mod https;
 pub mod mock_api;
 pub mod sigv4_client;
 pub mod tokens;
+// One file with the integration tests and benches, which include it by path.
+#[path = "../../tests/support/unix_channel.rs"]
+pub mod unix_channel;

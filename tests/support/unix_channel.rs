@@ -1,5 +1,5 @@
-//! A gRPC channel to a plugin's Unix socket, as kubelet dials it; shared by the CSI tests and
-//! the CSI bench.
+//! A gRPC channel to a plugin's Unix socket, as kubelet (or kube-apiserver) dials it; shared
+//! by the unit and integration tests of the CSI, provider and KMS plugins, and the benches.
 
 use std::path::Path;
 use std::time::Duration;
